@@ -1,0 +1,399 @@
+"""Label Studio I/O: the local server process, and the SDK calls of push and pull.
+
+Only wiring lives here; what goes into a task and what comes out of an annotation is decided
+by curation/review.py. label-studio 1.23 pins redis<5.3, pytz<2023 and python-json-logger
+2.0.4, which clash with prefect 3.8 (pydocket needs redis>=6), so the server runs from its own
+virtualenv (``labelstudio.server.venv``), created on first ``start``.
+
+Secrets: the password and API token come from LABEL_STUDIO_PASSWORD / LABEL_STUDIO_USER_TOKEN
+when set, else they are generated once and kept in ``<data_dir>/credentials.json`` (mode 600,
+outside git). They are never logged and never put on a command line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from curation.review import (
+    annotations_to_reviews,
+    build_label_config,
+    build_tasks,
+    mask_pii,
+    select_new_flags,
+    task_keys,
+)
+from schemas.review_params import REVIEWS_SCHEMA, LabelStudioParams, Review, ServerParams
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "curagate-server.json"
+CREDENTIALS_FILE = "credentials.json"
+LOG_FILE = "label-studio.log"
+VENV_MARKER = ".curagate-installed"
+TOKEN_BYTES = 20  # 40 hex characters, like Label Studio's own tokens
+HTTP_TIMEOUT_S = 5.0
+
+
+class LabelStudioError(RuntimeError):
+    """The server could not be started, reached or authenticated against; says why."""
+
+
+@dataclass(frozen=True)
+class ServerState:
+    """What `start` records so that `stop` and the client can find the server again."""
+
+    pid: int
+    url: str
+    port: int
+    data_dir: str
+    started_s: float
+
+
+@dataclass(frozen=True)
+class PushReport:
+    """Outcome of a push: how many flags were new, skipped, and what PII was masked."""
+
+    project_id: int
+    flags: int
+    existing_tasks: int
+    imported: int
+    skipped: int
+    pii_masked: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PullReport:
+    """Outcome of a pull."""
+
+    project_id: int
+    tasks: int
+    reviews: int
+    path: str
+
+
+# --- server process ------------------------------------------------------------------------
+
+
+def ensure_venv(venv: Path, package: str) -> Path:
+    """Create ``venv`` with ``package`` installed unless it already is; return label-studio's path.
+
+    Raises:
+        LabelStudioError: venv creation or pip install failed (pip's output is in the message).
+    """
+    exe = venv / "bin" / "label-studio"
+    marker = venv / VENV_MARKER
+    if exe.exists() and marker.exists() and marker.read_text(encoding="utf-8") == package:
+        return exe
+    log.info("installing %s into %s (first use; takes a few minutes)", package, venv)
+    steps = []
+    if not (venv / "bin" / "python").exists():
+        steps.append([sys.executable, "-m", "venv", str(venv)])
+    steps.append([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", package])
+    for cmd in steps:
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise LabelStudioError(f"{' '.join(cmd[:4])}... failed:\n{done.stderr[-4000:]}")
+    if not exe.exists():
+        raise LabelStudioError(f"{package} installed but {exe} is missing")
+    marker.write_text(package, encoding="utf-8")
+    return exe
+
+
+def load_credentials(data_dir: Path) -> dict[str, str]:
+    """Password and token: from the environment if set, else generated once into data_dir."""
+    path = data_dir / CREDENTIALS_FILE
+    stored: dict[str, str] = {}
+    if path.exists():
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    creds = {
+        "password": os.environ.get("LABEL_STUDIO_PASSWORD")
+        or stored.get("password")
+        or secrets.token_urlsafe(TOKEN_BYTES),
+        "token": os.environ.get("LABEL_STUDIO_USER_TOKEN")
+        or stored.get("token")
+        or secrets.token_hex(TOKEN_BYTES),
+    }
+    if creds != stored:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(creds, fh)
+    return creds
+
+
+def _http_status(url: str, token: str | None = None) -> int | None:
+    req = urllib.request.Request(url)
+    if token:
+        req.add_header("Authorization", f"Token {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT_S) as resp:  # noqa: S310 (local URL)
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child (we started it and it died) still answers kill 0
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return done == 0
+
+
+def read_state(data_dir: Path) -> ServerState | None:
+    """The recorded server of ``data_dir``, or None."""
+    path = data_dir / STATE_FILE
+    if not path.exists():
+        return None
+    return ServerState(**json.loads(path.read_text(encoding="utf-8")))
+
+
+def _enable_legacy_tokens(venv: Path, env: dict[str, str]) -> None:
+    """Turn on legacy API tokens for every organisation (1.23 disables them by default)."""
+    python = str(venv / "bin" / "python")
+    where = subprocess.run(
+        [python, "-c", "import label_studio, os; print(os.path.dirname(label_studio.__file__))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    code = (
+        "from organizations.models import Organization\n"
+        "for org in Organization.objects.all():\n"
+        "    org.jwt.legacy_api_tokens_enabled = True\n"
+        "    org.jwt.save()\n"
+    )
+    env = {**env, "DJANGO_SETTINGS_MODULE": "label_studio.core.settings.label_studio"}
+    done = subprocess.run(
+        [python, f"{where}/manage.py", "shell", "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=where,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise LabelStudioError(f"enabling legacy API tokens failed:\n{done.stderr[-4000:]}")
+
+
+def start_server(
+    cfg: ServerParams, *, port: int | None = None, data_dir: Path | None = None
+) -> ServerState:
+    """Start Label Studio headless (or reuse the one already recorded) and wait for /health.
+
+    Args:
+        cfg: ``labelstudio.server`` (venv, package, host, timeouts, username).
+        port: Overrides ``cfg.port``.
+        data_dir: Overrides ``cfg.data_dir``; holds the database, log, credentials, pid.
+
+    Raises:
+        LabelStudioError: install failed, the server died or stayed unhealthy, or the token
+            is refused.
+    """
+    data_dir = Path(data_dir or cfg.data_dir).resolve()
+    port = port or cfg.port
+    url = f"http://{cfg.host}:{port}"
+    creds = load_credentials(data_dir)
+    known = read_state(data_dir)
+    if known and _pid_alive(known.pid) and _http_status(f"{known.url}/health") == 200:
+        log.info("Label Studio already running at %s (pid %d)", known.url, known.pid)
+        return known
+    if _http_status(f"{url}/health") is not None:
+        raise LabelStudioError(f"port {port} is already in use by another server")
+    venv = Path(cfg.venv).resolve()
+    exe = ensure_venv(venv, cfg.package)
+    env = {
+        **os.environ,
+        "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir),
+        "LABEL_STUDIO_USERNAME": cfg.username,
+        "LABEL_STUDIO_PASSWORD": creds["password"],
+        "LABEL_STUDIO_USER_TOKEN": creds["token"],
+        "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
+    }
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    cmd = [
+        str(exe), "start", "--no-browser", "--port", str(port),
+        "--internal-host", cfg.host, "--enable-legacy-api-token",
+    ]  # fmt: skip
+    t0 = time.monotonic()
+    with open(data_dir / LOG_FILE, "ab") as logfh:
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=logfh, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    state = ServerState(proc.pid, url, port, str(data_dir), time.time())
+    (data_dir / STATE_FILE).write_text(json.dumps(asdict(state)), encoding="utf-8")
+    while _http_status(f"{url}/health") != 200:
+        if proc.poll() is not None:
+            raise LabelStudioError(f"Label Studio exited ({proc.returncode}); see {logfh.name}")
+        if time.monotonic() - t0 > cfg.start_timeout_s:
+            stop_server(data_dir, timeout_s=cfg.stop_timeout_s)
+            raise LabelStudioError(f"not healthy after {cfg.start_timeout_s}s; see {logfh.name}")
+        time.sleep(cfg.poll_interval_s)
+    if _http_status(f"{url}/api/current-user/whoami", creds["token"]) == 401:
+        log.info("legacy API tokens disabled for this organisation; enabling them")
+        _enable_legacy_tokens(venv, env)
+        if _http_status(f"{url}/api/current-user/whoami", creds["token"]) != 200:
+            raise LabelStudioError("API token refused after enabling legacy tokens")
+    log.info("Label Studio healthy at %s after %.1fs", url, time.monotonic() - t0)
+    return state
+
+
+def stop_server(data_dir: Path, *, timeout_s: float) -> bool:
+    """Stop the server recorded in ``data_dir`` (its whole process group). False if none ran."""
+    data_dir = Path(data_dir).resolve()
+    state = read_state(data_dir)
+    if state is None:
+        return False
+    (data_dir / STATE_FILE).unlink()
+    if not _pid_alive(state.pid):
+        return False
+    os.killpg(state.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while _pid_alive(state.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _pid_alive(state.pid):
+        os.killpg(state.pid, signal.SIGKILL)
+    return True
+
+
+# --- client --------------------------------------------------------------------------------
+
+
+def connect(cfg: LabelStudioParams) -> Any:
+    """SDK client from LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY, else the recorded local server.
+
+    Raises:
+        LabelStudioError: no URL or key can be found.
+    """
+    from label_studio_sdk import LabelStudio
+
+    url = os.environ.get("LABEL_STUDIO_URL")
+    key = os.environ.get("LABEL_STUDIO_API_KEY")
+    data_dir = Path(cfg.server.data_dir).resolve()
+    if not url:
+        state = read_state(data_dir)
+        if state is None:
+            raise LabelStudioError(
+                "set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY, or run `curagate labelstudio start`"
+            )
+        url = state.url
+    if not key:
+        path = data_dir / CREDENTIALS_FILE
+        if not path.exists():
+            raise LabelStudioError("set LABEL_STUDIO_API_KEY (no local credentials found)")
+        key = json.loads(path.read_text(encoding="utf-8"))["token"]
+    return LabelStudio(base_url=url, api_key=key)
+
+
+def find_project(ls: Any, title: str) -> int | None:
+    """Id of the (oldest) project titled ``title``, or None."""
+    ids = [p.id for p in ls.projects.list(title=title) if p.title == title]
+    return min(ids) if ids else None
+
+
+def ensure_project(ls: Any, cfg: LabelStudioParams, labels: list[str]) -> int:
+    """Reuse the project titled ``cfg.project_title`` or create it with the review interface."""
+    config = build_label_config(labels, cfg)
+    project_id = find_project(ls, cfg.project_title)
+    if project_id is None:
+        project = ls.projects.create(
+            title=cfg.project_title,
+            description=cfg.description,
+            label_config=config,
+            model_version=cfg.model_version,
+            show_collab_predictions=True,
+        )
+        log.info("created Label Studio project %d %r", project.id, cfg.project_title)
+        return int(project.id)
+    current = ls.projects.get(id=project_id).label_config
+    if current != config:
+        log.warning("project %d keeps its existing labelling config (it differs)", project_id)
+    return project_id
+
+
+def list_tasks(ls: Any, project_id: int, *, page_size: int) -> list[dict[str, Any]]:
+    """All tasks of a project with annotations and predictions, as plain dicts."""
+    pager = ls.tasks.list(project=project_id, fields="all", page_size=page_size)
+    return [t.model_dump(mode="json") if hasattr(t, "model_dump") else dict(t) for t in pager]
+
+
+def read_flags(out_dir: Path) -> tuple[pl.DataFrame, list[str]]:
+    """flags.parquet and labels.json of a curate output dir.
+
+    Raises:
+        FileNotFoundError: either file is missing (names it).
+    """
+    out_dir = Path(out_dir)
+    for name in ("flags.parquet", "labels.json"):
+        if not (out_dir / name).exists():
+            raise FileNotFoundError(f"{out_dir / name}: not found (run curate first)")
+    flags = pl.read_parquet(out_dir / "flags.parquet")
+    labels = json.loads((out_dir / "labels.json").read_text(encoding="utf-8"))
+    if not isinstance(labels, list) or not labels:
+        raise ValueError(f"{out_dir / 'labels.json'}: must be a non-empty JSON list")
+    return flags, [str(x) for x in labels]
+
+
+def push_flags(ls: Any, out_dir: Path, cfg: LabelStudioParams) -> PushReport:
+    """Import flags that have no task yet (keyed by id + text_hash); existing tasks untouched."""
+    flags, labels = read_flags(out_dir)
+    project_id = ensure_project(ls, cfg, labels)
+    existing = task_keys(list_tasks(ls, project_id, page_size=cfg.page_size))
+    new = select_new_flags(flags, existing)
+    _, pii = mask_pii(new["text"], cfg=cfg.pii)
+    tasks = build_tasks(new, labels, cfg=cfg)
+    for start in range(0, len(tasks), cfg.import_batch):
+        ls.projects.import_tasks(id=project_id, request=tasks[start : start + cfg.import_batch])
+    report = PushReport(
+        project_id=project_id,
+        flags=flags.height,
+        existing_tasks=len(existing),
+        imported=len(tasks),
+        skipped=flags.height - len(tasks),
+        pii_masked=pii,
+    )
+    log.info("push: %s", report)
+    return report
+
+
+def pull_reviews(ls: Any, to: Path, cfg: LabelStudioParams) -> PullReport:
+    """Export completed annotations of the review project into ``to`` (reviews.parquet).
+
+    Raises:
+        LabelStudioError: the project does not exist (nothing was pushed yet).
+    """
+    project_id = find_project(ls, cfg.project_title)
+    if project_id is None:
+        raise LabelStudioError(f"no project titled {cfg.project_title!r}; push first")
+    tasks = list_tasks(ls, project_id, page_size=cfg.page_size)
+    reviews = annotations_to_reviews(tasks)
+    reviews = Review.validate(reviews.cast(REVIEWS_SCHEMA))  # type: ignore[arg-type]
+    to = Path(to)
+    to.parent.mkdir(parents=True, exist_ok=True)
+    reviews.write_parquet(to)
+    report = PullReport(project_id, len(tasks), reviews.height, str(to))
+    log.info("pull: %s", report)
+    return report

@@ -1,0 +1,136 @@
+"""Typed ``labelstudio:`` section of params.yaml, and the row contract of reviews.parquet.
+
+The section belongs to the review loop only (server, project, task payload, PII masking), so it
+is typed here, next to its reader, and built with the same strict ``_build`` as the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pandera.polars as pa
+import polars as pl
+
+from schemas.params import Params, ParamsError, _build
+
+PII_KINDS = ("email", "phone", "card", "iban")
+DECISIONS = ("keep", "relabel", "drop", "unsure")
+LabelLayout = Literal["select", "inline", "vertical"]
+
+
+@dataclass(frozen=True)
+class PiiParams:
+    """What is masked before any text leaves for Label Studio."""
+
+    enabled: bool = True
+    kinds: tuple[str, ...] = PII_KINDS
+    placeholder: str = "[{kind}]"
+    phone_min_digits: int = 8
+    phone_max_digits: int = 15
+    card_min_digits: int = 13
+    card_max_digits: int = 19
+
+    def __post_init__(self) -> None:
+        bad = sorted(set(self.kinds) - set(PII_KINDS))
+        if bad:
+            raise ValueError(f"pii.kinds {bad} not in {list(PII_KINDS)}")
+        if "{kind}" not in self.placeholder:
+            raise ValueError("pii.placeholder must contain '{kind}'")
+        if not 0 < self.phone_min_digits <= self.phone_max_digits:
+            raise ValueError("need 0 < phone_min_digits <= phone_max_digits")
+        if not 0 < self.card_min_digits <= self.card_max_digits:
+            raise ValueError("need 0 < card_min_digits <= card_max_digits")
+
+
+@dataclass(frozen=True)
+class ServerParams:
+    """The local Label Studio server that `curagate labelstudio start` runs."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: str = ".cache/labelstudio"
+    venv: str = ".venv-labelstudio"
+    package: str = "label-studio==1.23.*"
+    username: str = "admin@example.com"
+    start_timeout_s: float = 300.0
+    poll_interval_s: float = 1.0
+    stop_timeout_s: float = 20.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ValueError(f"port={self.port} out of range")
+        if self.start_timeout_s <= 0 or self.poll_interval_s <= 0 or self.stop_timeout_s <= 0:
+            raise ValueError("timeouts and poll interval must be positive")
+        if "@" not in self.username:
+            raise ValueError("username must be an e-mail address (Label Studio logs in by e-mail)")
+
+
+@dataclass(frozen=True)
+class LabelStudioParams:
+    """Project, interface and transfer options of the review loop."""
+
+    project_title: str = "curagate review"
+    description: str = "Flags from curagate: suspected label errors and conflicting duplicates"
+    model_version: str = "curagate-noise"
+    label_layout: LabelLayout = "select"
+    prefill_decision: bool = False
+    import_batch: int = 500
+    page_size: int = 500
+    pii: PiiParams = field(default_factory=PiiParams)
+    server: ServerParams = field(default_factory=ServerParams)
+
+    def __post_init__(self) -> None:
+        if self.label_layout not in ("select", "inline", "vertical"):
+            raise ValueError(f"label_layout={self.label_layout!r} not select|inline|vertical")
+        if self.import_batch < 1 or self.page_size < 1:
+            raise ValueError("import_batch and page_size must be >= 1")
+
+
+def labelstudio_params(params: Params | dict[str, Any] | None) -> LabelStudioParams:
+    """Type the ``labelstudio:`` section (from loaded :class:`Params` or a raw mapping).
+
+    Raises:
+        ParamsError: unknown key or bad value, naming it.
+    """
+    raw = params.section("labelstudio") if isinstance(params, Params) else params
+    return _build(LabelStudioParams, raw, "labelstudio")
+
+
+REVIEWS_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "id": pl.String,
+    "text_hash": pl.String,
+    "decision": pl.String,
+    "label": pl.String,
+    "annotator": pl.String,
+    "time": pl.Datetime("us", "UTC"),
+    "task_id": pl.Int64,
+}
+
+
+class Review(pa.DataFrameModel):
+    """A row of reviews.parquet: one annotator's decision on one flagged row."""
+
+    id: str
+    text_hash: str
+    decision: str = pa.Field(isin=list(DECISIONS))
+    label: str = pa.Field(nullable=True)
+    annotator: str
+    time: pl.Datetime = pa.Field(dtype_kwargs={"time_unit": "us", "time_zone": "UTC"})
+    task_id: int
+
+    class Config:
+        strict = True
+
+
+__all__ = [
+    "DECISIONS",
+    "PII_KINDS",
+    "REVIEWS_SCHEMA",
+    "LabelStudioParams",
+    "ParamsError",
+    "PiiParams",
+    "Review",
+    "ServerParams",
+    "labelstudio_params",
+]
