@@ -95,7 +95,10 @@ class DedupParams:
     shingle: Literal["char", "word"] = "char"
     ngram: int = 5
     num_perm: int = 128
-    threshold: float = 0.7
+    lsh_threshold: float = 0.4
+    threshold: float = 0.9
+    max_char_edits: int = 1
+    word_order: bool = True
     seed: int = 1
 
     def __post_init__(self) -> None:
@@ -103,15 +106,24 @@ class DedupParams:
             raise ValueError(f"shingle={self.shingle!r} must be 'char' or 'word'")
         if self.ngram < 1 or self.num_perm < 2:
             raise ValueError("ngram must be >= 1 and num_perm >= 2")
-        _check_fraction("dedup", threshold=self.threshold)
+        _check_fraction("dedup", threshold=self.threshold, lsh_threshold=self.lsh_threshold)
+        if self.lsh_threshold > self.threshold:
+            raise ValueError("lsh_threshold must not exceed threshold (candidates would be lost)")
+        if self.max_char_edits < 0:
+            raise ValueError("max_char_edits must be >= 0")
 
 
 @dataclass(frozen=True)
 class DecontamParams:
-    threshold: float = 0.7
+    lsh_threshold: float = 0.4
+    threshold: float = 0.9
+    max_char_edits: int = 1
+    word_order: bool = True
 
     def __post_init__(self) -> None:
-        _check_fraction("decontam", threshold=self.threshold)
+        _check_fraction("decontam", threshold=self.threshold, lsh_threshold=self.lsh_threshold)
+        if self.lsh_threshold > self.threshold:
+            raise ValueError("lsh_threshold must not exceed threshold (candidates would be lost)")
 
 
 @dataclass(frozen=True)

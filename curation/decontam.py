@@ -1,0 +1,103 @@
+"""Decontaminate: remove train rows that are exact or near copies of a test row.
+
+The test set is only read: it is never deduplicated, edited or filtered to suit train.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import polars as pl
+
+from curation.dedup import StepResult, dedup_key
+from curation.minhash import (
+    band_keys,
+    cross_pairs,
+    estimated_jaccard,
+    lsh_bands,
+    signatures,
+    verify_pairs,
+)
+from schemas.params import DecontamParams, DedupParams
+from schemas.records import FLAGS_SCHEMA, REMOVED_SCHEMA
+
+log = logging.getLogger(__name__)
+
+
+def remove_test_leaks(
+    train: pl.DataFrame, test: pl.DataFrame, *, cfg: DecontamParams, minhash: DedupParams
+) -> StepResult:
+    """Drop train rows whose text matches a test row (exact after normalisation, or near).
+
+    Args:
+        train: candidate train rows (id, line, text, ...).
+        test: the validated test rows; untouched.
+        cfg: the ``decontam`` section (its own Jaccard threshold).
+        minhash: the ``dedup`` section, for shingling and MinHash settings.
+
+    Returns:
+        kept train rows; removed rows with reason ``test_leak`` and ``duplicate_of`` the test id
+        (the most similar test row, ties to the smallest id); no flags.
+    """
+    tr = train.with_columns(_key=dedup_key(pl.col("text"))).with_row_index("_i")
+    te = test.with_columns(_key=dedup_key(pl.col("text"))).sort("id").with_row_index("_j")
+    exact = (
+        tr.select("_i", "_key")
+        .join(te.select("_key", pl.col("id").alias("_test_id")), on="_key", how="inner")
+        .group_by("_i")
+        .agg(pl.col("_test_id").min())
+        .with_columns(_sim=pl.lit(1.0))
+    )
+    near = pl.DataFrame(schema={"_i": pl.UInt32, "_test_id": pl.String, "_sim": pl.Float64})
+    if tr.height and te.height:
+        kw = dict(kind=minhash.shingle, ngram=minhash.ngram, num_perm=minhash.num_perm, seed=minhash.seed)
+        sig_tr = signatures(tr["_key"].to_list(), **kw)
+        sig_te = signatures(te["_key"].to_list(), **kw)
+        bands, rows = lsh_bands(cfg.lsh_threshold, minhash.num_perm)
+        pairs = cross_pairs(band_keys(sig_tr, bands=bands, rows=rows), band_keys(sig_te, bands=bands, rows=rows))
+        sims = estimated_jaccard(sig_tr, sig_te, pairs)
+        keep = verify_pairs(
+            tr["_key"].to_list(),
+            te["_key"].to_list(),
+            pairs,
+            sims,
+            threshold=cfg.threshold,
+            max_char_edits=cfg.max_char_edits,
+            word_order=cfg.word_order,
+        )
+        if keep.any():
+            near = (
+                pl.DataFrame(
+                    {"_i": pairs[keep, 0].astype(np.uint32), "_j": pairs[keep, 1].astype(np.uint32), "_sim": sims[keep]}
+                )
+                .join(te.select("_j", pl.col("id").alias("_test_id")), on="_j")
+                .sort("_i", pl.col("_sim"), "_test_id", descending=[False, True, False])
+                .group_by("_i", maintain_order=True)
+                .first()
+                .select("_i", "_test_id", "_sim")
+            )
+        log.info("decontam: %d candidate train/test pairs, %d verified", len(pairs), int(keep.sum()))
+    leaks = pl.concat([exact.select("_i", "_test_id", "_sim").cast(near.schema), near]).unique(
+        "_i", keep="first", maintain_order=True
+    )
+    hit = tr.join(leaks, on="_i", how="inner")
+    removed = hit.select(
+        "id",
+        "split",
+        "line",
+        pl.lit("decontam").alias("stage"),
+        pl.lit("test_leak").alias("reason"),
+        pl.col("_test_id").alias("duplicate_of"),
+        pl.format("copy of test row {} (estimated Jaccard {})", "_test_id", pl.col("_sim").round(3)).alias(
+            "detail"
+        ),
+        "text",
+        "label",
+    )
+    kept = tr.join(leaks, on="_i", how="anti").drop("_i", "_key")
+    return StepResult(
+        kept=kept.sort("line"),
+        removed=removed.cast(REMOVED_SCHEMA).sort("line"),
+        flags=pl.DataFrame(schema=FLAGS_SCHEMA),
+    )

@@ -1,0 +1,182 @@
+"""Dedup: exact (after normalisation) and MinHash-LSH near duplicates, clustered by union-find.
+
+One representative per cluster is kept: the earliest input line. Other members are removed
+with ``duplicate_of`` the representative; members whose label disagrees with it are not
+dropped silently but flagged ``conflicting_duplicate`` and held for review.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import NamedTuple
+
+import numpy as np
+import polars as pl
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from curation.minhash import (
+    band_keys,
+    candidate_pairs,
+    estimated_jaccard,
+    lsh_bands,
+    normalize_text,
+    same_words_pairs,
+    signatures,
+    verify_pairs,
+)
+from schemas.params import DedupParams
+from schemas.records import FLAGS_SCHEMA, REMOVED_SCHEMA
+
+log = logging.getLogger(__name__)
+
+
+class StepResult(NamedTuple):
+    """What a curation step returns: rows kept, rows removed (with reasons), rows flagged."""
+
+    kept: pl.DataFrame
+    removed: pl.DataFrame
+    flags: pl.DataFrame
+
+
+def dedup_key(text: pl.Expr) -> pl.Expr:
+    """The string two rows must share to be exact duplicates.
+
+    Texts that normalise to nothing (only punctuation) fall back to the stripped raw text, so
+    "???" and "!!!" are not called copies of each other.
+    """
+    norm = normalize_text(text)
+    return pl.when(norm.str.len_chars() > 0).then(norm).otherwise(text.str.strip_chars())
+
+
+def near_duplicate_clusters(norm_texts: list[str], *, cfg: DedupParams) -> tuple[np.ndarray, dict]:
+    """Cluster distinct normalised texts that are near duplicates (see ``verify_pairs``).
+
+    Returns:
+        (cluster id per text, {(i, j): similarity} for the verified pairs).
+    """
+    n = len(norm_texts)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), {}
+    sig = signatures(
+        norm_texts, kind=cfg.shingle, ngram=cfg.ngram, num_perm=cfg.num_perm, seed=cfg.seed
+    )
+    bands, rows = lsh_bands(cfg.lsh_threshold, cfg.num_perm)
+    pairs = candidate_pairs(band_keys(sig, bands=bands, rows=rows))
+    if cfg.word_order:
+        pairs = np.unique(np.vstack([pairs.reshape(-1, 2), same_words_pairs(norm_texts)]), axis=0)
+    sims = estimated_jaccard(sig, sig, pairs)
+    ok = verify_pairs(
+        norm_texts,
+        norm_texts,
+        pairs,
+        sims,
+        threshold=cfg.threshold,
+        max_char_edits=cfg.max_char_edits,
+        word_order=cfg.word_order,
+    )
+    verified = pairs[ok]
+    graph = coo_matrix(
+        (np.ones(len(verified), dtype=np.int8), (verified[:, 0], verified[:, 1])), shape=(n, n)
+    )
+    _, labels = connected_components(graph, directed=False)
+    log.info(
+        "dedup: %d distinct texts, %d LSH candidate pairs, %d verified (b=%d, r=%d)",
+        n, len(pairs), len(verified), bands, rows,
+    )
+    return labels.astype(np.int64), {
+        (int(i), int(j)): float(s) for (i, j), s in zip(verified, sims[ok], strict=True)
+    }
+
+
+def drop_duplicates(train: pl.DataFrame, *, cfg: DedupParams) -> StepResult:
+    """Remove exact and near duplicates from the validated train rows.
+
+    Args:
+        train: validated rows with at least id, line, text, label, text_hash.
+        cfg: the ``dedup`` section of params.yaml.
+
+    Returns:
+        kept: one representative per cluster plus all singletons;
+        removed: exact_duplicate / near_duplicate rows and conflicting members (pending_review);
+        flags: one ``conflicting_duplicate`` flag per conflicting member.
+    """
+    frame = train.with_columns(_key=dedup_key(pl.col("text")))
+    keys = frame.select(pl.col("_key").unique(maintain_order=True)).to_series()
+    # sort distinct keys so cluster numbering never depends on row order or process
+    keys = keys.sort()
+    cluster_of_key, sims = near_duplicate_clusters(keys.to_list(), cfg=cfg)
+    key_index = pl.DataFrame({"_key": keys, "_kid": np.arange(len(keys)), "_cluster": cluster_of_key})
+    frame = frame.join(key_index, on="_key", how="left")
+    reps = (
+        frame.sort("line")
+        .group_by("_cluster", maintain_order=True)
+        .agg(
+            pl.col("id").first().alias("_rep_id"),
+            pl.col("label").first().alias("_rep_label"),
+            pl.col("_kid").first().alias("_rep_kid"),
+            pl.len().alias("cluster_size"),
+        )
+    )
+    frame = frame.join(reps, on="_cluster", how="left")
+    is_rep = pl.col("id") == pl.col("_rep_id")
+    exact = pl.col("_kid") == pl.col("_rep_kid")
+    conflicting = ~is_rep & pl.col("label").ne_missing(pl.col("_rep_label"))
+    sim_lookup = {**sims, **{(j, i): s for (i, j), s in sims.items()}}
+    frame = frame.with_columns(
+        _sim=pl.struct("_kid", "_rep_kid").map_elements(
+            lambda r: 1.0 if r["_kid"] == r["_rep_kid"] else sim_lookup.get((r["_rep_kid"], r["_kid"])),
+            return_dtype=pl.Float64,
+        )
+    )
+    kept = frame.filter(is_rep)
+    dropped = frame.filter(~is_rep)
+    removed = dropped.select(
+        "id",
+        "split",
+        "line",
+        pl.lit("dedup").alias("stage"),
+        pl.when(conflicting)
+        .then(pl.lit("pending_review"))
+        .when(exact)
+        .then(pl.lit("exact_duplicate"))
+        .otherwise(pl.lit("near_duplicate"))
+        .alias("reason"),
+        pl.col("_rep_id").alias("duplicate_of"),
+        pl.when(conflicting)
+        .then(pl.format("conflicting_duplicate: label '{}' vs '{}' of {}", "label", "_rep_label", "_rep_id"))
+        .when(exact)
+        .then(pl.lit("same text after normalisation"))
+        .otherwise(
+            pl.format(
+                "estimated Jaccard {} to the kept row (cluster of {})",
+                pl.col("_sim").round(3).cast(pl.String).fill_null("n/a, linked via another member"),
+                "cluster_size",
+            )
+        )
+        .alias("detail"),
+        "text",
+        "label",
+    )
+    flags = dropped.filter(conflicting).select(
+        "id",
+        "text_hash",
+        "text",
+        pl.lit("conflicting_duplicate").alias("issue"),
+        pl.col("_sim").fill_null(cfg.threshold).alias("score"),
+        pl.col("label").alias("given_label"),
+        pl.col("_rep_label").alias("suggested_label"),
+        pl.col("_rep_id").alias("duplicate_of"),
+    )
+    kept = kept.drop(pl.selectors.starts_with("_"), "cluster_size").sort("line")
+    return StepResult(
+        kept=kept,
+        removed=removed.cast(REMOVED_SCHEMA).sort("line"),
+        flags=flags.cast(FLAGS_SCHEMA).sort("id"),
+    )
+
+
+def cluster_sizes(removed: pl.DataFrame) -> pl.DataFrame:
+    """Size of every duplicate cluster (representative + removed members), for the report."""
+    dup = removed.filter(pl.col("stage") == "dedup")
+    return dup.group_by("duplicate_of").agg((pl.len() + 1).alias("size")).sort("duplicate_of")

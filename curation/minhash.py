@@ -1,0 +1,243 @@
+"""MinHash signatures computed in vectorised batches, identical to datasketch's.
+
+datasketch (>= 2.0, scheme "affine32") hashes each shingle with ``sha1_hash32``, pre-mixes it
+with the 32-bit MurmurHash3 finalizer, applies ``a*h + b mod 2**32`` per permutation and
+keeps the minimum. We do the same over all shingles of a batch at once with numpy, taking the
+permutation parameters from datasketch itself so the two can never drift apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+import polars as pl
+from datasketch import MinHash
+from datasketch.lsh import _optimal_param
+from rapidfuzz import process
+from rapidfuzz.distance import OSA
+
+EMPTY_HASH = np.uint32(0xFFFFFFFF)  # datasketch's initial value; what an empty set keeps
+_FMIX32 = (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35), np.uint32(16))
+
+
+def normalize_text(text: pl.Expr) -> pl.Expr:
+    """Normalise for duplicate detection: NFKC, case-fold, strip punctuation, collapse spaces."""
+    return (
+        text.str.normalize("NFKC")
+        .str.to_lowercase()
+        .str.replace_all(r"[\p{P}\p{S}]+", " ")
+        .str.replace_all(r"\s+", " ")
+        .str.strip_chars()
+    )
+
+
+def shingles(text: str, *, kind: str, ngram: int) -> list[bytes]:
+    """Character or word n-grams of a normalised text, as UTF-8 bytes (datasketch's input).
+
+    A text shorter than one n-gram is a single shingle; an empty text has none.
+    """
+    if kind == "word":
+        units = text.split()
+        if not units:
+            return []
+        if len(units) <= ngram:
+            return [" ".join(units).encode("utf-8")]
+        return [" ".join(units[i : i + ngram]).encode("utf-8") for i in range(len(units) - ngram + 1)]
+    if not text:
+        return []
+    if len(text) <= ngram:
+        return [text.encode("utf-8")]
+    return [text[i : i + ngram].encode("utf-8") for i in range(len(text) - ngram + 1)]
+
+
+def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """datasketch's permutation parameters (a, b) for this num_perm and seed."""
+    a, b = MinHash(num_perm=num_perm, seed=seed).permutations
+    return a.astype(np.uint32), b.astype(np.uint32)
+
+
+def _fmix32(hv: np.ndarray) -> np.ndarray:
+    s1, m1, s2, m2, s3 = _FMIX32
+    hv = hv ^ (hv >> s1)
+    hv = hv * m1
+    hv = hv ^ (hv >> s2)
+    hv = hv * m2
+    return hv ^ (hv >> s3)
+
+
+def _sha1_32(items: Sequence[bytes]) -> np.ndarray:
+    """``datasketch.hashfunc.sha1_hash32`` over many items: first 4 digest bytes, little-endian."""
+    joined = b"".join(hashlib.sha1(item).digest()[:4] for item in items)
+    return np.frombuffer(joined, dtype="<u4").astype(np.uint32)
+
+
+def signatures(
+    texts: Sequence[str],
+    *,
+    kind: str,
+    ngram: int,
+    num_perm: int,
+    seed: int,
+    batch_docs: int = 2048,
+) -> np.ndarray:
+    """MinHash signatures (``len(texts) x num_perm``, uint32) equal to datasketch's.
+
+    Args:
+        texts: normalised texts.
+        batch_docs: documents per vectorised batch; bounds the (shingles x num_perm) matrix.
+    """
+    a, b = permutations(num_perm, seed)
+    out = np.full((len(texts), num_perm), EMPTY_HASH, dtype=np.uint32)
+    hash_cache: dict[bytes, int] = {}
+    for start in range(0, len(texts), batch_docs):
+        chunk = texts[start : start + batch_docs]
+        per_doc = [shingles(t, kind=kind, ngram=ngram) for t in chunk]
+        # a shingle set, as datasketch sees it (duplicates within a doc do not change the min)
+        per_doc = [list(dict.fromkeys(s)) for s in per_doc]
+        lengths = np.fromiter((len(s) for s in per_doc), dtype=np.int64, count=len(per_doc))
+        flat = [s for doc in per_doc for s in doc]
+        if not flat:
+            continue
+        new = [s for s in dict.fromkeys(flat) if s not in hash_cache]
+        if new:
+            hash_cache.update(zip(new, _sha1_32(new).tolist(), strict=True))
+        hv = _fmix32(np.fromiter((hash_cache[s] for s in flat), dtype=np.uint32, count=len(flat)))
+        permuted = hv[:, None] * a[None, :] + b[None, :]  # uint32 arithmetic wraps: mod 2**32
+        nonempty = lengths > 0
+        offsets = np.concatenate(([0], np.cumsum(lengths)[:-1]))[nonempty]
+        rows = np.arange(start, start + len(chunk))[nonempty]
+        out[rows] = np.minimum.reduceat(permuted, offsets, axis=0)
+        if len(hash_cache) > 4_000_000:  # keep memory bounded on huge, diverse corpora
+            hash_cache.clear()
+    return out
+
+
+def lsh_bands(threshold: float, num_perm: int) -> tuple[int, int]:
+    """(bands, rows per band) exactly as datasketch's MinHashLSH picks them."""
+    return _optimal_param(threshold, num_perm, 0.5, 0.5)
+
+
+def band_keys(sig: np.ndarray, *, bands: int, rows: int) -> np.ndarray:
+    """One 64-bit key per (document, band): documents sharing a key are LSH candidates.
+
+    datasketch buckets on the band's exact bytes; a 64-bit mix of the same values gives the
+    same buckets (a key collision, ~2**-64, only adds a candidate that verification rejects).
+    """
+    keys = np.empty((sig.shape[0], bands), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for band in range(bands):
+            key = np.full(sig.shape[0], np.uint64(0xCBF29CE484222325) + np.uint64(band))
+            for col in range(band * rows, (band + 1) * rows):
+                key = (key ^ sig[:, col].astype(np.uint64)) * np.uint64(0x100000001B3)
+                key ^= key >> np.uint64(29)
+            keys[:, band] = key
+    return keys
+
+
+def candidate_pairs(keys: np.ndarray) -> np.ndarray:
+    """All (i, j), i < j, sharing a bucket in any band; shape (n_pairs, 2), sorted, unique."""
+    n, bands = keys.shape
+    frames = [
+        pl.DataFrame({"doc": np.arange(n, dtype=np.int64), "key": keys[:, band], "band": band})
+        for band in range(bands)
+    ]
+    buckets = pl.concat(frames)
+    pairs = (
+        buckets.join(buckets, on=["band", "key"], suffix="_r")
+        .filter(pl.col("doc") < pl.col("doc_r"))
+        .select("doc", "doc_r")
+        .unique()
+        .sort("doc", "doc_r")
+    )
+    return pairs.to_numpy()
+
+
+def same_words_pairs(texts: Sequence[str]) -> np.ndarray:
+    """(i, j), i < j, of texts with the same multiset of words: word-order candidates.
+
+    A swap of two words in a short text changes most of its character n-grams, so LSH alone
+    can miss it; grouping on the sorted words finds every such pair exactly.
+    """
+    frame = pl.DataFrame({"doc": np.arange(len(texts), dtype=np.int64), "text": list(texts)})
+    frame = frame.with_columns(
+        key=pl.col("text").str.split(" ").list.sort().list.join(" ")
+    ).filter(pl.col("text").str.len_chars() > 0)
+    pairs = (
+        frame.join(frame, on="key", suffix="_r")
+        .filter(pl.col("doc") < pl.col("doc_r"))
+        .select("doc", "doc_r")
+    )
+    return pairs.to_numpy().reshape(-1, 2)
+
+
+def cross_pairs(left_keys: np.ndarray, right_keys: np.ndarray) -> np.ndarray:
+    """(i, j) with left doc i and right doc j sharing a bucket in any band; sorted, unique."""
+    bands = left_keys.shape[1]
+
+    def frame(keys: np.ndarray) -> pl.DataFrame:
+        return pl.concat(
+            pl.DataFrame(
+                {"doc": np.arange(keys.shape[0], dtype=np.int64), "key": keys[:, band], "band": band}
+            )
+            for band in range(bands)
+        )
+
+    pairs = (
+        frame(left_keys)
+        .join(frame(right_keys), on=["band", "key"], suffix="_r")
+        .select("doc", "doc_r")
+        .unique()
+        .sort("doc", "doc_r")
+    )
+    return pairs.to_numpy()
+
+
+def estimated_jaccard(sig_a: np.ndarray, sig_b: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """Fraction of equal signature slots for each pair (datasketch's ``MinHash.jaccard``)."""
+    if len(pairs) == 0:
+        return np.zeros(0)
+    out = np.empty(len(pairs))
+    step = 100_000
+    for s in range(0, len(pairs), step):
+        p = pairs[s : s + step]
+        out[s : s + step] = (sig_a[p[:, 0]] == sig_b[p[:, 1]]).mean(axis=1)
+    return out
+
+
+def verify_pairs(
+    left_texts: Sequence[str],
+    right_texts: Sequence[str],
+    pairs: np.ndarray,
+    jaccard: np.ndarray,
+    *,
+    threshold: float,
+    max_char_edits: int,
+    word_order: bool,
+) -> np.ndarray:
+    """Which LSH candidates are near duplicates: a boolean mask over ``pairs``.
+
+    A candidate is a near duplicate when its estimated Jaccard reaches ``threshold``, or the
+    two normalised texts are at most ``max_char_edits`` character edits apart (optimal string
+    alignment: a typo, a dropped or swapped letter), or, with ``word_order``, they hold the
+    same words in another order. On short texts one typo moves Jaccard a lot while a natural
+    paraphrase may barely move it; the edit rules catch copies that Jaccard alone would miss
+    or mistake.
+    """
+    if len(pairs) == 0:
+        return np.zeros(0, dtype=bool)
+    ok = jaccard >= threshold
+    left = [left_texts[i] for i in pairs[:, 0]]
+    right = [right_texts[j] for j in pairs[:, 1]]
+    if max_char_edits > 0:
+        edits = process.cpdist(left, right, scorer=OSA.distance, score_cutoff=max_char_edits + 1)
+        ok |= edits <= max_char_edits
+    if word_order:
+        ok |= np.fromiter(
+            (sorted(a.split()) == sorted(b.split()) for a, b in zip(left, right, strict=True)),
+            dtype=bool,
+            count=len(left),
+        )
+    nonempty = np.fromiter((bool(a) and bool(b) for a, b in zip(left, right, strict=True)), dtype=bool)
+    return ok & nonempty

@@ -1,0 +1,199 @@
+"""Row contracts for every artifact curagate writes, as pandera schemas on polars.
+
+The raw-record contract is built at run time (its limits come from params.yaml); every check
+is named by the snake_case reason code a failing row is quarantined with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandera.polars as pa
+import polars as pl
+
+# Canonical frame after ingest (before validation). *_type hold the JSON type seen in the input.
+INGESTED_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "split": pl.String,
+    "source": pl.String,
+    "line": pl.Int64,
+    "raw": pl.String,
+    "source_id": pl.String,
+    "text": pl.String,
+    "text_type": pl.String,
+    "label": pl.String,
+    "label_type": pl.String,
+    "response": pl.String,
+    "response_type": pl.String,
+    "extra": pl.String,
+}
+
+QUARANTINE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "split": pl.String,
+    "source": pl.String,
+    "line": pl.Int64,
+    "id": pl.String,
+    "stage": pl.String,
+    "reason": pl.String,
+    "detail": pl.String,
+    "raw": pl.String,
+}
+
+REMOVED_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "id": pl.String,
+    "split": pl.String,
+    "line": pl.Int64,
+    "stage": pl.String,
+    "reason": pl.String,
+    "duplicate_of": pl.String,
+    "detail": pl.String,
+    "text": pl.String,
+    "label": pl.String,
+}
+
+FLAGS_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "id": pl.String,
+    "text_hash": pl.String,
+    "text": pl.String,
+    "issue": pl.String,
+    "score": pl.Float64,
+    "given_label": pl.String,
+    "suggested_label": pl.String,
+    "duplicate_of": pl.String,
+}
+
+# Reasons a row can leave, by stage; quality.json reports a count for each.
+REMOVAL_REASONS = (
+    "exact_duplicate",
+    "near_duplicate",
+    "test_leak",
+    "pending_review",
+    "reviewer_drop",
+)
+FLAG_ISSUES = ("label_issue", "conflicting_duplicate")
+
+
+def _type_check(field: str, allowed: Sequence[str]) -> list[pa.Check]:
+    """Checks on a *_type column: missing, null and wrong-typed values, each its own reason."""
+    allowed_set = list(allowed)
+    return [
+        pa.Check(lambda d: d.lazyframe.select(pl.col(d.key) != "missing"), name=f"missing_{field}"),
+        pa.Check(lambda d: d.lazyframe.select(pl.col(d.key) != "null"), name=f"null_{field}"),
+        pa.Check(
+            lambda d: d.lazyframe.select(pl.col(d.key).is_in(["missing", "null", *allowed_set])),
+            name=f"{field}_wrong_type",
+        ),
+    ]
+
+
+def _non_empty() -> pa.Check:
+    return pa.Check(
+        lambda d: d.lazyframe.select(pl.col(d.key).str.strip_chars().str.len_chars() > 0),
+        name="empty_text",
+    )
+
+
+def raw_record_schema(
+    *, task: str, max_text_chars: int, labels: Sequence[str] | None
+) -> pa.DataFrameSchema:
+    """The contract an ingested record must meet to enter curation.
+
+    Check names are reason codes; validation is lazy so every failure of every row is found.
+    """
+    columns: dict[str, pa.Column] = {
+        "text_type": pa.Column(pl.String, checks=_type_check("text", ["string"])),
+        "text": pa.Column(
+            pl.String,
+            nullable=True,
+            checks=[
+                _non_empty(),
+                pa.Check(
+                    lambda d: d.lazyframe.select(pl.col(d.key).str.len_chars() <= max_text_chars),
+                    name="text_too_long",
+                ),
+            ],
+        ),
+        "id": pa.Column(
+            pl.String,
+            checks=pa.Check(
+                lambda d: d.lazyframe.select(pl.col(d.key).is_first_distinct()),
+                name="duplicate_id",
+            ),
+        ),
+    }
+    if task == "classification":
+        # integer class ids are common in labelled data, so numbers are accepted as labels
+        columns["label_type"] = pa.Column(pl.String, checks=_type_check("label", ["string", "number"]))
+        label_checks = []
+        if labels is not None:
+            label_list = list(labels)
+            label_checks.append(
+                pa.Check(
+                    lambda d: d.lazyframe.select(pl.col(d.key).is_in(label_list)),
+                    name="label_not_in_label_set",
+                )
+            )
+        columns["label"] = pa.Column(pl.String, nullable=True, checks=label_checks)
+    else:
+        columns["response_type"] = pa.Column(
+            pl.String, checks=_type_check("response", ["string"])
+        )
+        columns["response"] = pa.Column(
+            pl.String,
+            nullable=True,
+            checks=pa.Check(
+                lambda d: d.lazyframe.select(pl.col(d.key).str.strip_chars().str.len_chars() > 0),
+                name="empty_response",
+            ),
+        )
+    return pa.DataFrameSchema(columns, strict=False, name="RawRecord")
+
+
+class CuratedExample(pa.DataFrameModel):
+    """A row of train.parquet / test.parquet."""
+
+    id: str = pa.Field(unique=True)
+    text: str
+    text_hash: str
+    label: str = pa.Field(nullable=True)
+
+    class Config:
+        strict = False
+
+
+class RemovedRow(pa.DataFrameModel):
+    """A row of removed.parquet: why a valid train row is not in train.parquet."""
+
+    id: str
+    stage: str = pa.Field(isin=["dedup", "decontam", "noise", "review"])
+    reason: str = pa.Field(isin=list(REMOVAL_REASONS))
+    duplicate_of: str = pa.Field(nullable=True)
+    detail: str = pa.Field(nullable=True)
+
+    class Config:
+        strict = False
+
+
+class QuarantinedLine(pa.DataFrameModel):
+    """A row of quarantine.parquet: an input line that could not become a valid record."""
+
+    split: str = pa.Field(isin=["train", "test"])
+    line: int = pa.Field(ge=1)
+    reason: str
+    raw: str
+
+    class Config:
+        strict = False
+
+
+class Flag(pa.DataFrameModel):
+    """A row of flags.parquet: a suspect row waiting for a reviewer."""
+
+    id: str
+    text_hash: str
+    issue: str = pa.Field(isin=list(FLAG_ISSUES))
+    score: float
+    given_label: str = pa.Field(nullable=True)
+    suggested_label: str = pa.Field(nullable=True)
+
+    class Config:
+        strict = False

@@ -1,0 +1,179 @@
+"""Typed sections of params.yaml read by the gate and the training side: gate, train,
+evaluate, sweep. Frozen dataclasses, checked on construction, built with the same
+`_build` as the curation sections so unknown keys fail with their path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from schemas.params import ParamsError, _build, _check_fraction
+
+PromptForm = Literal["short", "labels"]
+PROMPT_FORMS = ("short", "labels")
+
+
+@dataclass(frozen=True)
+class GateParams:
+    """Dataset-quality thresholds; training runs only when every one passes."""
+
+    min_examples: int = 100
+    min_per_class: int = 5
+    min_num_classes: int = 2
+    max_duplicate_rate: float = 0.2
+    max_quarantine_rate: float = 0.05
+    max_label_issue_rate: float = 0.1
+    max_unresolved_conflicts: int = 0
+    max_pending_review: int | None = None
+    max_test_leaks: int = 0
+    max_imbalance_ratio: float = 10.0
+    require_accounting: bool = True
+
+    def __post_init__(self) -> None:
+        _check_fraction(
+            "gate",
+            max_duplicate_rate=self.max_duplicate_rate,
+            max_quarantine_rate=self.max_quarantine_rate,
+            max_label_issue_rate=self.max_label_issue_rate,
+        )
+        counts = {
+            "min_examples": self.min_examples,
+            "min_per_class": self.min_per_class,
+            "min_num_classes": self.min_num_classes,
+            "max_unresolved_conflicts": self.max_unresolved_conflicts,
+            "max_test_leaks": self.max_test_leaks,
+        }
+        if self.max_pending_review is not None:
+            counts["max_pending_review"] = self.max_pending_review
+        negative = sorted(k for k, v in counts.items() if v < 0)
+        if negative:
+            raise ValueError(f"{negative} must be >= 0")
+        if self.max_imbalance_ratio < 1.0:
+            raise ValueError("max_imbalance_ratio must be >= 1 (max/min class count)")
+
+
+@dataclass(frozen=True)
+class LoraParams:
+    """LoRA adapter shape."""
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] | str = "all-linear"
+
+    def __post_init__(self) -> None:
+        if self.r < 1 or self.alpha < 1:
+            raise ValueError("lora r and alpha must be >= 1")
+        _check_fraction("train.lora", dropout=self.dropout)
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """The training recipe's knobs."""
+
+    base_model: str = "smollm2"
+    prompt: PromptForm = "short"
+    lora: LoraParams = field(default_factory=LoraParams)
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.05
+    epochs: float = 1.0
+    max_steps: int | None = None
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_length: int = 128
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    max_train_examples: int | None = None
+    quantize_4bit: bool = True
+    gradient_checkpointing: bool = True
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        if self.prompt not in PROMPT_FORMS:
+            raise ValueError(f"prompt={self.prompt!r} must be one of {PROMPT_FORMS}")
+        if self.learning_rate <= 0 or self.epochs <= 0:
+            raise ValueError("learning_rate and epochs must be positive")
+        if self.batch_size < 1 or self.grad_accum < 1 or self.max_length < 8:
+            raise ValueError("batch_size, grad_accum must be >= 1 and max_length >= 8")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError("max_steps must be >= 1 or null")
+        if self.max_train_examples is not None and self.max_train_examples < 1:
+            raise ValueError("max_train_examples must be >= 1 or null")
+        if self.log_every < 1:
+            raise ValueError("log_every must be >= 1")
+        _check_fraction("train", warmup_ratio=self.warmup_ratio)
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    """How base and adapter are compared on the held-out test split."""
+
+    sample_size: int | None = 200
+    seed: int = 0
+    base_prompt: PromptForm = "labels"
+    max_new_tokens: int | None = None
+    top_confused: int = 10
+    num_errors: int = 20
+
+    def __post_init__(self) -> None:
+        if self.base_prompt not in PROMPT_FORMS:
+            raise ValueError(f"base_prompt={self.base_prompt!r} must be one of {PROMPT_FORMS}")
+        if self.sample_size is not None and self.sample_size < 1:
+            raise ValueError("sample_size must be >= 1 or null (whole test split)")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be >= 1 or null (longest label + 1)")
+
+
+@dataclass(frozen=True)
+class SweepParams:
+    """Learning curve: the same per-example budget on growing fractions of train."""
+
+    fractions: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0)
+    sample_size: int | None = 100
+
+    def __post_init__(self) -> None:
+        if not self.fractions:
+            raise ValueError("fractions must not be empty")
+        for value in self.fractions:
+            if not 0.0 < value <= 1.0:
+                raise ValueError(f"fraction {value} must be within (0, 1]")
+        if self.sample_size is not None and self.sample_size < 1:
+            raise ValueError("sample_size must be >= 1 or null")
+
+
+@dataclass(frozen=True)
+class TrainingParams:
+    """The sections the gate, train, evaluate and sweep commands read."""
+
+    gate: GateParams = field(default_factory=GateParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    sweep: SweepParams = field(default_factory=SweepParams)
+
+
+TRAINING_SECTIONS = ("gate", "train", "evaluate", "sweep")
+
+
+def training_params_from_dict(raw: dict[str, Any] | None, where: str = "params") -> TrainingParams:
+    """Build :class:`TrainingParams` from a parsed params.yaml, ignoring other sections."""
+    raw = raw or {}
+    return _build(TrainingParams, {k: raw[k] for k in TRAINING_SECTIONS if k in raw}, where)
+
+
+def load_training_params(path: str | Path | None) -> TrainingParams:
+    """Load the gate/train/evaluate/sweep sections of params.yaml; None gives the defaults."""
+    if path is None:
+        return TrainingParams()
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ParamsError(f"{path}: params file not found") from exc
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
+    return training_params_from_dict(raw, where=str(path))
