@@ -7,7 +7,7 @@ is typed here, next to its reader, and built with the same strict ``_build`` as 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pandera.polars as pa
 import polars as pl
@@ -116,7 +116,7 @@ class Review(pa.DataFrameModel):
     decision: str = pa.Field(isin=list(DECISIONS))
     label: str = pa.Field(nullable=True)
     annotator: str
-    time: pl.Datetime = pa.Field(dtype_kwargs={"time_unit": "us", "time_zone": "UTC"})
+    time: Annotated[pl.Datetime, "us", "UTC"]
     task_id: int
 
     class Config:

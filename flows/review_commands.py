@@ -1,0 +1,117 @@
+"""`curagate labelstudio start|stop` and `curagate review push|pull`; wiring only.
+
+flows/cli.py calls :func:`register` to attach both sub-apps.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from flows.labelstudio import (
+    LabelStudioError,
+    connect,
+    pull_reviews,
+    push_flags,
+    start_server,
+    stop_server,
+)
+from schemas.params import ParamsError, load_params
+from schemas.review_params import LabelStudioParams, labelstudio_params
+
+log = logging.getLogger(__name__)
+console = Console(stderr=True)
+
+ParamsOpt = Annotated[
+    Path, typer.Option("--params", help="params.yaml to read `labelstudio:` from")
+]
+
+
+def _cfg(params: Path) -> LabelStudioParams:
+    try:
+        return labelstudio_params(load_params(params))
+    except ParamsError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+
+
+def labelstudio_start(
+    port: Annotated[int | None, typer.Option(help="port (default labelstudio.server.port)")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="data dir (default labelstudio.server.data_dir)")
+    ] = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Start a local Label Studio (installing it into its own venv on first use)."""
+    cfg = _cfg(params)
+    try:
+        with console.status("starting Label Studio (first run installs it; minutes)"):
+            state = start_server(cfg.server, port=port, data_dir=data_dir)
+    except LabelStudioError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    creds = Path(state.data_dir) / "credentials.json"
+    console.print(f"Label Studio at {state.url} (pid {state.pid}); login {cfg.server.username}")
+    console.print(f"password and API token: {creds} (or your LABEL_STUDIO_* env)")
+    typer.echo(f"export LABEL_STUDIO_URL={state.url}")
+
+
+def labelstudio_stop(
+    data_dir: Annotated[
+        Path | None, typer.Option(help="data dir (default labelstudio.server.data_dir)")
+    ] = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Stop the Label Studio server started from this data dir."""
+    cfg = _cfg(params)
+    stopped = stop_server(
+        Path(data_dir or cfg.server.data_dir), timeout_s=cfg.server.stop_timeout_s
+    )
+    console.print("stopped" if stopped else "no running server recorded")
+
+
+def review_push(
+    out: Annotated[Path, typer.Option("--out", help="curate output dir with flags.parquet")],
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Push new flags as Label Studio tasks (PII masked; re-runs add only new flags)."""
+    cfg = _cfg(params)
+    try:
+        report = push_flags(connect(cfg), out, cfg)
+    except (LabelStudioError, FileNotFoundError, ValueError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(
+        f"project {report.project_id}: {report.flags} flags, {report.imported} imported, "
+        f"{report.skipped} already there; PII masked {report.pii_masked}"
+    )
+
+
+def review_pull(
+    to: Annotated[Path, typer.Option("--to", help="reviews.parquet to write")],
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Pull completed annotations into reviews.parquet."""
+    cfg = _cfg(params)
+    try:
+        report = pull_reviews(connect(cfg), to, cfg)
+    except LabelStudioError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(f"project {report.project_id}: {report.reviews} reviews -> {report.path}")
+
+
+def register(app: typer.Typer) -> None:
+    """Attach the `labelstudio` (start/stop) and `review` (push/pull) sub-apps to ``app``."""
+    server = typer.Typer(help="Local Label Studio server", no_args_is_help=True)
+    server.command("start")(labelstudio_start)
+    server.command("stop")(labelstudio_stop)
+    review = typer.Typer(help="Human review of flagged rows in Label Studio", no_args_is_help=True)
+    review.command("push")(review_push)
+    review.command("pull")(review_pull)
+    app.add_typer(server, name="labelstudio")
+    app.add_typer(review, name="review")

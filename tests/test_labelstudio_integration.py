@@ -1,0 +1,198 @@
+"""Integration: a real Label Studio server, push -> annotate via the API -> pull -> push again.
+
+The server runs from its own venv, created by the same code path as `curagate labelstudio
+start` (flows.labelstudio.start_server -> ensure_venv); the first run installs it (minutes).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from flows.labelstudio import (
+    ServerState,
+    _http_status,
+    connect,
+    find_project,
+    list_tasks,
+    pull_reviews,
+    push_flags,
+    start_server,
+    stop_server,
+)
+from schemas.review_params import LabelStudioParams, Review, labelstudio_params
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+LABELS = ["card_arrival", "lost_or_stolen_card", "top_up_failed", "exchange_rate"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _flags(n: int) -> pl.DataFrame:
+    texts = [
+        "I lost my card, email me at jane.doe@example.com",
+        "where is my new card, call +44 20 7946 0958",
+        "top up failed with card 4111 1111 1111 1111",
+        "what rate do you use, order 12345678",
+        "my card still has not arrived",
+        "exchange rate for my transfer to DE89370400440532013000",
+    ]
+    return pl.DataFrame(
+        {
+            "id": [f"row{i}" for i in range(n)],
+            "text_hash": [f"hash{i}" for i in range(n)],
+            "text": texts[:n],
+            "issue": (["label_issue", "conflicting_duplicate"] * 3)[:n],
+            "score": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6][:n],
+            "given_label": [
+                "card_arrival",
+                "card_arrival",
+                "exchange_rate",
+                "top_up_failed",
+                "lost_or_stolen_card",
+                "card_arrival",
+            ][:n],  # fmt: skip
+            "suggested_label": [
+                "lost_or_stolen_card",
+                None,
+                "top_up_failed",
+                "exchange_rate",
+                "card_arrival",
+                "exchange_rate",
+            ][:n],  # fmt: skip
+            "duplicate_of": [None, "row9", None, None, None, None][:n],
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerState, Path]]:
+    """A fresh Label Studio on a free port with a temporary data dir; params pointing at it."""
+    data_dir = tmp_path_factory.mktemp("ls-data")
+    raw = {
+        "labelstudio": {
+            "project_title": "curagate integration",
+            "server": {"venv": str(ROOT / ".venv-labelstudio"), "data_dir": str(data_dir)},
+        }
+    }
+    params = data_dir / "params.yaml"
+    params.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    cfg = labelstudio_params(raw["labelstudio"])
+    with pytest.MonkeyPatch.context() as mp:
+        # the client must find the server through the recorded state, not a developer's env
+        mp.delenv("LABEL_STUDIO_URL", raising=False)
+        mp.delenv("LABEL_STUDIO_API_KEY", raising=False)
+        mp.delenv("LABEL_STUDIO_USER_TOKEN", raising=False)
+        mp.delenv("LABEL_STUDIO_PASSWORD", raising=False)
+        state = start_server(cfg.server, port=_free_port(), data_dir=data_dir)
+        try:
+            yield state, params
+        finally:
+            stop_server(data_dir, timeout_s=cfg.server.stop_timeout_s)
+
+
+def _choice(tag: str, value: str) -> dict:
+    return {"from_name": tag, "to_name": "text", "type": "choices", "value": {"choices": [value]}}
+
+
+def test_push_annotate_pull_push_again(server: tuple[ServerState, Path], tmp_path: Path) -> None:
+    state, params_path = server
+    cfg: LabelStudioParams = labelstudio_params(
+        yaml.safe_load(params_path.read_text())["labelstudio"]
+    )
+    assert _http_status(f"{state.url}/health") == 200
+    out = tmp_path / "curated"
+    out.mkdir()
+    _flags(5).write_parquet(out / "flags.parquet")
+    (out / "labels.json").write_text(json.dumps(LABELS), encoding="utf-8")
+
+    ls = connect(cfg)
+    first = push_flags(ls, out, cfg)
+    assert (first.imported, first.skipped, first.existing_tasks) == (5, 0, 0)
+    assert first.pii_masked == {"email": 1, "phone": 1, "card": 1, "iban": 0}
+
+    project_id = find_project(ls, cfg.project_title)
+    assert project_id == first.project_id
+    tasks = {t["data"]["flag_id"]: t for t in list_tasks(ls, project_id, page_size=cfg.page_size)}
+    assert sorted(tasks) == [f"row{i}" for i in range(5)]
+    sent = " ".join(t["data"]["text"] for t in tasks.values())
+    assert "jane.doe@example.com" not in sent and "4111" not in sent and "7946" not in sent
+    assert "order 12345678" in sent  # an order number is not PII
+    prediction = tasks["row0"]["predictions"][0]
+    assert prediction["model_version"] == cfg.model_version
+    assert prediction["result"][0]["value"]["choices"] == ["lost_or_stolen_card"]
+
+    # an annotator: relabel one, drop one, keep one; row3 and row4 stay open
+    ls.annotations.create(
+        id=tasks["row0"]["id"],
+        result=[_choice("decision", "relabel"), _choice("label", "lost_or_stolen_card")],
+    )
+    ls.annotations.create(id=tasks["row1"]["id"], result=[_choice("decision", "drop")])
+    ls.annotations.create(id=tasks["row2"]["id"], result=[_choice("decision", "keep")])
+
+    reviews_path = tmp_path / "reviews.parquet"
+    pulled = pull_reviews(ls, reviews_path, cfg)
+    assert pulled.reviews == 3
+    reviews = Review.validate(pl.read_parquet(reviews_path))
+    got = {
+        r["id"]: (r["decision"], r["label"], r["text_hash"]) for r in reviews.iter_rows(named=True)
+    }
+    assert got == {
+        "row0": ("relabel", "lost_or_stolen_card", "hash0"),
+        "row1": ("drop", None, "hash1"),
+        "row2": ("keep", None, "hash2"),
+    }
+    assert set(reviews["task_id"].to_list()) == {tasks[k]["id"] for k in ("row0", "row1", "row2")}
+    assert reviews["annotator"].to_list() == [cfg.server.username] * 3
+
+    # second push through the CLI: same five flags plus one new -> only the new one is imported
+    _flags(6).write_parquet(out / "flags.parquet")
+    import typer
+
+    from flows.review_commands import register
+
+    app = typer.Typer()
+    register(app)
+    result = CliRunner().invoke(
+        app, ["review", "push", "--out", str(out), "--params", str(params_path)]
+    )
+    assert result.exit_code == 0, result.output
+    after = list_tasks(ls, project_id, page_size=cfg.page_size)
+    keys = [(t["data"]["flag_id"], t["data"]["text_hash"]) for t in after]
+    assert len(keys) == len(set(keys)) == 6
+    annotated = {t["data"]["flag_id"]: len(t["annotations"]) for t in after}
+    assert annotated == {"row0": 1, "row1": 1, "row2": 1, "row3": 0, "row4": 0, "row5": 0}
+    again = push_flags(ls, out, cfg)
+    assert (again.imported, again.skipped) == (0, 6)
+
+    # pull through the CLI writes the same reviews
+    cli_path = tmp_path / "cli_reviews.parquet"
+    result = CliRunner().invoke(
+        app, ["review", "pull", "--to", str(cli_path), "--params", str(params_path)]
+    )
+    assert result.exit_code == 0, result.output
+    assert pl.read_parquet(cli_path).equals(pl.read_parquet(reviews_path))
+
+
+def test_start_is_reused_and_stop_stops(server: tuple[ServerState, Path]) -> None:
+    state, params_path = server
+    cfg = labelstudio_params(yaml.safe_load(params_path.read_text())["labelstudio"])
+    data_dir = Path(state.data_dir)
+    again = start_server(cfg.server, port=state.port, data_dir=data_dir)
+    assert again.pid == state.pid  # already running: recorded server reused
+    assert stop_server(data_dir, timeout_s=cfg.server.stop_timeout_s) is True
+    assert _http_status(f"{state.url}/health") is None
+    assert stop_server(data_dir, timeout_s=cfg.server.stop_timeout_s) is False
