@@ -1,0 +1,366 @@
+"""The LoRA / QLoRA training recipe, top to bottom.
+
+    curated train.parquet ─► prompts (answer-only loss) ─► base model + LoRA ─► loop ─► save
+
+Reads files only (never imports `curation`): train.parquet (id, text, label, text_hash; or
+id, text=prompt, response for instruction data), labels.json, gate.json, quality.json.
+Writes `<model_dir>/adapter/` and `<model_dir>/training.json`: resolved params, data and
+gate hashes, device, loss curve, tokens/s, peak memory, wall time and the gate override.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import random
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from transformers import get_linear_schedule_with_warmup
+
+from schemas.training_params import TrainParams
+from training.model import load_base_model
+from training.prompts import Encoded, build_prompt, collate, encode_example
+
+log = logging.getLogger(__name__)
+
+ADAPTER_DIR = "adapter"
+TRAINING_JSON = "training.json"
+
+
+class GateError(RuntimeError):
+    """Training refused: the gate did not pass, or its record is stale."""
+
+
+# ── file helpers ─────────────────────────────────────────────────────────────────────
+
+
+def file_md5(path: Path) -> str:
+    """md5 of a file's bytes: the same digest DVC records for a single file."""
+    digest = hashlib.md5()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_gate(gate_path: Path, quality_path: Path) -> dict[str, Any]:
+    """Refuse to train unless gate.json allows it and was computed from this quality.json.
+
+    Returns:
+        The gate report (its ``override`` flag is copied into training.json).
+
+    Raises:
+        GateError: gate.json missing, failed without override, or stale.
+    """
+    if not gate_path.is_file():
+        raise GateError(f"{gate_path}: no gate record; run `curagate gate` first")
+    report = json.loads(gate_path.read_text(encoding="utf-8"))
+    if not report.get("allowed", False):
+        failed = ", ".join(report.get("failed", [])) or "unknown"
+        raise GateError(f"{gate_path}: gate failed ({failed}); fix the data or pass --override")
+    if not quality_path.is_file():
+        raise GateError(f"{quality_path}: quality.json missing")
+    current = file_md5(quality_path)
+    if report.get("quality_md5") != current:
+        raise GateError(
+            f"{gate_path} was computed from quality.json md5 {report.get('quality_md5')}, "
+            f"but {quality_path} is now {current}: re-run `curagate gate`"
+        )
+    return report
+
+
+def read_label_set(curated_dir: Path, frame: pl.DataFrame | None = None) -> list[str] | None:
+    """labels.json from the curated directory, else the sorted labels of ``frame``."""
+    path = curated_dir / "labels.json"
+    if path.is_file():
+        labels = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(labels, list) or not labels:
+            raise ValueError(f"{path}: expected a non-empty JSON list of labels")
+        return [str(x) for x in labels]
+    if frame is not None and "label" in frame.columns:
+        return sorted(frame["label"].unique().to_list())
+    return None
+
+
+def task_of(frame: pl.DataFrame) -> str:
+    """'instruction' when the frame has a response column, 'classification' with a label."""
+    if "response" in frame.columns:
+        return "instruction"
+    if "label" in frame.columns:
+        return "classification"
+    raise ValueError(f"train data needs a 'label' or a 'response' column, has {frame.columns}")
+
+
+def peak_memory_bytes(device: str) -> int:
+    """Peak accelerator memory on CUDA, else this process's peak resident set size."""
+    if device == "cuda":
+        return int(torch.cuda.max_memory_allocated())
+    # ru_maxrss is KiB on Linux, bytes on macOS
+    scale = 1 if sys.platform == "darwin" else 1024
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch so a run is repeatable on the same machine."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ── the recipe ───────────────────────────────────────────────────────────────────────
+
+
+def select_examples(frame: pl.DataFrame, limit: int | None, seed: int) -> pl.DataFrame:
+    """A seeded subset of at most ``limit`` rows (sorted by id first, so order-independent)."""
+    frame = frame.sort("id")
+    if limit is None or limit >= frame.height:
+        return frame
+    return frame.sample(n=limit, seed=seed, shuffle=True).sort("id")
+
+
+def encode_frame(
+    frame: pl.DataFrame,
+    tokenizer: Any,
+    *,
+    task: str,
+    params: TrainParams,
+    label_set: list[str] | None,
+) -> list[Encoded]:
+    """Prompt and tokenise every row, loss on the answer only."""
+    answer_col = "response" if task == "instruction" else "label"
+    encoded = []
+    for text, answer in zip(frame["text"].to_list(), frame[answer_col].to_list(), strict=True):
+        prompt = build_prompt(tokenizer, text, task=task, form=params.prompt, label_set=label_set)
+        encoded.append(encode_example(tokenizer, prompt, str(answer), max_length=params.max_length))
+    return encoded
+
+
+def make_optimizer(model: torch.nn.Module, params: TrainParams, device: str, quantized: bool):
+    """Paged 8-bit AdamW for QLoRA on CUDA (optimizer state off the GPU's hot path);
+    plain AdamW on CPU, where bitsandbytes' paged optimizers do not apply."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if device == "cuda" and quantized:
+        import bitsandbytes as bnb
+
+        return bnb.optim.PagedAdamW8bit(
+            trainable, lr=params.learning_rate, weight_decay=params.weight_decay
+        )
+    return torch.optim.AdamW(trainable, lr=params.learning_rate, weight_decay=params.weight_decay)
+
+
+def train_adapter(
+    frame: pl.DataFrame,
+    params: TrainParams,
+    out_dir: Path,
+    *,
+    label_set: list[str] | None = None,
+    device: str | None = None,
+    extra_record: dict[str, Any] | None = None,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Train a LoRA adapter on ``frame`` and save it with its training record.
+
+    Args:
+        frame: curated train rows (id, text, label | response).
+        params: the `train:` section.
+        out_dir: gets ``adapter/`` and ``training.json``.
+        label_set: the labels (recorded, and listed in the prompt for form 'labels').
+        device: "cuda" / "cpu"; None picks CUDA when available.
+        extra_record: merged into training.json (data hash, gate hash, override...).
+        show_progress: draw a rich progress bar.
+
+    Returns:
+        The training record written to training.json.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    started = time.perf_counter()
+    seed_everything(params.seed)
+    task = task_of(frame)
+
+    # 1. Data: a seeded subset (CPU budget), prompts, answer-only labels.
+    frame = select_examples(frame, params.max_train_examples, params.seed)
+    loaded = load_base_model(
+        params.base_model,
+        device=device,
+        quantize_4bit=params.quantize_4bit,
+        gradient_checkpointing=params.gradient_checkpointing,
+        for_training=True,
+    )
+    model, tokenizer, device = loaded.model, loaded.tokenizer, loaded.device
+    examples = encode_frame(frame, tokenizer, task=task, params=params, label_set=label_set)
+    truncated = sum(e.truncated for e in examples)
+    if truncated:
+        log.warning(
+            "%d of %d prompts cut to max_length=%d", truncated, len(examples), params.max_length
+        )
+    log.info("training on %d %s examples, device %s", len(examples), task, device)
+
+    # 2. Model: LoRA on the chosen projections; only the adapter's weights train.
+    lora = LoraConfig(
+        r=params.lora.r,
+        lora_alpha=params.lora.alpha,
+        lora_dropout=params.lora.dropout,
+        target_modules=(
+            params.lora.target_modules
+            if isinstance(params.lora.target_modules, str)
+            else list(params.lora.target_modules)
+        ),
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(model, lora)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    log.info("trainable parameters: %d of %d (%.2f%%)", trainable, total, 100 * trainable / total)
+
+    # 3. Schedule: epochs over the data unless max_steps caps it; linear warmup then decay.
+    per_step = params.batch_size * params.grad_accum
+    epoch_steps = math.ceil(len(examples) / per_step)
+    total_steps = max(1, math.ceil(epoch_steps * params.epochs))
+    if params.max_steps is not None:
+        total_steps = min(total_steps, params.max_steps)
+    optimizer = make_optimizer(model, params, device, loaded.quantized)
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, int(params.warmup_ratio * total_steps), total_steps
+    )
+
+    # 4. Loop: shuffle each epoch with the seed, right-pad per micro-batch, clip, step.
+    rng = random.Random(params.seed)
+    order: list[int] = []
+    losses: list[dict[str, float]] = []
+    tokens_seen = 0
+    model.train()
+    loop_started = time.perf_counter()
+    progress = Progress(
+        TextColumn("[bold]train"),
+        BarColumn(),
+        TextColumn("step {task.completed}/{task.total} loss {task.fields[loss]:.4f}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        disable=not show_progress,
+    )
+    with progress:
+        bar = progress.add_task("train", total=total_steps, loss=float("nan"))
+        for step in range(total_steps):
+            step_loss = 0.0
+            for _ in range(params.grad_accum):
+                if len(order) < params.batch_size:
+                    refill = list(range(len(examples)))
+                    rng.shuffle(refill)
+                    order.extend(refill)
+                idx, order = order[: params.batch_size], order[params.batch_size :]
+                batch = collate([examples[i] for i in idx], pad_id=tokenizer.pad_token_id)
+                tensors = {k: torch.tensor(v, device=device) for k, v in batch.items()}
+                out = model(**tensors)
+                (out.loss / params.grad_accum).backward()
+                step_loss += out.loss.item() / params.grad_accum
+                tokens_seen += int(tensors["attention_mask"].sum())
+            torch.nn.utils.clip_grad_norm_(
+                [p for p in model.parameters() if p.requires_grad], params.max_grad_norm
+            )
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append({"step": step + 1, "loss": round(step_loss, 6)})
+            progress.update(bar, advance=1, loss=step_loss)
+            if (step + 1) % params.log_every == 0:
+                log.info("step %d/%d loss %.4f", step + 1, total_steps, step_loss)
+    loop_seconds = time.perf_counter() - loop_started
+
+    # 5. Save: the adapter (not the base weights) and the record beside it.
+    adapter_dir = out_dir / ADAPTER_DIR
+    adapter_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(adapter_dir)
+    tokenizer.save_pretrained(adapter_dir)
+    record: dict[str, Any] = {
+        "params": dataclasses.asdict(params),
+        "task": task,
+        "prompt_form": params.prompt if task == "classification" else "chat",
+        "label_set": label_set,
+        "base_model_source": loaded.source,
+        "device": device,
+        "quantized_4bit": loaded.quantized,
+        "torch_threads": torch.get_num_threads(),
+        "train_examples": len(examples),
+        "truncated_prompts": truncated,
+        "steps": total_steps,
+        "examples_seen": total_steps * per_step,
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "tokens_seen": tokens_seen,
+        "train_seconds": round(loop_seconds, 3),
+        "tokens_per_second": round(tokens_seen / loop_seconds, 2) if loop_seconds else None,
+        "peak_memory_bytes": peak_memory_bytes(device),
+        "wall_seconds": round(time.perf_counter() - started, 3),
+        "final_loss": losses[-1]["loss"] if losses else None,
+        "loss_curve": losses,
+        "adapter_dir": str(adapter_dir),
+    }
+    record.update(extra_record or {})
+    (out_dir / TRAINING_JSON).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    log.info(
+        "saved %s: %d steps, %.1f tokens/s, final loss %.4f",
+        adapter_dir,
+        total_steps,
+        record["tokens_per_second"] or 0.0,
+        record["final_loss"] or float("nan"),
+    )
+    return record
+
+
+def train_from_curated(
+    curated_dir: Path,
+    params: TrainParams,
+    model_dir: Path,
+    *,
+    gate_path: Path | None,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Entry point for `curagate train`: check the gate, then train on curated train.parquet.
+
+    Args:
+        curated_dir: holds train.parquet, quality.json, labels.json.
+        params: the `train:` section.
+        model_dir: gets adapter/ and training.json.
+        gate_path: gate.json to honour; None skips the gate (tests, sweeps on raw data).
+
+    Raises:
+        GateError: the gate refuses training.
+    """
+    train_path = curated_dir / "train.parquet"
+    extra: dict[str, Any] = {
+        "train_file": str(train_path),
+        "data_md5": file_md5(train_path),
+        "gate_file": None,
+        "gate_md5": None,
+        "gate_override": None,
+    }
+    if gate_path is not None:
+        report = check_gate(gate_path, curated_dir / "quality.json")
+        extra.update(
+            gate_file=str(gate_path),
+            gate_md5=file_md5(gate_path),
+            gate_override=bool(report.get("override")),
+            gate_passed=bool(report.get("passed")),
+        )
+    frame = pl.read_parquet(train_path)
+    label_set = read_label_set(curated_dir, frame)
+    return train_adapter(
+        frame,
+        params,
+        model_dir,
+        label_set=label_set,
+        extra_record=extra,
+        show_progress=show_progress,
+    )
