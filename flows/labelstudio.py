@@ -334,9 +334,12 @@ def ensure_project(ls: Any, cfg: LabelStudioParams, labels: list[str]) -> int:
     return project_id
 
 
-def list_tasks(ls: Any, project_id: int, *, page_size: int) -> list[dict[str, Any]]:
-    """All tasks of a project with annotations and predictions, as plain dicts."""
-    pager = ls.tasks.list(project=project_id, fields="all", page_size=page_size)
+def list_tasks(
+    ls: Any, project_id: int, *, page_size: int, fields: str = "all"
+) -> list[dict[str, Any]]:
+    """All tasks of a project as plain dicts; ``fields="all"`` includes annotations and
+    predictions, ``"task_only"`` (enough to read task data) is faster."""
+    pager = ls.tasks.list(project=project_id, fields=fields, page_size=page_size)
     return [t.model_dump(mode="json") if hasattr(t, "model_dump") else dict(t) for t in pager]
 
 
@@ -361,7 +364,7 @@ def push_flags(ls: Any, out_dir: Path, cfg: LabelStudioParams) -> PushReport:
     """Import flags that have no task yet (keyed by id + text_hash); existing tasks untouched."""
     flags, labels = read_flags(out_dir)
     project_id = ensure_project(ls, cfg, labels)
-    existing = task_keys(list_tasks(ls, project_id, page_size=cfg.page_size))
+    existing = task_keys(list_tasks(ls, project_id, page_size=cfg.page_size, fields="task_only"))
     new = select_new_flags(flags, existing)
     _, pii = mask_pii(new["text"], cfg=cfg.pii)
     tasks = build_tasks(new, labels, cfg=cfg)
