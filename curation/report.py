@@ -1,0 +1,200 @@
+"""Report: flat quality metrics (DVC metrics) and a self-contained HTML report with plots.
+
+Pure: frames in, a dict and an HTML string out (plots are PNGs embedded as base64, so the
+page opens in a browser with no network).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: no display on servers and CI
+import matplotlib.pyplot as plt  # noqa: E402
+import polars as pl  # noqa: E402
+
+from schemas.records import FLAG_ISSUES, REMOVAL_REASONS  # noqa: E402
+
+
+def quality_metrics(
+    *,
+    input_rows: dict[str, int],
+    curated_train: pl.DataFrame,
+    curated_test: pl.DataFrame,
+    removed: pl.DataFrame,
+    quarantine: pl.DataFrame,
+    flags: pl.DataFrame,
+    validated_train_rows: int,
+    label_set: list[str] | None,
+    test_leaks_remaining: int,
+) -> dict[str, float | int]:
+    """Flat metrics for quality.json; the accounting check proves no row was lost.
+
+    Args:
+        input_rows: records read per split ("train", "test"), before anything was removed.
+    """
+    q = quarantine.group_by("split").len()
+    quarantined = {s: int(q.filter(pl.col("split") == s)["len"].sum()) for s in ("train", "test")}
+    reasons = removed.group_by("reason").len()
+    removed_by = {r: int(reasons.filter(pl.col("reason") == r)["len"].sum()) for r in REMOVAL_REASONS}
+    flag_counts = {i: int((flags["issue"] == i).sum()) for i in FLAG_ISSUES}
+    open_flags = flags.filter(pl.col("status").is_in(["pending", "unsure"])) if "status" in flags.columns else flags
+    counts = curated_train.group_by("label").len() if curated_train.height else pl.DataFrame({"label": [], "len": []})
+    classes = label_set if label_set is not None else counts["label"].to_list()
+    per_class = {c: 0 for c in classes}
+    per_class.update(dict(zip(counts["label"].to_list(), counts["len"].to_list(), strict=True)))
+    min_c, max_c = (min(per_class.values()), max(per_class.values())) if per_class else (0, 0)
+    accounted_train = curated_train.height + removed.height + quarantined["train"]
+    accounted_test = curated_test.height + quarantined["test"]
+    total_in = input_rows["train"] + input_rows["test"]
+    metrics: dict[str, float | int] = {
+        "input_train_rows": input_rows["train"],
+        "input_test_rows": input_rows["test"],
+        "quarantined_train": quarantined["train"],
+        "quarantined_test": quarantined["test"],
+        "removed_total": removed.height,
+        **{f"removed_{r}": n for r, n in removed_by.items()},
+        "curated_train_rows": curated_train.height,
+        "curated_test_rows": curated_test.height,
+        **{f"flags_{i}": n for i, n in flag_counts.items()},
+        "unresolved_conflicts": int((open_flags["issue"] == "conflicting_duplicate").sum()),
+        "pending_review": removed_by["pending_review"],
+        "duplicate_rate": _rate(removed_by["exact_duplicate"] + removed_by["near_duplicate"], validated_train_rows),
+        "quarantine_rate": _rate(quarantined["train"] + quarantined["test"], total_in),
+        "label_issue_rate": _rate(flag_counts["label_issue"], validated_train_rows),
+        "test_leaks_remaining": test_leaks_remaining,
+        "num_classes": sum(1 for n in per_class.values() if n > 0),
+        "min_class_count": min_c,
+        "max_class_count": max_c,
+        "imbalance_ratio": round(max_c / min_c, 4) if min_c else float("inf") if max_c else 0.0,
+        "accounting_ok": int(accounted_train == input_rows["train"] and accounted_test == input_rows["test"]),
+    }
+    return metrics
+
+
+def _rate(n: int, d: int) -> float:
+    return round(n / d, 6) if d else 0.0
+
+
+def _figure_to_img(fig: plt.Figure, alt: str) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"/>'
+
+
+def _bar(labels: list[str], values: list[float], title: str, *, horizontal: bool = False) -> str:
+    height = max(3.0, 0.22 * len(labels)) if horizontal else 3.2
+    fig, ax = plt.subplots(figsize=(7, height))
+    if horizontal:
+        ax.barh(labels, values, color="#4c72b0")
+        ax.invert_yaxis()
+    else:
+        ax.bar(labels, values, color="#4c72b0")
+        ax.tick_params(axis="x", rotation=30)
+    ax.set_title(title)
+    return _figure_to_img(fig, title)
+
+
+def _table(frame: pl.DataFrame, max_rows: int) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in frame.columns)
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{html.escape('' if v is None else str(v))}</td>" for v in row) + "</tr>"
+        for row in frame.head(max_rows).iter_rows()
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+def render_report(
+    *,
+    metrics: dict[str, Any],
+    validated_train: pl.DataFrame,
+    curated_train: pl.DataFrame,
+    removed: pl.DataFrame,
+    quarantine: pl.DataFrame,
+    flags: pl.DataFrame,
+    top_flags: int,
+    title: str = "curagate quality report",
+) -> str:
+    """A self-contained HTML page: counts per stage, reasons, clusters, labels, noise scores."""
+    parts: list[str] = []
+    stage_names = ["input", "quarantined", "dedup", "decontam", "noise", "review", "curated"]
+    stage_counts = [
+        metrics["input_train_rows"],
+        metrics["quarantined_train"],
+        int((removed["stage"] == "dedup").sum()),
+        int((removed["stage"] == "decontam").sum()),
+        int((removed["stage"] == "noise").sum()),
+        int((removed["stage"] == "review").sum()),
+        metrics["curated_train_rows"],
+    ]
+    parts.append("<h2>Rows per stage (train)</h2>" + _bar(stage_names, stage_counts, "train rows by stage"))
+    why = pl.concat(
+        [
+            removed.select(pl.format("removed: {}", "reason").alias("why")),
+            quarantine.select(pl.format("quarantined: {}", "reason").alias("why")),
+        ]
+    ).group_by("why").len().sort("len", descending=True)
+    if why.height:
+        parts.append(
+            "<h2>Why rows left</h2>"
+            + _bar(why["why"].to_list(), why["len"].to_list(), "rows by reason", horizontal=True)
+        )
+    dups = removed.filter(pl.col("stage") == "dedup").group_by("duplicate_of").agg((pl.len() + 1).alias("size"))
+    if dups.height:
+        sizes = dups.group_by("size").len().sort("size")
+        parts.append(
+            "<h2>Duplicate cluster sizes</h2>"
+            + _bar([str(s) for s in sizes["size"]], sizes["len"].to_list(), "clusters by size")
+        )
+    if "label" in validated_train.columns and validated_train["label"].drop_nulls().len():
+        before = validated_train.group_by("label").len().rename({"len": "before"})
+        after = curated_train.group_by("label").len().rename({"len": "after"})
+        dist = before.join(after, on="label", how="full", coalesce=True).fill_null(0).sort("before", descending=True)
+        fig, ax = plt.subplots(figsize=(7, max(3.0, 0.16 * dist.height)))
+        ax.barh(dist["label"], dist["before"], color="#c0c0c0", label="validated")
+        ax.barh(dist["label"], dist["after"], color="#4c72b0", label="curated")
+        ax.invert_yaxis()
+        ax.tick_params(axis="y", labelsize=6)
+        ax.legend()
+        ax.set_title("label distribution before and after curation")
+        parts.append("<h2>Label distribution</h2>" + _figure_to_img(fig, "label distribution"))
+    label_flags = flags.filter(pl.col("issue") == "label_issue")
+    if label_flags.height:
+        fig, ax = plt.subplots(figsize=(7, 3))
+        ax.hist(label_flags["score"].to_list(), bins=30, color="#dd8452")
+        ax.set_xlabel("1 - label quality (higher = more likely mislabelled)")
+        ax.set_title("noise scores of flagged rows")
+        parts.append("<h2>Noise scores</h2>" + _figure_to_img(fig, "noise scores"))
+    if flags.height:
+        shown = flags.sort("score", descending=True).select(
+            "id", "issue", pl.col("score").round(3), "given_label", "suggested_label", "text",
+            *(["status"] if "status" in flags.columns else []),
+        )
+        parts.append(f"<h2>Top {top_flags} flagged examples</h2>" + _table(shown, top_flags))
+    if quarantine.height:
+        parts.append(
+            "<h2>Quarantined lines</h2>"
+            + _table(quarantine.select("split", "source", "line", "reason", "detail", pl.col("raw").str.slice(0, 120)), 50)
+        )
+    metric_rows = pl.DataFrame({"metric": list(metrics), "value": [str(v) for v in metrics.values()]})
+    style = (
+        "body{font-family:sans-serif;margin:2em;max-width:1100px}"
+        "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:3px 6px;"
+        "text-align:left;vertical-align:top}th{background:#eee}.ok{color:#080}.bad{color:#b00}"
+    )
+    verdict = (
+        '<p class="ok">Accounting: every input row is curated, removed or quarantined.</p>'
+        if metrics.get("accounting_ok")
+        else '<p class="bad">Accounting FAILED: counts do not add up.</p>'
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{verdict}"
+        f"<h2>Metrics</h2>{_table(metric_rows, 100)}{''.join(parts)}</body></html>"
+    )
