@@ -107,7 +107,10 @@ def corrupt(
         rows.append({"id": cid, "text": _edit(texts[i], kind, rng, vocab), "label": gold[i]})
         truth.copies[cid] = ids[i]
         truth.copy_edits[cid] = kind
-    test_rows = [{"id": f"t{j}", "text": t, "label": lab} for j, (t, lab) in enumerate(test.select("text", "label").iter_rows())]
+    test_rows = [
+        {"id": f"t{j}", "text": t, "label": lab}
+        for j, (t, lab) in enumerate(test.select("text", "label").iter_rows())
+    ]
     next_id = n + len(truth.copies)
     for k, j in enumerate(rng.choice(len(test_rows), size=int(round(leak_rate * n)), replace=False)):
         lid = f"r{next_id + k}"
@@ -139,9 +142,17 @@ def corrupt(
         elif kind == "null_label":
             bad = json.dumps({"id": bid, "text": f"query number {k}", "label": None}).encode()
         elif kind == "text_too_long":
-            bad = json.dumps({"id": bid, "text": "lorem ipsum " * (max_text_chars // 10), "label": labels[0]}).encode()
+            bad = json.dumps(
+                {"id": bid, "text": "lorem ipsum " * (max_text_chars // 10), "label": labels[0]}
+            ).encode()
         elif kind == "invalid_utf8":
-            bad = b'{"id": "' + bid.encode() + b'", "text": "caf\xe9 card", "label": "' + labels[0].encode() + b'"}'
+            bad = (
+                b'{"id": "'
+                + bid.encode()
+                + b'", "text": "caf\xe9 card", "label": "'
+                + labels[0].encode()
+                + b'"}'
+            )
         else:  # duplicate_id: a new text reusing an id that appears earlier in the file
             bad = json.dumps({"id": "r0", "text": f"another query {k}", "label": labels[0]}).encode()
         # duplicate ids must come after the original line; append those at the end
@@ -155,7 +166,11 @@ def corrupt(
             rec = json.loads(line)
         except (json.JSONDecodeError, UnicodeDecodeError):
             rec = None
-        if isinstance(rec, dict) and rec.get("id") in good_ids and not str(rec.get("text", "")).startswith("another query"):
+        if (
+            isinstance(rec, dict)
+            and rec.get("id") in good_ids
+            and not str(rec.get("text", "")).startswith("another query")
+        ):
             continue
         kinds_by_line[lineno] = _classify_bad(line, rec)
     truth.malformed = kinds_by_line

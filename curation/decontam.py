@@ -55,7 +55,9 @@ def remove_test_leaks(
         sig_tr = signatures(tr["_key"].to_list(), **kw)
         sig_te = signatures(te["_key"].to_list(), **kw)
         bands, rows = lsh_bands(cfg.lsh_threshold, minhash.num_perm)
-        pairs = cross_pairs(band_keys(sig_tr, bands=bands, rows=rows), band_keys(sig_te, bands=bands, rows=rows))
+        pairs = cross_pairs(
+            band_keys(sig_tr, bands=bands, rows=rows), band_keys(sig_te, bands=bands, rows=rows)
+        )
         sims = estimated_jaccard(sig_tr, sig_te, pairs)
         keep = verify_pairs(
             tr["_key"].to_list(),
@@ -69,7 +71,11 @@ def remove_test_leaks(
         if keep.any():
             near = (
                 pl.DataFrame(
-                    {"_i": pairs[keep, 0].astype(np.uint32), "_j": pairs[keep, 1].astype(np.uint32), "_sim": sims[keep]}
+                    {
+                        "_i": pairs[keep, 0].astype(np.uint32),
+                        "_j": pairs[keep, 1].astype(np.uint32),
+                        "_sim": sims[keep],
+                    }
                 )
                 .join(te.select("_j", pl.col("id").alias("_test_id")), on="_j")
                 .sort("_i", pl.col("_sim"), "_test_id", descending=[False, True, False])

@@ -58,9 +58,7 @@ def near_duplicate_clusters(norm_texts: list[str], *, cfg: DedupParams) -> tuple
     n = len(norm_texts)
     if n == 0:
         return np.zeros(0, dtype=np.int64), {}
-    sig = signatures(
-        norm_texts, kind=cfg.shingle, ngram=cfg.ngram, num_perm=cfg.num_perm, seed=cfg.seed
-    )
+    sig = signatures(norm_texts, kind=cfg.shingle, ngram=cfg.ngram, num_perm=cfg.num_perm, seed=cfg.seed)
     bands, rows = lsh_bands(cfg.lsh_threshold, cfg.num_perm)
     pairs = candidate_pairs(band_keys(sig, bands=bands, rows=rows))
     if cfg.word_order:
@@ -82,7 +80,11 @@ def near_duplicate_clusters(norm_texts: list[str], *, cfg: DedupParams) -> tuple
     _, labels = connected_components(graph, directed=False)
     log.info(
         "dedup: %d distinct texts, %d LSH candidate pairs, %d verified (b=%d, r=%d)",
-        n, len(pairs), len(verified), bands, rows,
+        n,
+        len(pairs),
+        len(verified),
+        bands,
+        rows,
     )
     return labels.astype(np.int64), {
         (int(i), int(j)): float(s) for (i, j), s in zip(verified, sims[ok], strict=True)

@@ -156,11 +156,7 @@ def parse_csv(content: bytes, *, split: str, source: str, data: DataParams):
     except UnicodeDecodeError as exc:
         # decode line by line so one bad line is quarantined rather than the whole file lost
         text = content.decode("utf-8-sig", errors="replace")
-        bad_utf8 = {
-            n
-            for n, b in enumerate(content.splitlines(), start=1)
-            if _undecodable(b)
-        }
+        bad_utf8 = {n for n, b in enumerate(content.splitlines(), start=1) if _undecodable(b)}
         if not bad_utf8:
             raise InputFileError(f"{source}: not UTF-8 ({exc})") from exc
     else:

@@ -161,9 +161,9 @@ def same_words_pairs(texts: Sequence[str]) -> np.ndarray:
     can miss it; grouping on the sorted words finds every such pair exactly.
     """
     frame = pl.DataFrame({"doc": np.arange(len(texts), dtype=np.int64), "text": list(texts)})
-    frame = frame.with_columns(
-        key=pl.col("text").str.split(" ").list.sort().list.join(" ")
-    ).filter(pl.col("text").str.len_chars() > 0)
+    frame = frame.with_columns(key=pl.col("text").str.split(" ").list.sort().list.join(" ")).filter(
+        pl.col("text").str.len_chars() > 0
+    )
     pairs = (
         frame.join(frame, on="key", suffix="_r")
         .filter(pl.col("doc") < pl.col("doc_r"))

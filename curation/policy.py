@@ -44,7 +44,9 @@ def apply_review_policy(
         raise ValueError(f"unknown review decision(s) {sorted(bad)}; expected one of {DECISIONS}")
     status = (
         flags.join(
-            decisions.select("id", "text_hash", pl.col("decision").alias("status"), pl.col("label").alias("_new")),
+            decisions.select(
+                "id", "text_hash", pl.col("decision").alias("status"), pl.col("label").alias("_new")
+            ),
             on=["id", "text_hash"],
             how="left",
         )
@@ -105,7 +107,5 @@ def apply_review_policy(
     all_removed = pl.concat(
         [previous, new_pending.cast(REMOVED_SCHEMA), reviewer_drops.cast(REMOVED_SCHEMA)]
     ).sort("line")
-    flags_out = flags.join(status.select("id", "status"), on="id", how="left").select(
-        *FLAGS_SCHEMA, "status"
-    )
+    flags_out = flags.join(status.select("id", "status"), on="id", how="left").select(*FLAGS_SCHEMA, "status")
     return StepResult(kept=curated, removed=all_removed, flags=flags_out)

@@ -42,8 +42,14 @@ def quality_metrics(
     reasons = removed.group_by("reason").len()
     removed_by = {r: int(reasons.filter(pl.col("reason") == r)["len"].sum()) for r in REMOVAL_REASONS}
     flag_counts = {i: int((flags["issue"] == i).sum()) for i in FLAG_ISSUES}
-    open_flags = flags.filter(pl.col("status").is_in(["pending", "unsure"])) if "status" in flags.columns else flags
-    counts = curated_train.group_by("label").len() if curated_train.height else pl.DataFrame({"label": [], "len": []})
+    open_flags = (
+        flags.filter(pl.col("status").is_in(["pending", "unsure"])) if "status" in flags.columns else flags
+    )
+    counts = (
+        curated_train.group_by("label").len()
+        if curated_train.height
+        else pl.DataFrame({"label": [], "len": []})
+    )
     classes = label_set if label_set is not None else counts["label"].to_list()
     per_class = {c: 0 for c in classes}
     per_class.update(dict(zip(counts["label"].to_list(), counts["len"].to_list(), strict=True)))
@@ -63,7 +69,9 @@ def quality_metrics(
         **{f"flags_{i}": n for i, n in flag_counts.items()},
         "unresolved_conflicts": int((open_flags["issue"] == "conflicting_duplicate").sum()),
         "pending_review": removed_by["pending_review"],
-        "duplicate_rate": _rate(removed_by["exact_duplicate"] + removed_by["near_duplicate"], validated_train_rows),
+        "duplicate_rate": _rate(
+            removed_by["exact_duplicate"] + removed_by["near_duplicate"], validated_train_rows
+        ),
         "quarantine_rate": _rate(quarantined["train"] + quarantined["test"], total_in),
         "label_issue_rate": _rate(flag_counts["label_issue"], validated_train_rows),
         "test_leaks_remaining": test_leaks_remaining,
@@ -134,18 +142,25 @@ def render_report(
         metrics["curated_train_rows"],
     ]
     parts.append("<h2>Rows per stage (train)</h2>" + _bar(stage_names, stage_counts, "train rows by stage"))
-    why = pl.concat(
-        [
-            removed.select(pl.format("removed: {}", "reason").alias("why")),
-            quarantine.select(pl.format("quarantined: {}", "reason").alias("why")),
-        ]
-    ).group_by("why").len().sort("len", descending=True)
+    why = (
+        pl.concat(
+            [
+                removed.select(pl.format("removed: {}", "reason").alias("why")),
+                quarantine.select(pl.format("quarantined: {}", "reason").alias("why")),
+            ]
+        )
+        .group_by("why")
+        .len()
+        .sort("len", descending=True)
+    )
     if why.height:
         parts.append(
             "<h2>Why rows left</h2>"
             + _bar(why["why"].to_list(), why["len"].to_list(), "rows by reason", horizontal=True)
         )
-    dups = removed.filter(pl.col("stage") == "dedup").group_by("duplicate_of").agg((pl.len() + 1).alias("size"))
+    dups = (
+        removed.filter(pl.col("stage") == "dedup").group_by("duplicate_of").agg((pl.len() + 1).alias("size"))
+    )
     if dups.height:
         sizes = dups.group_by("size").len().sort("size")
         parts.append(
@@ -155,7 +170,11 @@ def render_report(
     if "label" in validated_train.columns and validated_train["label"].drop_nulls().len():
         before = validated_train.group_by("label").len().rename({"len": "before"})
         after = curated_train.group_by("label").len().rename({"len": "after"})
-        dist = before.join(after, on="label", how="full", coalesce=True).fill_null(0).sort("before", descending=True)
+        dist = (
+            before.join(after, on="label", how="full", coalesce=True)
+            .fill_null(0)
+            .sort("before", descending=True)
+        )
         fig, ax = plt.subplots(figsize=(7, max(3.0, 0.16 * dist.height)))
         ax.barh(dist["label"], dist["before"], color="#c0c0c0", label="validated")
         ax.barh(dist["label"], dist["after"], color="#4c72b0", label="curated")
@@ -173,14 +192,24 @@ def render_report(
         parts.append("<h2>Noise scores</h2>" + _figure_to_img(fig, "noise scores"))
     if flags.height:
         shown = flags.sort("score", descending=True).select(
-            "id", "issue", pl.col("score").round(3), "given_label", "suggested_label", "text",
+            "id",
+            "issue",
+            pl.col("score").round(3),
+            "given_label",
+            "suggested_label",
+            "text",
             *(["status"] if "status" in flags.columns else []),
         )
         parts.append(f"<h2>Top {top_flags} flagged examples</h2>" + _table(shown, top_flags))
     if quarantine.height:
         parts.append(
             "<h2>Quarantined lines</h2>"
-            + _table(quarantine.select("split", "source", "line", "reason", "detail", pl.col("raw").str.slice(0, 120)), 50)
+            + _table(
+                quarantine.select(
+                    "split", "source", "line", "reason", "detail", pl.col("raw").str.slice(0, 120)
+                ),
+                50,
+            )
         )
     metric_rows = pl.DataFrame({"metric": list(metrics), "value": [str(v) for v in metrics.values()]})
     style = (

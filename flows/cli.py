@@ -42,7 +42,9 @@ def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) ->
     )
 
 
-def _run(stage: str, train: Path, test: Path, params: Path | None, out: Path, reviews: Path | None, quiet: bool) -> None:
+def _run(
+    stage: str, train: Path, test: Path, params: Path | None, out: Path, reviews: Path | None, quiet: bool
+) -> None:
     try:
         cfg = load_params(params)
         run = run_curation(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +18,7 @@ import polars as pl
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from curation.decontam import remove_test_leaks
-from curation.dedup import drop_duplicates, dedup_key
+from curation.dedup import dedup_key, drop_duplicates
 from curation.ingest import InputFileError, parse_csv, parse_frame, parse_jsonl
 from curation.noise import flag_label_issues
 from curation.policy import apply_review_policy
@@ -37,10 +37,21 @@ from schemas.records import (
 )
 
 log = logging.getLogger(__name__)
+ProgressNote = Callable[[str], None]
 
 STAGES = ("ingest", "validate", "dedup", "decontam", "noise", "curate", "report")
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
-INTERNAL_COLUMNS = ("split", "source", "line", "raw", "source_id", "text_type", "label_type", "response_type", "extra")
+INTERNAL_COLUMNS = (
+    "split",
+    "source",
+    "line",
+    "raw",
+    "source_id",
+    "text_type",
+    "label_type",
+    "response_type",
+    "extra",
+)
 
 
 def read_input(path: Path, *, split: str, params: Params) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -107,9 +118,111 @@ def stage_progress(enabled: bool) -> Iterator[Progress | None]:
     if not enabled:
         yield None
         return
-    columns = (SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[note]}"), TimeElapsedColumn())
+    columns = (
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[note]}"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, transient=False) as progress:
         yield progress
+
+
+def ingest_stage(run: CurationRun, train_path: Path, test_path: Path, params_dir: Path) -> str:
+    """Read both raw files; lines that are not records go to quarantine."""
+    for split, path in (("train", train_path), ("test", test_path)):
+        ingested, quarantined = read_input(path, split=split, params=run.params)
+        run.ingested[split] = ingested
+        run.input_rows[split] = ingested.height + quarantined.height
+        run.quarantine = pl.concat([run.quarantine, quarantined])
+    run.label_set = infer_label_set(run.params, params_dir, run.ingested["test"])
+    run.train = run.ingested["train"]
+    return f"{run.input_rows['train']} train, {run.input_rows['test']} test records"
+
+
+def validate_stage(run: CurationRun) -> str:
+    """Check every record against the raw-record contract; failures go to quarantine."""
+    for split in ("train", "test"):
+        valid, bad = validate_records(run.ingested[split], data=run.params.data, labels=run.label_set)
+        run.validated[split] = valid
+        run.quarantine = pl.concat([run.quarantine, bad])
+    run.train = run.validated["train"]
+    return f"{run.quarantine.height} quarantined"
+
+
+def dedup_stage(run: CurationRun) -> str:
+    """Exact and near duplicates out; conflicting-label duplicates held for review."""
+    result = drop_duplicates(run.train, cfg=run.params.dedup)
+    run.train, run.removed = result.kept, pl.concat([run.removed, result.removed])
+    run.flags = pl.concat([run.flags, result.flags])
+    return f"{result.removed.height} removed, {result.flags.height} conflicts"
+
+
+def decontam_stage(run: CurationRun) -> str:
+    """Train rows copying test rows out (the test split is never changed)."""
+    result = remove_test_leaks(
+        run.train, run.validated["test"], cfg=run.params.decontam, minhash=run.params.dedup
+    )
+    run.train, run.removed = result.kept, pl.concat([run.removed, result.removed])
+    return f"{result.removed.height} test leaks"
+
+
+def noise_stage(run: CurationRun, note: ProgressNote | None = None) -> str:
+    """Flag likely label errors from out-of-fold probabilities (train only)."""
+    params = run.params
+    if params.data.task == "classification" and params.noise.enabled:
+        embeddings = None
+        if "embedding" in params.noise.features:
+            from flows.embed import embed_texts  # loads a model: only when asked for
+
+            embeddings = embed_texts(run.train["text"].to_list())
+        flags, _ = flag_label_issues(
+            run.train, label_set=run.label_set or [], cfg=params.noise, embeddings=embeddings, progress=note
+        )
+        run.flags = pl.concat([run.flags, flags])
+    return f"{int((run.flags['issue'] == 'label_issue').sum())} label issues"
+
+
+def curate_stage(run: CurationRun, reviews_path: Path | None) -> str:
+    """Apply the review policy: flagged rows held unless a reviewer decided."""
+    params = run.params
+    reviews = reviews_path or (Path(params.review.decisions) if params.review.decisions else None)
+    if reviews is not None:
+        if not reviews.exists():
+            raise InputFileError(f"{reviews}: reviews file not found")
+        run.decisions = resolve_decisions(pl.read_parquet(reviews), policy=params.review.conflict_policy)
+    applied = apply_review_policy(run.train, run.removed, run.flags, run.validated["train"], run.decisions)
+    run.train, run.removed, run.flags = applied.kept, applied.removed, applied.flags
+    return f"{run.train.height} curated train rows"
+
+
+def report_stage(run: CurationRun) -> str:
+    """Quality metrics (with the accounting check) and the HTML report."""
+    run.metrics = quality_metrics(
+        input_rows=run.input_rows,
+        curated_train=run.train,
+        curated_test=run.validated["test"],
+        removed=run.removed,
+        quarantine=run.quarantine,
+        flags=run.flags,
+        validated_train_rows=run.validated["train"].height,
+        label_set=run.label_set,
+        test_leaks_remaining=count_test_leaks(run.train, run.validated["test"]),
+    )
+    if run.decisions is not None:
+        run.metrics["reviews_applied"] = int(run.decisions.height)
+        run.metrics["reviews_disagreements"] = int(run.decisions["disagreement"].sum())
+    run.report_html = render_report(
+        metrics=run.metrics,
+        validated_train=run.validated["train"],
+        curated_train=run.train,
+        removed=run.removed,
+        quarantine=run.quarantine,
+        flags=run.flags,
+        top_flags=run.params.report.top_flags,
+    )
+    return "quality.json, report.html"
 
 
 def run_curation(
@@ -129,103 +242,32 @@ def run_curation(
     """
     if until not in STAGES:
         raise ValueError(f"unknown stage {until!r}; stages: {STAGES}")
-    last = STAGES.index(until)
     run = CurationRun(params=params)
     with stage_progress(show_progress) as progress:
-        task = progress.add_task("curate", total=last + 1, note="") if progress else None
-
-        def step(name: str, note: str = "") -> None:
-            run.stages_run.append(name)
-            log.info("stage %s done %s", name, note)
-            if progress is not None and task is not None:
-                progress.update(task, advance=1, description=f"curate: {name}", note=note)
+        todo = STAGES[: STAGES.index(until) + 1]
+        task = progress.add_task("curate", total=len(todo), note="") if progress else None
 
         def note(text: str) -> None:
             if progress is not None and task is not None:
                 progress.update(task, note=text)
 
-        for split, path in (("train", train_path), ("test", test_path)):
-            ingested, quarantined = read_input(path, split=split, params=params)
-            run.ingested[split] = ingested
-            run.input_rows[split] = ingested.height + quarantined.height
-            run.quarantine = pl.concat([run.quarantine, quarantined])
-        run.label_set = infer_label_set(params, params_dir, run.ingested["test"])
-        step("ingest", f"{run.input_rows['train']} train, {run.input_rows['test']} test records")
-        if last < 1:
-            run.train = run.ingested["train"]
-            return run
-
-        for split in ("train", "test"):
-            valid, bad = validate_records(run.ingested[split], data=params.data, labels=run.label_set)
-            run.validated[split] = valid
-            run.quarantine = pl.concat([run.quarantine, bad])
-        run.train = run.validated["train"]
-        step("validate", f"{run.quarantine.height} quarantined")
-        if last < 2:
-            return run
-
-        deduped = drop_duplicates(run.train, cfg=params.dedup)
-        run.train, run.removed = deduped.kept, pl.concat([run.removed, deduped.removed])
-        run.flags = pl.concat([run.flags, deduped.flags])
-        step("dedup", f"{deduped.removed.height} removed, {deduped.flags.height} conflicts")
-        if last < 3:
-            return run
-
-        leaks = remove_test_leaks(run.train, run.validated["test"], cfg=params.decontam, minhash=params.dedup)
-        run.train, run.removed = leaks.kept, pl.concat([run.removed, leaks.removed])
-        step("decontam", f"{leaks.removed.height} test leaks")
-        if last < 4:
-            return run
-
-        if params.data.task == "classification" and params.noise.enabled:
-            embeddings = None
-            if "embedding" in params.noise.features:
-                from flows.embed import embed_texts  # loads a model: only when asked for
-
-                embeddings = embed_texts(run.train["text"].to_list())
-            noise_flags, _ = flag_label_issues(
-                run.train, label_set=run.label_set or [], cfg=params.noise, embeddings=embeddings, progress=note
-            )
-            run.flags = pl.concat([run.flags, noise_flags])
-        step("noise", f"{int((run.flags['issue'] == 'label_issue').sum())} label issues")
-        if last < 5:
-            return run
-
-        reviews = reviews_path or (Path(params.review.decisions) if params.review.decisions else None)
-        if reviews is not None:
-            if not reviews.exists():
-                raise InputFileError(f"{reviews}: reviews file not found")
-            run.decisions = resolve_decisions(pl.read_parquet(reviews), policy=params.review.conflict_policy)
-        applied = apply_review_policy(run.train, run.removed, run.flags, run.validated["train"], run.decisions)
-        run.train, run.removed, run.flags = applied.kept, applied.removed, applied.flags
-        step("curate", f"{run.train.height} curated train rows")
-        if last < 6:
-            return run
-
-        run.metrics = quality_metrics(
-            input_rows=run.input_rows,
-            curated_train=run.train,
-            curated_test=run.validated["test"],
-            removed=run.removed,
-            quarantine=run.quarantine,
-            flags=run.flags,
-            validated_train_rows=run.validated["train"].height,
-            label_set=run.label_set,
-            test_leaks_remaining=count_test_leaks(run.train, run.validated["test"]),
-        )
-        if run.decisions is not None:
-            run.metrics["reviews_applied"] = int(run.decisions.height)
-            run.metrics["reviews_disagreements"] = int(run.decisions["disagreement"].sum())
-        run.report_html = render_report(
-            metrics=run.metrics,
-            validated_train=run.validated["train"],
-            curated_train=run.train,
-            removed=run.removed,
-            quarantine=run.quarantine,
-            flags=run.flags,
-            top_flags=params.report.top_flags,
-        )
-        step("report", "quality.json, report.html")
+        stage_calls = {
+            "ingest": lambda: ingest_stage(run, train_path, test_path, params_dir),
+            "validate": lambda: validate_stage(run),
+            "dedup": lambda: dedup_stage(run),
+            "decontam": lambda: decontam_stage(run),
+            "noise": lambda: noise_stage(run, note),
+            "curate": lambda: curate_stage(run, reviews_path),
+            "report": lambda: report_stage(run),
+        }
+        for name in todo:
+            if progress is not None and task is not None:
+                progress.update(task, description=f"curate: {name}", note="")
+            summary = stage_calls[name]()
+            run.stages_run.append(name)
+            log.info("%s: %s", name, summary)
+            if progress is not None and task is not None:
+                progress.update(task, advance=1, note=summary)
     return run
 
 

@@ -92,9 +92,7 @@ def _non_empty() -> pa.Check:
     )
 
 
-def raw_record_schema(
-    *, task: str, max_text_chars: int, labels: Sequence[str] | None
-) -> pa.DataFrameSchema:
+def raw_record_schema(*, task: str, max_text_chars: int, labels: Sequence[str] | None) -> pa.DataFrameSchema:
     """The contract an ingested record must meet to enter curation.
 
     Check names are reason codes; validation is lazy so every failure of every row is found.
@@ -134,9 +132,7 @@ def raw_record_schema(
             )
         columns["label"] = pa.Column(pl.String, nullable=True, checks=label_checks)
     else:
-        columns["response_type"] = pa.Column(
-            pl.String, checks=_type_check("response", ["string"])
-        )
+        columns["response_type"] = pa.Column(pl.String, checks=_type_check("response", ["string"]))
         columns["response"] = pa.Column(
             pl.String,
             nullable=True,

@@ -1,0 +1,125 @@
+"""`curagate curate` end to end on seeded corruption: accounting, reasons, determinism, report."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+from curation.corrupt import corrupt
+from tests.conftest import ROOT, write_lines
+
+OUTPUTS = ("train.parquet", "test.parquet", "removed.parquet", "quarantine.parquet", "flags.parquet", "quality.json", "labels.json")
+
+
+def _curagate(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args], cwd=cwd, capture_output=True, text=True, env=None, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def corrupted(tmp_path_factory, banking_train, banking_test, banking_labels):
+    root = tmp_path_factory.mktemp("corrupted")
+    lines, test_lines, truth = corrupt(
+        banking_train.head(1500), banking_test.head(400), labels=banking_labels, seed=5, malformed_rate=0.01
+    )
+    write_lines(root / "train.jsonl", lines)
+    write_lines(root / "test.jsonl", test_lines)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"]["columns"]["label"] = "label"
+    params["data"]["labels"] = str(ROOT / "data" / "raw" / "categories.json")
+    params["noise"]["folds"] = 3
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return root, truth, len(lines), len(test_lines)
+
+
+@pytest.fixture(scope="module")
+def curated(corrupted):
+    root, *_ = corrupted
+    outs = []
+    for name in ("run1", "run2"):  # two processes: set order and hashing must not leak in
+        proc = _curagate(
+            "curate", "--train", str(root / "train.jsonl"), "--test", str(root / "test.jsonl"),
+            "--params", str(root / "params.yaml"), "--out", str(root / name), "--quiet", cwd=ROOT,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        outs.append(root / name)
+    return outs
+
+
+def test_every_input_row_is_accounted_for(corrupted, curated) -> None:
+    _, truth, n_train, n_test = corrupted
+    out = curated[0]
+    quality = json.loads((out / "quality.json").read_text())
+    train = pl.read_parquet(out / "train.parquet")
+    removed = pl.read_parquet(out / "removed.parquet")
+    quarantine = pl.read_parquet(out / "quarantine.parquet")
+    test = pl.read_parquet(out / "test.parquet")
+    assert quality["accounting_ok"] == 1
+    assert quality["input_train_rows"] == n_train and quality["input_test_rows"] == n_test
+    assert train.height + removed.height + quarantine.filter(pl.col("split") == "train").height == n_train
+    assert test.height + quarantine.filter(pl.col("split") == "test").height == n_test
+    # exactly one destination per row
+    assert not set(train["id"]) & set(removed["id"])
+    assert removed["id"].n_unique() == removed.height
+
+
+def test_malformed_lines_are_quarantined_with_their_reason_and_clean_ones_are_not(corrupted, curated) -> None:
+    _, truth, *_ = corrupted
+    quarantine = pl.read_parquet(curated[0] / "quarantine.parquet").filter(pl.col("split") == "train")
+    got = dict(zip(quarantine["line"].to_list(), quarantine["reason"].to_list(), strict=True))
+    assert got == truth.malformed
+    assert quarantine["raw"].null_count() == 0
+
+
+def test_flagged_rows_are_held_out_of_training(curated) -> None:
+    out = curated[0]
+    train_ids = set(pl.read_parquet(out / "train.parquet")["id"])
+    flags = pl.read_parquet(out / "flags.parquet")
+    removed = pl.read_parquet(out / "removed.parquet")
+    assert flags.height > 0
+    assert not train_ids & set(flags["id"])
+    pending = set(removed.filter(pl.col("reason") == "pending_review")["id"])
+    assert set(flags["id"]) == pending
+    assert set(flags["issue"]) <= {"label_issue", "conflicting_duplicate"}
+
+
+def test_outputs_are_byte_identical_across_processes(curated) -> None:
+    a, b = curated
+    for name in OUTPUTS:
+        assert hashlib.sha256((a / name).read_bytes()).digest() == hashlib.sha256((b / name).read_bytes()).digest(), name
+
+
+def test_report_has_every_section(curated) -> None:
+    html = (curated[0] / "report.html").read_text()
+    for heading in ("Rows per stage", "Why rows left", "Duplicate cluster sizes", "Label distribution", "Noise scores", "flagged examples", "Quarantined lines"):
+        assert heading in html, heading
+    assert "http://" not in html and "https://" not in html  # opens offline
+    assert html.count("data:image/png;base64,") >= 5
+
+
+def test_a_stage_subcommand_runs_its_upstream_stages_alone(corrupted) -> None:
+    root, truth, *_ = corrupted
+    proc = _curagate(
+        "dedup", "--train", str(root / "train.jsonl"), "--test", str(root / "test.jsonl"),
+        "--params", str(root / "params.yaml"), "--out", str(root / "dedup_only"), "--quiet", cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    removed = pl.read_parquet(root / "dedup_only" / "removed.parquet")
+    assert set(removed["stage"]) == {"dedup"}
+    assert (root / "dedup_only" / "dedup_train.parquet").exists()
+    assert not (root / "dedup_only" / "train.parquet").exists()
+
+
+def test_whole_file_error_exits_with_a_message(tmp_path: Path) -> None:
+    (tmp_path / "train.txt").write_text("hello")
+    proc = _curagate("curate", "--train", str(tmp_path / "train.txt"), "--test", str(tmp_path / "t.jsonl"), "--out", str(tmp_path / "o"), cwd=ROOT)
+    assert proc.returncode == 2
+    assert "train.txt: unknown format '.txt'" in proc.stderr.replace("\n", "")

@@ -1,0 +1,131 @@
+"""MinHash compatibility, dedup and decontamination on inline frames and planted copies."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+from datasketch import MinHash
+
+from curation.corrupt import corrupt
+from curation.decontam import remove_test_leaks
+from curation.dedup import drop_duplicates
+from curation.ingest import parse_jsonl
+from curation.minhash import shingles, signatures
+from curation.validate import validate_records
+from schemas.params import DataParams, DecontamParams, DedupParams
+
+TEXTS = [
+    "",
+    "a",
+    "hello world",
+    "ünïcödé テキスト 😀 emoji and ß",
+    "x" * 10_000,
+    "the card has not arrived yet",
+    "  spaces   everywhere  ",
+    "\u0000 control \u200b zero width",
+]
+
+
+@pytest.mark.parametrize("kind", ["char", "word"])
+@pytest.mark.parametrize(("num_perm", "seed", "ngram"), [(128, 1, 5), (64, 42, 3), (16, 0, 1)])
+def test_signatures_equal_datasketch(kind: str, num_perm: int, seed: int, ngram: int) -> None:
+    ours = signatures(TEXTS, kind=kind, ngram=ngram, num_perm=num_perm, seed=seed, batch_docs=3)
+    for text, row in zip(TEXTS, ours, strict=True):
+        reference = MinHash(num_perm=num_perm, seed=seed)
+        reference.update_batch(shingles(text, kind=kind, ngram=ngram))
+        np.testing.assert_array_equal(row, reference.hashvalues)
+
+
+def _frame(rows: list[tuple[str, str]]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "id": [f"r{i}" for i in range(len(rows))],
+            "split": "train",
+            "line": list(range(1, len(rows) + 1)),
+            "text": [t for t, _ in rows],
+            "label": [lab for _, lab in rows],
+            "text_hash": [f"h{i}" for i in range(len(rows))],
+        }
+    )
+
+
+def _reasons(removed: pl.DataFrame) -> dict[str, tuple[str, str]]:
+    return {r["id"]: (r["reason"], r["duplicate_of"]) for r in removed.iter_rows(named=True)}
+
+
+def test_exact_and_near_duplicates_keep_the_first_line() -> None:
+    train = _frame(
+        [
+            ("Where is my new card?", "card_arrival"),
+            ("where is my NEW card", "card_arrival"),  # exact after normalisation
+            ("Where is my nwe card?", "card_arrival"),  # a typo
+            ("my new card where is", "card_arrival"),  # words reordered
+            ("How do I top up with a cheque?", "top_up"),
+        ]
+    )
+    result = drop_duplicates(train, cfg=DedupParams())
+    assert result.kept["id"].to_list() == ["r0", "r4"]
+    assert _reasons(result.removed) == {
+        "r1": ("exact_duplicate", "r0"),
+        "r2": ("near_duplicate", "r0"),
+        "r3": ("near_duplicate", "r0"),
+    }
+    assert result.flags.is_empty()
+    assert result.kept.height + result.removed.height == train.height
+
+
+def test_duplicates_with_conflicting_labels_are_flagged_not_dropped() -> None:
+    train = _frame([("My card was stolen", "lost_or_stolen_card"), ("my card was stolen!", "card_arrival")])
+    result = drop_duplicates(train, cfg=DedupParams())
+    assert _reasons(result.removed) == {"r1": ("pending_review", "r0")}
+    flag = result.flags.row(0, named=True)
+    assert flag["issue"] == "conflicting_duplicate"
+    assert (flag["given_label"], flag["suggested_label"], flag["duplicate_of"]) == ("card_arrival", "lost_or_stolen_card", "r0")
+
+
+def test_distinct_texts_and_punctuation_only_texts_are_not_merged() -> None:
+    train = _frame([("???", "a"), ("!!!", "a"), ("How do I activate my card?", "a"), ("Why was my transfer declined?", "a")])
+    result = drop_duplicates(train, cfg=DedupParams())
+    assert result.removed.is_empty()
+
+
+def test_dedup_does_not_depend_on_row_order() -> None:
+    train = _frame([(f"query number {i} about my card", "card_arrival") for i in range(30)] + [("query number 3 about my card!", "card_arrival")])
+    a = drop_duplicates(train, cfg=DedupParams())
+    b = drop_duplicates(train.sample(fraction=1.0, shuffle=True, seed=3), cfg=DedupParams())
+    assert a.removed.sort("id").equals(b.removed.sort("id"))
+
+
+def test_test_leaks_are_removed_and_test_is_untouched() -> None:
+    train = _frame([("How do I top up by card?", "top_up"), ("how do i top up by crad", "top_up"), ("Unrelated question about fees", "fees")])
+    test = _frame([("How do I top up by card", "top_up")]).with_columns(id=pl.lit("t0"), split=pl.lit("test"))
+    before = test.clone()
+    result = remove_test_leaks(train, test, cfg=DecontamParams(), minhash=DedupParams())
+    assert _reasons(result.removed) == {"r0": ("test_leak", "t0"), "r1": ("test_leak", "t0")}
+    assert result.kept["id"].to_list() == ["r2"]
+    assert test.equals(before)
+
+
+def test_planted_copies_and_leaks_are_found(banking_train, banking_test, banking_labels) -> None:
+    """Seeded corruption of 3,000 Banking77 rows: copies and leaks found, clean rows kept."""
+    lines, _, truth = corrupt(banking_train.head(3000), banking_test, labels=banking_labels, seed=11, malformed_rate=0)
+    data = DataParams()
+    ingested, _ = parse_jsonl(b"\n".join(lines), split="train", source="c.jsonl", data=data)
+    train, _ = validate_records(ingested, data=data, labels=banking_labels)
+    test_rows = banking_test.with_columns(
+        id=pl.format("t{}", pl.int_range(pl.len())), split=pl.lit("test"), line=pl.int_range(pl.len()) + 1
+    )
+    deduped = drop_duplicates(train, cfg=DedupParams())
+    leaks = remove_test_leaks(deduped.kept, test_rows, cfg=DecontamParams(), minhash=DedupParams())
+    removed = set(deduped.removed["id"]) | set(leaks.removed["id"])
+    # one-word replacements are indistinguishable from Banking77's own paraphrases (see README)
+    copies = {c: s for c, s in truth.copies.items() if truth.copy_edits[c] != "word_replace"}
+    caught = sum((c in removed) != (s in removed) for c, s in copies.items())
+    involved = set(truth.copies) | set(truth.copies.values()) | set(truth.leaks)
+    clean = [i for i in train["id"] if i not in involved]
+    clean_removed = sum(i in removed for i in clean)
+    leaks_found = sum(i in removed for i in truth.leaks)
+    assert caught / len(copies) >= 0.95
+    assert clean_removed / len(clean) <= 0.03
+    assert leaks_found / len(truth.leaks) >= 0.95

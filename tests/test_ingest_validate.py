@@ -1,0 +1,139 @@
+"""Ingest + validate: every kind of bad input is quarantined with its reason; nothing is lost."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from curation.ingest import InputFileError, parse_csv, parse_frame, parse_jsonl
+from curation.validate import validate_records
+from flows.pipeline import read_input
+from schemas.params import DataParams, params_from_dict
+
+LABELS = ["card_arrival", "lost_or_stolen_card"]
+DATA = DataParams()  # columns id, text, label
+
+
+def _run(lines: list[bytes], data: DataParams = DATA, labels=LABELS):
+    ingested, bad = parse_jsonl(b"\n".join(lines), split="train", source="t.jsonl", data=data)
+    valid, invalid = validate_records(ingested, data=data, labels=labels)
+    quarantine = pl.concat([bad, invalid])
+    assert valid.height + quarantine.height == sum(1 for line in lines if line.strip())
+    return valid, quarantine
+
+
+def _reason_by_line(quarantine: pl.DataFrame) -> dict[int, str]:
+    return dict(zip(quarantine["line"].to_list(), quarantine["reason"].to_list(), strict=True))
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (b'{"text": "my card", "label": "card_arrival"', "invalid_json"),
+        (b'["my card", "card_arrival"]', "not_a_json_object"),
+        (b'{"label": "card_arrival"}', "missing_text"),
+        (b'{"text": null, "label": "card_arrival"}', "null_text"),
+        (b'{"text": 42, "label": "card_arrival"}', "text_wrong_type"),
+        (b'{"text": ["a", "b"], "label": "card_arrival"}', "text_wrong_type"),
+        (b'{"text": "   \\t ", "label": "card_arrival"}', "empty_text"),
+        (b'{"text": ""}', "empty_text"),
+        (b'{"text": "my card"}', "missing_label"),
+        (b'{"text": "my card", "label": null}', "null_label"),
+        (b'{"text": "my card", "label": {"x": 1}}', "label_wrong_type"),
+        (b'{"text": "my card", "label": "pizza"}', "label_not_in_label_set"),
+        (b'{"text": "caf\xe9", "label": "card_arrival"}', "invalid_utf8"),
+    ],
+)
+def test_each_bad_line_is_quarantined_with_its_reason(line: bytes, reason: str) -> None:
+    good = b'{"text": "where is my card", "label": "card_arrival"}'
+    valid, quarantine = _run([good, line, good.replace(b"where", b"when")])
+    assert valid.height == 2
+    assert _reason_by_line(quarantine) == {2: reason}
+    row = quarantine.row(0, named=True)
+    assert row["raw"] and row["source"] == "t.jsonl" and row["detail"]
+
+
+def test_text_longer_than_the_limit_is_quarantined() -> None:
+    data = DataParams(max_text_chars=10)
+    valid, quarantine = _run([b'{"text": "short", "label": "card_arrival"}', b'{"text": "far too long text", "label": "card_arrival"}'], data)
+    assert valid["text"].to_list() == ["short"]
+    assert _reason_by_line(quarantine) == {2: "text_too_long"}
+    assert "17 characters, limit 10" in quarantine["detail"][0]
+
+
+def test_all_failures_of_a_row_are_reported_at_once() -> None:
+    _, quarantine = _run([b'{"text": 5, "label": "pizza"}'])
+    assert quarantine["reason"][0] == "text_wrong_type"
+    assert "label 'pizza' is not in the label set" in quarantine["detail"][0]
+
+
+def test_duplicate_input_id_is_quarantined_after_its_first_use() -> None:
+    valid, quarantine = _run(
+        [b'{"id": 7, "text": "a", "label": "card_arrival"}', b'{"id": "7", "text": "b", "label": "card_arrival"}']
+    )
+    assert valid["id"].to_list() == ["7"]  # numeric ids are kept as strings
+    assert _reason_by_line(quarantine) == {2: "duplicate_id"}
+
+
+def test_derived_ids_are_stable_and_unique_for_repeated_records() -> None:
+    lines = [b'{"text": "x", "label": "card_arrival"}'] * 2 + [b'{"text": "y", "label": "card_arrival"}']
+    first, _ = _run(lines)
+    again, _ = _run([b'{"text": "z", "label": "card_arrival"}', *lines])
+    assert first["id"].n_unique() == 3
+    assert first["id"][1] == first["id"][0] + "-2"
+    # inserting a line above does not change the other rows' ids
+    assert set(first["id"]) <= set(again["id"])
+
+
+def test_csv_wrong_field_count_and_multiline_fields(tmp_path: Path) -> None:
+    content = b'text,category\n"multi\nline",card_arrival\nbad,card_arrival,extra\n,card_arrival\nok,card_arrival\n'
+    data = params_from_dict({"data": {"columns": {"label": "category"}}}).data
+    ingested, bad = parse_csv(content, split="train", source="t.csv", data=data)
+    valid, invalid = validate_records(ingested, data=data, labels=LABELS)
+    assert valid["text"].to_list() == ["multi\nline", "ok"]
+    assert valid["line"].to_list() == [2, 6]  # physical line numbers, header is line 1
+    assert _reason_by_line(pl.concat([bad, invalid])) == {4: "wrong_field_count", 5: "null_text"}
+
+
+def test_parquet_input_keeps_extra_columns(tmp_path: Path) -> None:
+    frame = pl.DataFrame({"id": [1, 2], "text": ["a", "b"], "label": ["card_arrival", "x"], "source_url": ["u1", "u2"]})
+    ingested, _ = parse_frame(frame, split="train", source="t.parquet", data=DATA)
+    valid, quarantine = validate_records(ingested, data=DATA, labels=LABELS)
+    assert valid["id"].to_list() == ["1"] and json.loads(valid["extra"][0]) == {"source_url": "u1"}
+    assert quarantine["reason"].to_list() == ["label_not_in_label_set"]
+
+
+def test_instruction_data_maps_instruction_input_output() -> None:
+    data = DataParams(task="instruction")
+    lines = [
+        b'{"instruction": "Summarise", "input": "long text", "output": "short"}',
+        b'{"prompt": "Say hi", "response": "hi"}',
+        b'{"instruction": "Summarise", "output": ""}',
+    ]
+    ingested, _ = parse_jsonl(b"\n".join(lines), split="train", source="i.jsonl", data=data)
+    valid, quarantine = validate_records(ingested, data=data, labels=None)
+    assert valid["text"].to_list() == ["Summarise\n\nlong text", "Say hi"]
+    assert valid["response"].to_list() == ["short", "hi"]
+    assert quarantine["reason"].to_list() == ["empty_response"]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("data.txt", b"hello", "unknown format '.txt'"),
+        ("missing.jsonl", None, "file not found"),
+        ("no_text.csv", b"query,category\nhi,card_arrival\n", "missing text column 'text'"),
+        ("empty.csv", b"", "empty CSV file"),
+        ("broken.parquet", b"not parquet at all", "unreadable Parquet"),
+    ],
+)
+def test_whole_file_problems_name_the_file(tmp_path: Path, name: str, content: bytes | None, message: str) -> None:
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(InputFileError) as err:
+        read_input(path, split="train", params=params_from_dict({}))
+    assert str(path) in str(err.value) and message in str(err.value)
