@@ -105,7 +105,7 @@ def _bar(labels: list[str], values: list[float], title: str, *, horizontal: bool
     else:
         ax.bar(labels, values, color="#4c72b0")
         ax.tick_params(axis="x", rotation=30)
-    ax.bar_label(ax.containers[0], fontsize=8)  # small counts stay readable beside large ones
+    ax.bar_label(ax.containers[0], fontsize=8)  # type: ignore[arg-type]  # small counts stay readable beside large ones
     ax.set_title(title)
     return _figure_to_img(fig, title)
 

@@ -38,7 +38,7 @@ def _build(cls: type, raw: Any, where: str) -> Any:
     for name, value in raw.items():
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, value, f"{where}.{name}")
+            kwargs[name] = _build(typing.cast(type, hint), value, f"{where}.{name}")
         elif typing.get_origin(hint) is tuple and isinstance(value, list):
             kwargs[name] = tuple(value)
         elif hint is float and isinstance(value, int) and not isinstance(value, bool):

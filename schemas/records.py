@@ -12,54 +12,62 @@ import pandera.polars as pa
 import polars as pl
 
 # Canonical frame after ingest (before validation). *_type hold the JSON type seen in the input.
-INGESTED_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
-    "split": pl.String,
-    "source": pl.String,
-    "line": pl.Int64,
-    "raw": pl.String,
-    "source_id": pl.String,
-    "text": pl.String,
-    "text_type": pl.String,
-    "label": pl.String,
-    "label_type": pl.String,
-    "response": pl.String,
-    "response_type": pl.String,
-    "extra": pl.String,
-}
+INGESTED_SCHEMA = pl.Schema(
+    {
+        "split": pl.String,
+        "source": pl.String,
+        "line": pl.Int64,
+        "raw": pl.String,
+        "source_id": pl.String,
+        "text": pl.String,
+        "text_type": pl.String,
+        "label": pl.String,
+        "label_type": pl.String,
+        "response": pl.String,
+        "response_type": pl.String,
+        "extra": pl.String,
+    }
+)
 
-QUARANTINE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
-    "split": pl.String,
-    "source": pl.String,
-    "line": pl.Int64,
-    "id": pl.String,
-    "stage": pl.String,
-    "reason": pl.String,
-    "detail": pl.String,
-    "raw": pl.String,
-}
+QUARANTINE_SCHEMA = pl.Schema(
+    {
+        "split": pl.String,
+        "source": pl.String,
+        "line": pl.Int64,
+        "id": pl.String,
+        "stage": pl.String,
+        "reason": pl.String,
+        "detail": pl.String,
+        "raw": pl.String,
+    }
+)
 
-REMOVED_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
-    "id": pl.String,
-    "split": pl.String,
-    "line": pl.Int64,
-    "stage": pl.String,
-    "reason": pl.String,
-    "duplicate_of": pl.String,
-    "detail": pl.String,
-    "text": pl.String,
-    "label": pl.String,
-}
+REMOVED_SCHEMA = pl.Schema(
+    {
+        "id": pl.String,
+        "split": pl.String,
+        "line": pl.Int64,
+        "stage": pl.String,
+        "reason": pl.String,
+        "duplicate_of": pl.String,
+        "detail": pl.String,
+        "text": pl.String,
+        "label": pl.String,
+    }
+)
 
-FLAGS_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
-    "id": pl.String,
-    "text_hash": pl.String,
-    "text": pl.String,
-    "issue": pl.String,
-    "score": pl.Float64,
-    "given_label": pl.String,
-    "suggested_label": pl.String,
-    "duplicate_of": pl.String,
-}
+FLAGS_SCHEMA = pl.Schema(
+    {
+        "id": pl.String,
+        "text_hash": pl.String,
+        "text": pl.String,
+        "issue": pl.String,
+        "score": pl.Float64,
+        "given_label": pl.String,
+        "suggested_label": pl.String,
+        "duplicate_of": pl.String,
+    }
+)
 
 # Reasons a row can leave, by stage; quality.json reports a count for each.
 REMOVAL_REASONS = (
