@@ -80,9 +80,7 @@ def evaluate_gate(
             continue
         checks.append(_check(name, metric, quality.get(metric), limit, comparison))
     if thresholds.require_accounting:
-        checks.append(
-            _check("accounting_ok", "accounting_ok", quality.get("accounting_ok"), 1, "==")
-        )
+        checks.append(_check("accounting_ok", "accounting_ok", quality.get("accounting_ok"), 1, "=="))
     failed = [c["name"] for c in checks if not c["passed"]]
     passed = not failed
     return {
@@ -102,7 +100,6 @@ def format_failures(report: dict[str, Any]) -> list[str]:
             continue
         value = check["value"] if check["value"] is not None else check["reason"]
         lines.append(
-            f"{check['name']}: {value} vs limit {check['comparison']} {check['limit']}"
-            f" ({check['metric']})"
+            f"{check['name']}: {value} vs limit {check['comparison']} {check['limit']} ({check['metric']})"
         )
     return lines

@@ -92,6 +92,7 @@ class TrainParams:
     quantize_4bit: bool = True
     gradient_checkpointing: bool = True
     log_every: int = 10
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.prompt not in PROMPT_FORMS:
@@ -119,6 +120,7 @@ class EvaluateParams:
     max_new_tokens: int | None = None
     top_confused: int = 10
     num_errors: int = 20
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.base_prompt not in PROMPT_FORMS:

@@ -83,9 +83,7 @@ def ensure_smollm2_checkpoint() -> Path:
     gguf = find_smollm2_gguf()
     log.info("converting %s to an fp32 checkpoint in %s (once)", gguf.name, target)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-    )
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     if not all(p.dtype == torch.float32 for p in model.parameters()):
         raise RuntimeError(f"{gguf}: expected fully dequantised fp32 weights after loading")
     # The weights are already plain fp32 tensors; only the GGUF quantizer marker blocks
@@ -154,9 +152,7 @@ def load_base_model(
         if for_training:
             from peft import prepare_model_for_kbit_training
 
-            model = prepare_model_for_kbit_training(
-                model, use_gradient_checkpointing=gradient_checkpointing
-            )
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
     else:
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
         model.to(device)

@@ -22,7 +22,7 @@ from transformers import PreTrainedTokenizerBase
 
 IGNORE_INDEX = -100  # label id the cross-entropy loss skips
 
-SHORT_SYSTEM = "Classify the user's message. Reply with its intent label only."
+SHORT_SYSTEM = "Reply with the intent label only."
 LABELS_SYSTEM = (
     "Classify the user's message into exactly one of these intent labels and reply with "
     "the label only, spelled exactly as listed:\n{labels}"
