@@ -67,10 +67,94 @@ def _fmix32(hv: np.ndarray) -> np.ndarray:
     return hv ^ (hv >> s3)
 
 
+_SHINGLE_BATCH = 1 << 16  # documents shingled and deduplicated together (bounds the key arrays)
+_CACHE_LIMIT = 4_000_000  # shingle hashes kept across batches (bounds memory on diverse corpora)
+
+
 def _sha1_32(items: Sequence[bytes]) -> np.ndarray:
     """``datasketch.hashfunc.sha1_hash32`` over many items: first 4 digest bytes, little-endian."""
     joined = b"".join(hashlib.sha1(item).digest()[:4] for item in items)
     return np.frombuffer(joined, dtype="<u4").astype(np.uint32)
+
+
+def _hash_unique(strings: list[str], cache: dict[str, int]) -> np.ndarray:
+    """sha1_hash32 of each (distinct) shingle, computing only those not seen before."""
+    found = [cache.get(s) for s in strings]
+    missing = [s for s, h in zip(strings, found, strict=True) if h is None]
+    if missing:
+        fresh = _sha1_32([s.encode("utf-8") for s in missing]).tolist()
+        if len(cache) + len(missing) > _CACHE_LIMIT:
+            cache.clear()
+        cache.update(zip(missing, fresh, strict=True))
+        it = iter(fresh)
+        found = [next(it) if h is None else h for h in found]
+    return np.asarray(found, dtype=np.uint32)
+
+
+def _char_shingle_hashes(
+    texts: Sequence[str], ngram: int, cache: dict[str, int]
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-occurrence shingle hashes and shingles per document, for character n-grams, in bulk.
+
+    Every n-gram becomes one integer: its code points, renumbered densely within the batch
+    (the "alphabet"), packed side by side. Distinct integers are distinct shingles, so
+    ``np.unique`` finds the distinct shingles of the whole batch without a Python loop; only
+    those are decoded and hashed. Returns None when the packing does not fit 64 bits (huge
+    alphabets or long n-grams): the caller then takes the per-document path.
+    """
+    lens = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    try:
+        cps = np.frombuffer("".join(texts).encode("utf-32-le"), dtype=np.uint32)
+    except UnicodeEncodeError:  # lone surrogates: let the per-document path raise like datasketch
+        return None
+    counts = np.where(lens > ngram, lens - ngram + 1, (lens > 0).astype(np.int64))
+    if cps.size == 0:
+        return np.zeros(0, dtype=np.uint32), counts
+    alphabet = np.flatnonzero(np.bincount(cps))  # sorted distinct code points
+    if alphabet[0] == 0:  # a real NUL would be confused with padding when decoding below
+        return None
+    pad = len(alphabet)  # a code that no character has: fills n-grams of texts shorter than n
+    bits = pad.bit_length()
+    if bits * ngram > 64:
+        return None
+    rank = np.zeros(int(alphabet[-1]) + 1, dtype=np.uint64)
+    rank[alphabet] = np.arange(pad, dtype=np.uint64)
+    # lay texts out with ngram-1 pad codes after each, so no window runs into the next text
+    span = lens + (ngram - 1)
+    total = int(span.sum())
+    laid = np.full(total + ngram - 1, pad, dtype=np.uint64)
+    text_starts = np.cumsum(lens) - lens
+    laid_starts = np.cumsum(span) - span
+    laid[np.arange(cps.size) + np.repeat(laid_starts - text_starts, lens)] = rank[cps]
+    key = laid[:total].copy()
+    for k in range(1, ngram):
+        key |= laid[k : total + k] << np.uint64(bits * k)
+    # the n-gram starting at offset o of a text is a shingle when o < counts (its shingle count)
+    offset = np.arange(total) - np.repeat(laid_starts, span)
+    key = key[offset < np.repeat(counts, span)]
+    distinct, inverse = np.unique(key, return_inverse=True)
+    # decode the distinct keys back to strings; a pad code decodes to NUL, which numpy's
+    # fixed-width unicode strips from the end (texts with a real NUL took the slow path)
+    mask = np.uint64((1 << bits) - 1)
+    chars = np.append(alphabet, 0).astype(np.uint32)
+    codes = np.stack([(distinct >> np.uint64(bits * k)) & mask for k in range(ngram)], axis=1)
+    strings = chars[codes.astype(np.intp)].view(f"<U{ngram}").ravel().tolist()
+    return _fmix32(_hash_unique(strings, cache))[inverse], counts
+
+
+def _generic_shingle_hashes(
+    texts: Sequence[str], kind: str, ngram: int, cache: dict[str, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-occurrence shingle hashes and shingles per document, one document at a time."""
+    per_doc = [shingles(t, kind=kind, ngram=ngram) for t in texts]
+    counts = np.fromiter(map(len, per_doc), dtype=np.int64, count=len(per_doc))
+    flat = [s.decode("utf-8") for doc in per_doc for s in doc]
+    if not flat:
+        return np.zeros(0, dtype=np.uint32), counts
+    distinct = list(dict.fromkeys(flat))
+    index = {s: i for i, s in enumerate(distinct)}
+    inverse = np.fromiter((index[s] for s in flat), dtype=np.intp, count=len(flat))
+    return _fmix32(_hash_unique(distinct, cache))[inverse], counts
 
 
 def signatures(
@@ -80,38 +164,44 @@ def signatures(
     ngram: int,
     num_perm: int,
     seed: int,
-    batch_docs: int = 2048,
+    batch_docs: int = 256,
 ) -> np.ndarray:
     """MinHash signatures (``len(texts) x num_perm``, uint32) equal to datasketch's.
 
     Args:
         texts: normalised texts.
-        batch_docs: documents per vectorised batch; bounds the (shingles x num_perm) matrix.
+        batch_docs: documents per vectorised min step; bounds the (num_perm x shingles)
+            matrix (256 short texts keep it in cache).
     """
+    if batch_docs < 1:
+        raise ValueError("batch_docs must be >= 1")
     a, b = permutations(num_perm, seed)
     out = np.full((len(texts), num_perm), EMPTY_HASH, dtype=np.uint32)
-    hash_cache: dict[bytes, int] = {}
-    for start in range(0, len(texts), batch_docs):
-        chunk = texts[start : start + batch_docs]
-        per_doc = [shingles(t, kind=kind, ngram=ngram) for t in chunk]
-        # a shingle set, as datasketch sees it (duplicates within a doc do not change the min)
-        per_doc = [list(dict.fromkeys(s)) for s in per_doc]
-        lengths = np.fromiter((len(s) for s in per_doc), dtype=np.int64, count=len(per_doc))
-        flat = [s for doc in per_doc for s in doc]
-        if not flat:
-            continue
-        new = [s for s in dict.fromkeys(flat) if s not in hash_cache]
-        if new:
-            hash_cache.update(zip(new, _sha1_32(new).tolist(), strict=True))
-        hv = _fmix32(np.fromiter((hash_cache[s] for s in flat), dtype=np.uint32, count=len(flat)))
-        permuted = hv[:, None] * a[None, :] + b[None, :]  # uint32 arithmetic wraps: mod 2**32
-        nonempty = lengths > 0
-        offsets = np.concatenate(([0], np.cumsum(lengths)[:-1]))[nonempty]
-        rows = np.arange(start, start + len(chunk))[nonempty]
-        out[rows] = np.minimum.reduceat(permuted, offsets, axis=0)
-        if len(hash_cache) > 4_000_000:  # keep memory bounded on huge, diverse corpora
-            hash_cache.clear()
+    cache: dict[str, int] = {}
+    for start in range(0, len(texts), _SHINGLE_BATCH):
+        chunk = texts[start : start + _SHINGLE_BATCH]
+        found = _char_shingle_hashes(chunk, ngram, cache) if kind == "char" else None
+        hv, counts = found if found is not None else _generic_shingle_hashes(chunk, kind, ngram, cache)
+        _min_hashes(hv, counts, a, b, out[start : start + len(chunk)], batch_docs)
     return out
+
+
+def _min_hashes(
+    hv: np.ndarray, counts: np.ndarray, a: np.ndarray, b: np.ndarray, out: np.ndarray, batch_docs: int
+) -> None:
+    """out[d] = min over doc d's shingles of (a*h + b mod 2**32), permutation-major for speed."""
+    ends = np.cumsum(counts)
+    starts = ends - counts
+    for lo in range(0, len(counts), batch_docs):
+        hi = min(lo + batch_docs, len(counts))
+        rows = np.flatnonzero(counts[lo:hi]) + lo  # empty texts keep EMPTY_HASH
+        if rows.size == 0:
+            continue
+        first, last = starts[rows[0]], ends[rows[-1]]
+        permuted = np.multiply.outer(a, hv[first:last])  # uint32 arithmetic wraps: mod 2**32
+        permuted += b[:, None]
+        # reduceat along the contiguous axis: one min per (permutation, document)
+        out[rows] = np.minimum.reduceat(permuted, starts[rows] - first, axis=1).T
 
 
 def lsh_bands(threshold: float, num_perm: int) -> tuple[int, int]:

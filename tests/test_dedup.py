@@ -37,6 +37,60 @@ def test_signatures_equal_datasketch(kind: str, num_perm: int, seed: int, ngram:
         np.testing.assert_array_equal(row, reference.hashvalues)
 
 
+def _varied_texts(seed: int, n: int = 400) -> list[str]:
+    """Seeded texts that stress the bulk path: mixed scripts, emoji, NUL, all lengths."""
+    rng = np.random.default_rng(seed)
+    pools = [
+        "abcdefghijklmnopqrstuvwxyz     ",
+        "αβγδεζηθικλμνξοπρστυφχψω абвгдеёжзий ",
+        "テキストの日本語漢字😀🎉🚀 ",
+        "\u200b\t\n\u00a0ß ﬁ é",
+    ]
+    out = []
+    for i in range(n):
+        pool = pools[i % len(pools)] if i % 7 else "".join(pools)
+        length = int(rng.choice([0, 1, 2, 4, 5, 6, 30, 200]))
+        out.append("".join(pool[int(k)] for k in rng.integers(0, len(pool), length)))
+    return out
+
+
+def _reference(texts: list[str], *, kind: str, ngram: int, num_perm: int, seed: int) -> np.ndarray:
+    rows = []
+    for text in texts:
+        reference = MinHash(num_perm=num_perm, seed=seed)
+        reference.update_batch(shingles(text, kind=kind, ngram=ngram))
+        rows.append(reference.hashvalues)
+    return np.array(rows, dtype=np.uint32).reshape(len(texts), num_perm)
+
+
+@pytest.mark.parametrize("kind", ["char", "word"])
+@pytest.mark.parametrize(("ngram", "batch_docs"), [(1, 1), (3, 7), (5, 256), (9, 64), (13, 5)])
+def test_signatures_equal_datasketch_on_varied_text(kind: str, ngram: int, batch_docs: int) -> None:
+    texts = _varied_texts(ngram) + [t for t in TEXTS if "\u0000" not in t]  # NUL: see below
+    ours = signatures(texts, kind=kind, ngram=ngram, num_perm=32, seed=7, batch_docs=batch_docs)
+    np.testing.assert_array_equal(ours, _reference(texts, kind=kind, ngram=ngram, num_perm=32, seed=7))
+
+
+def test_signatures_across_shingle_batches_and_huge_alphabets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches share the hash cache; batches with a NUL or an alphabet too large to pack take
+    the per-document path, the others the bulk path."""
+    import curation.minhash as mh
+
+    monkeypatch.setattr(mh, "_SHINGLE_BATCH", 50)
+    monkeypatch.setattr(mh, "_CACHE_LIMIT", 300)
+    cjk = "".join(chr(c) for c in range(0x4E00, 0x4E00 + 9000))  # 9,000 code points: > 12 bits
+    texts = _varied_texts(3, n=260) + TEXTS + [cjk[i : i + 40] for i in range(0, 9000, 40)] + [cjk]
+    ours = signatures(texts, kind="char", ngram=5, num_perm=64, seed=1)
+    np.testing.assert_array_equal(ours, _reference(texts, kind="char", ngram=5, num_perm=64, seed=1))
+    assert ours.shape == (len(texts), 64)
+
+
+def test_signatures_of_empty_input_and_empty_texts() -> None:
+    assert signatures([], kind="char", ngram=5, num_perm=16, seed=1).shape == (0, 16)
+    empty = signatures(["", ""], kind="char", ngram=5, num_perm=16, seed=1)
+    assert (empty == np.uint32(0xFFFFFFFF)).all()
+
+
 def _frame(rows: list[tuple[str, str]]) -> pl.DataFrame:
     return pl.DataFrame(
         {
