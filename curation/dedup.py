@@ -62,7 +62,10 @@ def near_duplicate_clusters(norm_texts: list[str], *, cfg: DedupParams) -> tuple
     bands, rows = lsh_bands(cfg.lsh_threshold, cfg.num_perm)
     pairs = candidate_pairs(band_keys(sig, bands=bands, rows=rows))
     if cfg.word_order:
-        pairs = np.unique(np.vstack([pairs.reshape(-1, 2), same_words_pairs(norm_texts)]), axis=0)
+        # one int64 code per pair: a 1-D unique is far faster than np.unique(axis=0)
+        code = np.array([n, 1], dtype=np.int64)
+        codes = np.unique(np.concatenate([pairs @ code, same_words_pairs(norm_texts) @ code]))
+        pairs = np.stack([codes // n, codes % n], axis=1).reshape(-1, 2)
     sims = estimated_jaccard(sig, sig, pairs)
     ok = verify_pairs(
         norm_texts,
@@ -124,12 +127,27 @@ def drop_duplicates(train: pl.DataFrame, *, cfg: DedupParams) -> StepResult:
     is_rep = pl.col("id") == pl.col("_rep_id")
     exact = pl.col("_kid") == pl.col("_rep_kid")
     conflicting = ~is_rep & pl.col("label").ne_missing(pl.col("_rep_label"))
-    sim_lookup = {**sims, **{(j, i): s for (i, j), s in sims.items()}}
-    frame = frame.with_columns(
-        _sim=pl.struct("_kid", "_rep_kid").map_elements(
-            lambda r: 1.0 if r["_kid"] == r["_rep_kid"] else sim_lookup.get((r["_rep_kid"], r["_kid"])),
-            return_dtype=pl.Float64,
+    # similarity of each row's key to its representative's key: 1 for the same key, the
+    # verified pair's estimate when the two are directly linked, null when linked via others
+    sim_frame = pl.DataFrame(
+        {
+            "_lo": np.fromiter((i for i, _ in sims), dtype=np.int64, count=len(sims)),
+            "_hi": np.fromiter((j for _, j in sims), dtype=np.int64, count=len(sims)),
+            "_pair_sim": np.fromiter(sims.values(), dtype=np.float64, count=len(sims)),
+        }
+    )
+    frame = (
+        frame.with_columns(
+            _lo=pl.min_horizontal("_kid", "_rep_kid").cast(pl.Int64),
+            _hi=pl.max_horizontal("_kid", "_rep_kid").cast(pl.Int64),
         )
+        .join(sim_frame, on=["_lo", "_hi"], how="left", maintain_order="left")
+        .with_columns(
+            _sim=pl.when(pl.col("_kid") == pl.col("_rep_kid"))
+            .then(pl.lit(1.0))
+            .otherwise(pl.col("_pair_sim"))
+        )
+        .drop("_lo", "_hi", "_pair_sim")
     )
     kept = frame.filter(is_rep)
     dropped = frame.filter(~is_rep)

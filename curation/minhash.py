@@ -226,22 +226,38 @@ def band_keys(sig: np.ndarray, *, bands: int, rows: int) -> np.ndarray:
     return keys
 
 
+def _bucket_frame(keys: np.ndarray) -> pl.DataFrame:
+    """One row per (document, band) bucket key, band-major."""
+    n, bands = keys.shape
+    return pl.DataFrame(
+        {
+            "doc": np.tile(np.arange(n, dtype=np.int64), bands),
+            "band": np.repeat(np.arange(bands, dtype=np.int16), n),
+            "key": np.ascontiguousarray(keys.T).ravel(),
+        }
+    )
+
+
+def _unique_sorted_pairs(codes: pl.Series, n_right: int) -> np.ndarray:
+    """Pair codes ``i * n_right + j`` -> unique (i, j) rows in lexicographic order."""
+    codes_np = np.unique(codes.to_numpy())
+    return np.stack([codes_np // n_right, codes_np % n_right], axis=1).astype(np.int64).reshape(-1, 2)
+
+
 def candidate_pairs(keys: np.ndarray) -> np.ndarray:
     """All (i, j), i < j, sharing a bucket in any band; shape (n_pairs, 2), sorted, unique."""
-    n, bands = keys.shape
-    frames = [
-        pl.DataFrame({"doc": np.arange(n, dtype=np.int64), "key": keys[:, band], "band": band})
-        for band in range(bands)
-    ]
-    buckets = pl.concat(frames)
-    pairs = (
+    n = keys.shape[0]
+    if n == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    # most buckets hold one document: dropping them first keeps the self-join small
+    buckets = _bucket_frame(keys).filter(pl.len().over("band", "key") > 1)
+    codes = (
         buckets.join(buckets, on=["band", "key"], suffix="_r")
         .filter(pl.col("doc") < pl.col("doc_r"))
-        .select("doc", "doc_r")
-        .unique()
-        .sort("doc", "doc_r")
+        .select(pl.col("doc") * n + pl.col("doc_r"))
+        .to_series()
     )
-    return pairs.to_numpy()
+    return _unique_sorted_pairs(codes, n)
 
 
 def same_words_pairs(texts: Sequence[str]) -> np.ndarray:
@@ -264,24 +280,17 @@ def same_words_pairs(texts: Sequence[str]) -> np.ndarray:
 
 def cross_pairs(left_keys: np.ndarray, right_keys: np.ndarray) -> np.ndarray:
     """(i, j) with left doc i and right doc j sharing a bucket in any band; sorted, unique."""
-    bands = left_keys.shape[1]
-
-    def frame(keys: np.ndarray) -> pl.DataFrame:
-        return pl.concat(
-            pl.DataFrame(
-                {"doc": np.arange(keys.shape[0], dtype=np.int64), "key": keys[:, band], "band": band}
-            )
-            for band in range(bands)
-        )
-
-    pairs = (
-        frame(left_keys)
-        .join(frame(right_keys), on=["band", "key"], suffix="_r")
-        .select("doc", "doc_r")
-        .unique()
-        .sort("doc", "doc_r")
+    n_right = right_keys.shape[0]
+    if left_keys.shape[0] == 0 or n_right == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    right = _bucket_frame(right_keys)
+    left = _bucket_frame(left_keys).join(right.select("band", "key"), on=["band", "key"], how="semi")
+    codes = (
+        left.join(right, on=["band", "key"], suffix="_r")
+        .select(pl.col("doc") * n_right + pl.col("doc_r"))
+        .to_series()
     )
-    return pairs.to_numpy()
+    return _unique_sorted_pairs(codes, n_right)
 
 
 def estimated_jaccard(sig_a: np.ndarray, sig_b: np.ndarray, pairs: np.ndarray) -> np.ndarray:
@@ -289,11 +298,21 @@ def estimated_jaccard(sig_a: np.ndarray, sig_b: np.ndarray, pairs: np.ndarray) -
     if len(pairs) == 0:
         return np.zeros(0)
     out = np.empty(len(pairs))
-    step = 100_000
+    step = 65_536
     for s in range(0, len(pairs), step):
         p = pairs[s : s + step]
-        out[s : s + step] = (sig_a[p[:, 0]] == sig_b[p[:, 1]]).mean(axis=1)
-    return out
+        out[s : s + step] = np.count_nonzero(sig_a[p[:, 0]] == sig_b[p[:, 1]], axis=1)
+    return out / sig_a.shape[1]
+
+
+def _word_bag_ids(left: Sequence[str], right: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Equal ids exactly when ``sorted(a.split()) == sorted(b.split())``, computed once a text."""
+    index: dict[str, int] = {}
+    both = (left,) if right is left else (left, right)
+    # words never hold whitespace, so joining the sorted words with a space is injective
+    ids = [index.setdefault(" ".join(sorted(t.split())), len(index)) for texts in both for t in texts]
+    out = np.asarray(ids, dtype=np.int64)
+    return out[: len(left)], (out if right is left else out[len(left) :])
 
 
 def verify_pairs(
@@ -317,17 +336,27 @@ def verify_pairs(
     """
     if len(pairs) == 0:
         return np.zeros(0, dtype=bool)
+    left_idx, right_idx = pairs[:, 0], pairs[:, 1]
     ok = jaccard >= threshold
-    left = [left_texts[i] for i in pairs[:, 0]]
-    right = [right_texts[j] for j in pairs[:, 1]]
+    left_len = np.fromiter(map(len, left_texts), dtype=np.int64, count=len(left_texts))
+    right_len = (
+        left_len
+        if right_texts is left_texts
+        else np.fromiter(map(len, right_texts), dtype=np.int64, count=len(right_texts))
+    )
     if max_char_edits > 0:
-        edits = process.cpdist(left, right, scorer=OSA.distance, score_cutoff=max_char_edits + 1)
-        ok |= edits <= max_char_edits
+        # OSA distance is at least the length difference: only near-equal lengths can pass,
+        # and pairs already accepted need no distance
+        todo = np.flatnonzero(~ok & (np.abs(left_len[left_idx] - right_len[right_idx]) <= max_char_edits))
+        if todo.size:
+            edits = process.cpdist(
+                [left_texts[i] for i in left_idx[todo]],
+                [right_texts[j] for j in right_idx[todo]],
+                scorer=OSA.distance,
+                score_cutoff=max_char_edits + 1,
+            )
+            ok[todo] |= edits <= max_char_edits
     if word_order:
-        ok |= np.fromiter(
-            (sorted(a.split()) == sorted(b.split()) for a, b in zip(left, right, strict=True)),
-            dtype=bool,
-            count=len(left),
-        )
-    nonempty = np.fromiter((bool(a) and bool(b) for a, b in zip(left, right, strict=True)), dtype=bool)
-    return ok & nonempty
+        left_bag, right_bag = _word_bag_ids(left_texts, right_texts)
+        ok |= left_bag[left_idx] == right_bag[right_idx]
+    return ok & (left_len[left_idx] > 0) & (right_len[right_idx] > 0)
