@@ -226,38 +226,46 @@ def band_keys(sig: np.ndarray, *, bands: int, rows: int) -> np.ndarray:
     return keys
 
 
-def _bucket_frame(keys: np.ndarray) -> pl.DataFrame:
-    """One row per (document, band) bucket key, band-major."""
+def _flat_buckets(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(bucket key, document) for every (document, band), band-major.
+
+    ``band_keys`` seeds each band differently, so one flat key space holds all bands (a key
+    shared across bands by chance, ~2**-64, only adds a candidate that verification rejects).
+    """
     n, bands = keys.shape
-    return pl.DataFrame(
-        {
-            "doc": np.tile(np.arange(n, dtype=np.int64), bands),
-            "band": np.repeat(np.arange(bands, dtype=np.int16), n),
-            "key": np.ascontiguousarray(keys.T).ravel(),
-        }
-    )
+    return np.ascontiguousarray(keys.T).ravel(), np.tile(np.arange(n, dtype=np.int64), bands)
 
 
-def _unique_sorted_pairs(codes: pl.Series, n_right: int) -> np.ndarray:
+def _unique_pairs(codes: np.ndarray, n_right: int) -> np.ndarray:
     """Pair codes ``i * n_right + j`` -> unique (i, j) rows in lexicographic order."""
-    codes_np = np.unique(codes.to_numpy())
-    return np.stack([codes_np // n_right, codes_np % n_right], axis=1).astype(np.int64).reshape(-1, 2)
+    codes = np.unique(codes)
+    return np.stack([codes // n_right, codes % n_right], axis=1).reshape(-1, 2)
 
 
 def candidate_pairs(keys: np.ndarray) -> np.ndarray:
     """All (i, j), i < j, sharing a bucket in any band; shape (n_pairs, 2), sorted, unique."""
     n = keys.shape[0]
-    if n == 0:
+    flat, docs = _flat_buckets(keys)
+    order = np.argsort(flat)
+    flat, docs = flat[order], docs[order]
+    # end (exclusive) of the run of equal keys that each sorted position belongs to
+    run_start = np.flatnonzero(np.concatenate(([True], flat[1:] != flat[:-1])))
+    run_end = np.append(run_start[1:], flat.size)
+    end = np.repeat(run_end, run_end - run_start)
+    # pair each position with its 1st, 2nd, ... follower in the run; the active set shrinks,
+    # so the work is the number of pairs, not (largest run) x (positions)
+    codes = []
+    idx = np.flatnonzero(np.arange(1, flat.size + 1) < end)
+    step = 1
+    while idx.size:
+        a, b = docs[idx], docs[idx + step]
+        lo, hi = np.minimum(a, b), np.maximum(a, b)
+        codes.append((lo * n + hi)[lo != hi])
+        step += 1
+        idx = idx[idx + step < end[idx]]
+    if not codes:
         return np.zeros((0, 2), dtype=np.int64)
-    # most buckets hold one document: dropping them first keeps the self-join small
-    buckets = _bucket_frame(keys).filter(pl.len().over("band", "key") > 1)
-    codes = (
-        buckets.join(buckets, on=["band", "key"], suffix="_r")
-        .filter(pl.col("doc") < pl.col("doc_r"))
-        .select(pl.col("doc") * n + pl.col("doc_r"))
-        .to_series()
-    )
-    return _unique_sorted_pairs(codes, n)
+    return _unique_pairs(np.concatenate(codes), n)
 
 
 def same_words_pairs(texts: Sequence[str]) -> np.ndarray:
@@ -281,16 +289,22 @@ def same_words_pairs(texts: Sequence[str]) -> np.ndarray:
 def cross_pairs(left_keys: np.ndarray, right_keys: np.ndarray) -> np.ndarray:
     """(i, j) with left doc i and right doc j sharing a bucket in any band; sorted, unique."""
     n_right = right_keys.shape[0]
-    if left_keys.shape[0] == 0 or n_right == 0:
+    left, left_docs = _flat_buckets(left_keys)
+    right, right_docs = _flat_buckets(right_keys)
+    order = np.argsort(right)
+    right, right_docs = right[order], right_docs[order]
+    # for every left bucket, the run of right buckets with the same key
+    lo = np.searchsorted(right, left, side="left")
+    hi = np.searchsorted(right, left, side="right")
+    counts = hi - lo
+    hit = np.flatnonzero(counts)
+    if hit.size == 0:
         return np.zeros((0, 2), dtype=np.int64)
-    right = _bucket_frame(right_keys)
-    left = _bucket_frame(left_keys).join(right.select("band", "key"), on=["band", "key"], how="semi")
-    codes = (
-        left.join(right, on=["band", "key"], suffix="_r")
-        .select(pl.col("doc") * n_right + pl.col("doc_r"))
-        .to_series()
-    )
-    return _unique_sorted_pairs(codes, n_right)
+    counts = counts[hit]
+    # positions lo, lo+1, ..., hi-1 of each hit, flattened without a Python loop
+    within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    matched = right_docs[np.repeat(lo[hit], counts) + within]
+    return _unique_pairs(np.repeat(left_docs[hit], counts) * n_right + matched, n_right)
 
 
 def estimated_jaccard(sig_a: np.ndarray, sig_b: np.ndarray, pairs: np.ndarray) -> np.ndarray:

@@ -183,3 +183,18 @@ def test_planted_copies_and_leaks_are_found(banking_train, banking_test, banking
     assert caught / len(copies) >= 0.95
     assert clean_removed / len(clean) <= 0.03
     assert leaks_found / len(truth.leaks) >= 0.95
+
+
+def test_candidate_and_cross_pairs_equal_brute_force() -> None:
+    """Bucket pairs from the sort-based grouping equal the all-pairs definition."""
+    from curation.minhash import candidate_pairs, cross_pairs
+
+    rng = np.random.default_rng(0)
+    left = rng.integers(0, 6, size=(60, 4)).astype(np.uint64) + np.arange(4, dtype=np.uint64) * 100
+    right = rng.integers(0, 9, size=(25, 4)).astype(np.uint64) + np.arange(4, dtype=np.uint64) * 100
+    same = {(i, j) for i in range(60) for j in range(i + 1, 60) if (left[i] == left[j]).any()}
+    cross = {(i, j) for i in range(60) for j in range(25) if (left[i] == right[j]).any()}
+    assert candidate_pairs(left).tolist() == sorted(map(list, same))
+    assert cross_pairs(left, right).tolist() == sorted(map(list, cross))
+    assert candidate_pairs(left[:1]).shape == (0, 2)
+    assert cross_pairs(left, right[:0]).shape == (0, 2)
