@@ -8,6 +8,7 @@ made with curation/corrupt.py's edit functions, so they are the faults the tests
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import polars as pl
 from curation.corrupt import COPY_EDITS, _edit
 from curation.minhash import normalize_text
 
+_PUNCT = re.compile(r"[^\w\s]+")
 RAW = Path(__file__).resolve().parents[1] / "data" / "raw"
 
 
@@ -47,7 +49,8 @@ def generate(n_rows: int, *, seed: int, copy_rate: float = 0.1, base: pl.DataFra
     texts, labels, seen = [], [], set()
 
     def add(text: str, label: str) -> None:
-        key = " ".join(text.lower().split())
+        # the same text after curagate's normalisation is the same base (not a new one)
+        key = " ".join(_PUNCT.sub(" ", text.lower()).split())
         if key not in seen:
             seen.add(key)
             texts.append(text)
@@ -70,11 +73,14 @@ def generate(n_rows: int, *, seed: int, copy_rate: float = 0.1, base: pl.DataFra
             peers = by_label[lab]
             j = peers[int(rng.integers(len(peers)))]
             wa, wb = words[i], words[j]
-            ia = max(1, int(cut_a[k] * len(wa)))
-            ib = min(len(wb) - 1, int(cut_b[k] * len(wb)))
+            if j == i or len(wa) < 4 or len(wb) < 4:
+                continue
+            # at least 2 words of each query, so a splice is rarely a near copy of either
+            ia = 2 + int(cut_a[k] * (len(wa) - 3))
+            ib = 1 + int(cut_b[k] * (len(wb) - 3))
             out = wa[:ia] + wb[ib:]
-            if swap[k] and len(out) > 2:
-                out[int(rng.integers(len(out)))] = vocab[int(rng.integers(len(vocab)))]
+            if swap[k]:  # or the other way round
+                out = wb[: ib + 1] + wa[ia:]
             add(" ".join(out), lab)
             if len(texts) >= n_base:
                 break

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -111,6 +112,7 @@ class CurationRun:
     metrics: dict[str, Any] = field(default_factory=dict)
     report_html: str | None = None
     stages_run: list[str] = field(default_factory=list)
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # wall seconds per stage run
 
 
 @contextmanager
@@ -263,7 +265,9 @@ def run_curation(
         for name in todo:
             if progress is not None and task is not None:
                 progress.update(task, description=f"curate: {name}", note="")
+            started = time.perf_counter()
             summary = stage_calls[name]()
+            run.stage_seconds[name] = round(time.perf_counter() - started, 3)
             run.stages_run.append(name)
             log.info("%s: %s", name, summary)
             if progress is not None and task is not None:
