@@ -131,9 +131,12 @@ class NoiseParams:
     enabled: bool = True
     folds: int = 5
     seed: int = 0
-    features: tuple[str, ...] = ("tfidf_word", "tfidf_char")
+    features: tuple[str, ...] = ("tfidf_word",)
+    classifier: str = "sgd"
+    alpha: float = 3e-5
     C: float = 10.0
-    filter_by: str = "both"
+    max_iter: int = 30
+    filter_by: str = "low_self_confidence"
     min_self_confidence: float = 0.0
 
     def __post_init__(self) -> None:
@@ -143,6 +146,10 @@ class NoiseParams:
         bad = sorted(set(self.features) - allowed)
         if bad or not self.features:
             raise ValueError(f"features {bad or '[]'} not in {sorted(allowed)}")
+        if self.classifier not in ("sgd", "logreg"):
+            raise ValueError(f"classifier={self.classifier!r} must be 'sgd' or 'logreg'")
+        if self.alpha <= 0 or self.C <= 0 or self.max_iter < 1:
+            raise ValueError("alpha and C must be > 0 and max_iter >= 1")
         filters = {
             "prune_by_noise_rate",
             "prune_by_class",
