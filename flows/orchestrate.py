@@ -23,8 +23,10 @@ def label_counts_frame(curated: Path) -> pl.DataFrame:
     parts = []
     for name in ("train", "test", "removed"):
         path = curated / f"{name}.parquet"
-        frame = pl.read_parquet(path, columns=["label"]) if path.is_file() else pl.DataFrame(
-            schema={"label": pl.String}
+        frame = (
+            pl.read_parquet(path, columns=["label"])
+            if path.is_file()
+            else pl.DataFrame(schema={"label": pl.String})
         )
         parts.append(frame.group_by("label").len(name=name).with_columns(pl.col(name).cast(pl.Int64)))
     out = parts[0]
@@ -35,7 +37,9 @@ def label_counts_frame(curated: Path) -> pl.DataFrame:
 
 def label_counts(
     curated: Annotated[Path, typer.Option("--curated", help="curated dir")] = Path("data/curated"),
-    out: Annotated[Path, typer.Option("--out", help="CSV for `dvc plots`")] = Path("reports/label_counts.csv"),
+    out: Annotated[Path, typer.Option("--out", help="CSV for `dvc plots`")] = Path(
+        "reports/label_counts.csv"
+    ),
 ) -> None:
     """Write rows per label (curated train, test, removed) as CSV for `dvc plots show`."""
     frame = label_counts_frame(curated)
