@@ -158,6 +158,8 @@ def load_base_model(
         model.to(device)
         if device == "cuda" and for_training and gradient_checkpointing:
             model.gradient_checkpointing_enable()
+            # frozen embeddings would otherwise cut the graph that LoRA gradients flow through
+            model.enable_input_require_grads()
     model.config.pad_token_id = tokenizer.pad_token_id
     if model.generation_config is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
