@@ -1,0 +1,184 @@
+"""The whole `curagate curate` pipeline (run_curation + write_outputs) at 10k, 100k, 1M rows.
+
+Each size runs in its own child process (so each gets its own peak RSS) on generated JSONL:
+Banking77-like train rows (benchmarks/synth.py) with 10% near copies, 2% label flips and
+0.5% test leaks, and the real Banking77 test split. Per-stage wall seconds come from
+``CurationRun.stage_seconds``; per-stage peak RSS from a 50 ms sampler over the stage's
+interval. Writes benchmarks/results/curate_scale.json and curate_scale.png.
+
+    .venv/bin/python benchmarks/curate_scale.py --sizes 10000 100000 1000000 \\
+        --set noise.features='[hashed]'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def write_data(n_rows: int, seed: int, tmp: Path) -> tuple[Path, Path]:
+    from benchmarks.synth import generate, load_banking
+
+    labels = sorted(load_banking()["label"].unique().to_list())
+    test = load_banking("test")
+    data = generate(n_rows, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    texts, gold = list(data.texts), list(data.labels)
+    given = list(gold)
+    for i in rng.choice(len(texts), size=int(0.02 * len(texts)), replace=False):
+        given[i] = labels[(labels.index(gold[i]) + 1 + int(rng.integers(len(labels) - 1))) % len(labels)]
+    test_texts, test_labels = test["text"].to_list(), test["label"].to_list()
+    for j in rng.choice(len(test_texts), size=min(len(test_texts), int(0.005 * len(texts))), replace=False):
+        texts.append(test_texts[j])
+        given.append(test_labels[j])
+    train_path, test_path = tmp / "train.jsonl", tmp / "test.jsonl"
+    with train_path.open("w") as f:
+        for i, (t, lab) in enumerate(zip(texts, given, strict=True)):
+            f.write(json.dumps({"id": f"r{i}", "text": t, "label": lab}) + "\n")
+    with test_path.open("w") as f:
+        for j, (t, lab) in enumerate(zip(test_texts, test_labels, strict=True)):
+            f.write(json.dumps({"id": f"t{j}", "text": t, "label": lab}) + "\n")
+    return train_path, test_path
+
+
+def one_size(n_rows: int, seed: int, overrides: list[str]) -> dict:
+    """Generate, curate and write one size; returns timings and memory (runs in a child)."""
+    from flows.pipeline import run_curation, write_outputs
+    from schemas.params import params_from_dict
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["data"]["columns"]["label"] = "label"
+    raw["data"]["labels"] = str(ROOT / "data" / "raw" / "categories.json")
+    for item in overrides:
+        dotted, value = item.split("=", 1)
+        *path, last = dotted.split(".")
+        node = raw
+        for key in path:
+            node = node.setdefault(key, {})
+        node[last] = yaml.safe_load(value)
+    params = params_from_dict({k: v for k, v in raw.items() if k != "scale"})
+    proc = psutil.Process()
+    samples: list[tuple[float, int]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.05):
+            samples.append((time.perf_counter(), proc.memory_info().rss))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        t0 = time.perf_counter()
+        train_path, test_path = write_data(n_rows, seed, tmp)
+        t_gen = time.perf_counter() - t0
+        t1, c1 = time.perf_counter(), time.process_time()
+        run = run_curation(train_path, test_path, params=params, params_dir=ROOT, show_progress=False)
+        t2 = time.perf_counter()
+        write_outputs(run, tmp / "out")
+        t3, c3 = time.perf_counter(), time.process_time()
+    stop.set()
+    sampler.join()
+    bounds, start = {}, t1
+    for name, secs in run.stage_seconds.items():
+        bounds[name] = (start, start + secs)
+        start += secs
+    bounds["write_outputs"] = (t2, t3)
+    stages = {}
+    for name, (lo, hi) in bounds.items():
+        peak = max((r for t, r in samples if lo <= t <= hi + 0.05), default=0)
+        secs = run.stage_seconds.get(name, round(hi - lo, 3))
+        stages[name] = {"seconds": secs, "peak_rss_mib": round(peak / 2**20, 1)}
+    return {
+        "rows": n_rows,
+        "input_train_rows": run.metrics.get("input_train_rows"),
+        "curated_train_rows": run.metrics.get("curated_train_rows"),
+        "generate_seconds": round(t_gen, 2),
+        "curate_seconds": round(t3 - t1, 2),
+        "curate_cpu_seconds": round(c3 - c1, 2),
+        "stages": stages,
+        "peak_rss_mib": round(max((r for _, r in samples), default=0) / 2**20, 1),
+        "overrides": overrides,
+    }
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results[0]["stages"])
+    rows = [r["rows"] for r in results]
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(9, 3.6))
+    bottom = np.zeros(len(rows))
+    for name in names:
+        secs = np.array([r["stages"].get(name, {}).get("seconds", 0.0) for r in results])
+        ax_t.bar([f"{n:,}" for n in rows], secs, bottom=bottom, label=name)
+        bottom += secs
+    ax_t.set_yscale("log")
+    ax_t.set_ylabel("wall seconds (stacked by stage)")
+    ax_t.set_xlabel("train rows")
+    ax_t.legend(fontsize=7)
+    ax_m.plot(rows, [r["peak_rss_mib"] / 1024 for r in results], marker="o")
+    ax_m.set_xscale("log")
+    ax_m.set_xlabel("train rows")
+    ax_m.set_ylabel("peak RSS (GiB)")
+    fig.suptitle("curagate curate: time and memory by size (2 shared cores)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], help="params override a.b=value"
+    )
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=RESULTS / "curate_scale.json")
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(one_size(args.one, args.seed, args.overrides)))
+        return
+    results = []
+    for n in args.sizes:
+        cmd = [sys.executable, __file__, "--one", str(n), "--seed", str(args.seed)]
+        cmd += [f"--set={o}" for o in args.overrides]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            print(done.stderr[-3000:], file=sys.stderr)
+            raise SystemExit(f"size {n} failed")
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        print(json.dumps(result), flush=True)
+        results.append(result)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"sizes": results, "note": "2 shared cores"}, indent=2) + "\n")
+    growth = {
+        f"{a['rows']}->{b['rows']}": round(b["curate_seconds"] / a["curate_seconds"], 2)
+        for a, b in zip(results, results[1:], strict=False)
+    }
+    args.out.write_text(
+        json.dumps({"sizes": results, "time_growth": growth, "note": "2 shared cores"}, indent=2) + "\n"
+    )
+    plot(results, args.out.with_suffix(".png"))
+
+
+if __name__ == "__main__":
+    main()
