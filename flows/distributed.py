@@ -28,6 +28,9 @@ from curation.minhash import signatures
 from schemas.params import DedupParams
 from schemas.scale_params import ScaleParams
 
+# curation.minhash.signatures reproduce datasketch's (>= 2.0) "affine32" permutation scheme
+MINHASH_SCHEME = "affine32"
+
 
 def task_runner(scale: ScaleParams) -> Any:
     """The Prefect task runner for ``scale``: threads here, or a Dask cluster."""
@@ -113,7 +116,11 @@ def insert_shard(
     lsh = redis_lsh(threshold=threshold, num_perm=sig.shape[1], redis=redis, basename=basename)
     with lsh.insertion_session(buffer_size=10_000) as session:
         for i, row in enumerate(sig):
-            session.insert(offset + i, LeanMinHash(seed=seed, hashvalues=row), check_duplication=False)
+            session.insert(
+                offset + i,
+                LeanMinHash(seed=seed, hashvalues=row, scheme=MINHASH_SCHEME),
+                check_duplication=False,
+            )
     return len(sig)
 
 

@@ -68,6 +68,7 @@ def test_params_yaml_scale_section_loads() -> None:
     assert scale.shards >= 1
 
 
+@pytest.mark.slow  # a temporary Prefect server
 def test_local_runner_signatures_equal_single_process(banking_train, prefect_api) -> None:
     from curation.minhash import signatures
     from flows.distributed import distributed_signatures
@@ -80,6 +81,7 @@ def test_local_runner_signatures_equal_single_process(banking_train, prefect_api
     assert sharded.tobytes() == single.tobytes()
 
 
+@pytest.mark.slow  # a Prefect server and a 2-process Dask cluster
 def test_dask_cluster_signatures_equal_single_process(banking_train, prefect_api) -> None:
     distributed = pytest.importorskip("distributed")
     from curation.minhash import signatures
