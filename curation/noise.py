@@ -46,9 +46,10 @@ def _view_matrix(view: str, texts: Sequence[str], embeddings: np.ndarray | None)
         vec = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2)
         return vec.fit_transform(texts)
     if view == "hashed":
-        # stateless hashing: memory does not grow with the vocabulary (1M+ rows)
+        # stateless hashing: memory does not grow with the vocabulary (1M+ rows); 2**18 columns
+        # keep the classifier's dense weights at classes x 2**18 (77 classes: 160 MB in float64)
         counts = HashingVectorizer(
-            ngram_range=(1, 2), n_features=2**20, alternate_sign=False, norm=None
+            ngram_range=(1, 2), n_features=2**18, alternate_sign=False, norm=None
         ).transform(texts)
         return TfidfTransformer(sublinear_tf=True).fit_transform(counts)
     raise ValueError(f"unknown feature view {view!r}")
