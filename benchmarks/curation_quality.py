@@ -60,13 +60,17 @@ def main() -> None:
     copy_pairs = truth.copies
     involved = set(copy_pairs) | set(copy_pairs.values()) | set(truth.leaks)
     clean = [i for i in run.validated["train"]["id"].to_list() if i not in involved]
+    # a pair is caught when dedup/decontam removed exactly one of the two (the other kept or
+    # held for a label review, which is not a duplicate decision)
+    dup_removed = set(removed.filter(pl.col("stage").is_in(["dedup", "decontam"]))["id"])
+    dedup_removed = set(removed.filter(pl.col("stage") == "dedup")["id"])
+    leak_removed = set(removed.filter(pl.col("stage") == "decontam")["id"])
     by_kind: dict[str, list[int]] = {}
     for copy, source in copy_pairs.items():
-        caught = (copy in removed_ids) != (source in removed_ids)
+        caught = (copy in dup_removed) != (source in dup_removed)
         counts = by_kind.setdefault(truth.copy_edits[copy], [0, 0])
         counts[0] += caught
         counts[1] += 1
-    dup_removed = set(removed.filter(pl.col("stage").is_in(["dedup", "decontam"]))["id"])
     flagged = set(run.flags.filter(pl.col("issue") == "label_issue")["id"])
     flipped = set(truth.flipped)
     result = {
@@ -88,9 +92,11 @@ def main() -> None:
                 4,
             ),
             "by_edit": {k: f"{c}/{n}" for k, (c, n) in sorted(by_kind.items())},
-            "other_rows_removed_by_dedup_or_decontam": sum(1 for i in clean if i in dup_removed),
             "other_rows": len(clean),
-            "other_rows_removed_rate": round(sum(1 for i in clean if i in dup_removed) / len(clean), 4),
+            "other_rows_removed_by_dedup": sum(1 for i in clean if i in dedup_removed),
+            "other_rows_removed_by_dedup_rate": round(sum(1 for i in clean if i in dedup_removed) / len(clean), 4),
+            # natural near copies of test rows in Banking77's train split: real leaks, not errors
+            "other_rows_removed_as_test_leak": sum(1 for i in clean if i in leak_removed),
         },
         "test_leaks": {
             "injected": len(truth.leaks),
