@@ -152,7 +152,7 @@ def render_report(
         )
         .group_by("why")
         .len()
-        .sort("len", descending=True)
+        .sort(["len", "why"], descending=[True, False])  # ties by name: byte-stable output
     )
     if why.height:
         parts.append(
@@ -174,7 +174,7 @@ def render_report(
         dist = (
             before.join(after, on="label", how="full", coalesce=True)
             .fill_null(0)
-            .sort("before", descending=True)
+            .sort(["before", "label"], descending=[True, False])
         )
         fig, ax = plt.subplots(figsize=(7, max(3.0, 0.16 * dist.height)))
         ax.barh(dist["label"], dist["before"], color="#c0c0c0", label="validated")
@@ -192,7 +192,7 @@ def render_report(
         ax.set_title("noise scores of flagged rows")
         parts.append("<h2>Noise scores</h2>" + _figure_to_img(fig, "noise scores"))
     if flags.height:
-        shown = flags.sort("score", descending=True).select(
+        shown = flags.sort(["score", "id"], descending=[True, False]).select(
             "id",
             "issue",
             pl.col("score").round(3),

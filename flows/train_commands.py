@@ -66,6 +66,8 @@ def gate(
     report = evaluate_gate(_read_json(quality_path), thresholds=thresholds, override=override)
     report["quality_file"] = str(quality_path)
     report["quality_md5"] = file_md5(quality_path)
+    if (curated / "train.parquet").is_file():
+        report["data_md5"] = file_md5(curated / "train.parquet")  # the data version the verdict is for
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     passed = sum(c["passed"] for c in report["checks"])

@@ -54,8 +54,9 @@ def file_md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def check_gate(gate_path: Path, quality_path: Path) -> dict[str, Any]:
-    """Refuse to train unless gate.json allows it and was computed from this quality.json.
+def check_gate(gate_path: Path, quality_path: Path, data_path: Path | None = None) -> dict[str, Any]:
+    """Refuse to train unless gate.json allows it and was computed from this quality.json
+    (and, when ``data_path`` is given and the gate recorded it, from this train.parquet).
 
     Returns:
         The gate report (its ``override`` flag is copied into training.json).
@@ -77,6 +78,9 @@ def check_gate(gate_path: Path, quality_path: Path) -> dict[str, Any]:
             f"{gate_path} was computed from quality.json md5 {report.get('quality_md5')}, "
             f"but {quality_path} is now {current}: re-run `curagate gate`"
         )
+    # the same counts can come from different data (e.g. a relabel): compare the data too
+    if data_path is not None and report.get("data_md5") and report["data_md5"] != file_md5(data_path):
+        raise GateError(f"{gate_path} was computed for other data than {data_path}: re-run `curagate gate`")
     return report
 
 
@@ -351,7 +355,7 @@ def train_from_curated(
         "gate_override": None,
     }
     if gate_path is not None:
-        report = check_gate(gate_path, curated_dir / "quality.json")
+        report = check_gate(gate_path, curated_dir / "quality.json", curated_dir / "train.parquet")
         extra.update(
             gate_file=str(gate_path),
             gate_md5=file_md5(gate_path),
