@@ -11,7 +11,6 @@ Runs without a server too (Prefect's ephemeral mode).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -37,19 +36,11 @@ from flows.pipeline import (
     write_outputs,
 )
 from schemas.params import Params, load_params
+from training.train import file_md5
 
 # Stage tasks pass a CurationRun (polars frames) along: hashing it for a cache key would
 # cost time for nothing, so no task caches.
 NO_CACHE: dict[str, Any] = {"cache_policy": NONE}
-
-
-def file_md5(path: Path) -> str:
-    """md5 of a file's bytes: the digest DVC records for a single-file out."""
-    digest = hashlib.md5()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _done(run: CurationRun, stage: str, summary: str) -> CurationRun:
