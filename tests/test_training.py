@@ -218,3 +218,34 @@ def test_qlora_on_cuda_trains_a_4bit_model(tmp_path: Path) -> None:
     assert record["device"] == "cuda" and record["quantized_4bit"] is True
     assert record["peak_memory_bytes"] > 0
     assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+
+
+@pytest.mark.slow
+def test_sweep_trains_growing_fractions_for_curated_and_uncurated(tmp_path: Path) -> None:
+    from schemas.training_params import SweepParams
+    from training.sweep import run_sweep
+
+    frame = _toy_frame(4)
+    for name, rows in (("curated", frame), ("uncurated", pl.concat([frame, frame.head(2)]))):
+        (tmp_path / name).mkdir()
+        rows.write_parquet(tmp_path / name / "train.parquet")
+        rows.write_parquet(tmp_path / name / "test.parquet")
+    params = TrainParams(
+        lora=LoraParams(r=4, alpha=8, dropout=0.0, target_modules=("q_proj", "v_proj")),
+        epochs=1.0, batch_size=4, max_length=64, threads=1,
+    )  # fmt: skip
+    result = run_sweep(
+        {"curated": tmp_path / "curated", "uncurated": tmp_path / "uncurated"},
+        params,
+        EvaluateParams(seed=0, max_new_tokens=4, threads=1),
+        SweepParams(fractions=(0.5, 1.0), sample_size=4),
+        out_dir=tmp_path / "sweep",
+        test_dir=tmp_path / "curated",
+        show_progress=False,
+    )
+    sizes = {name: [p["train_examples"] for p in points] for name, points in result["curves"].items()}
+    assert sizes == {"curated": [4, 8], "uncurated": [5, 10]}
+    assert all(0.0 <= p["accuracy"] <= 1.0 and p["test_n"] == 4 for pts in result["curves"].values() for p in pts)
+    html = (tmp_path / "sweep" / "sweep.html").read_text()
+    assert "data:image/png;base64," in html
+    assert json.loads((tmp_path / "sweep" / "sweep.json").read_text())["curves"] == result["curves"]
