@@ -245,7 +245,8 @@ def test_sweep_trains_growing_fractions_for_curated_and_uncurated(tmp_path: Path
     )
     sizes = {name: [p["train_examples"] for p in points] for name, points in result["curves"].items()}
     assert sizes == {"curated": [4, 8], "uncurated": [5, 10]}
-    assert all(0.0 <= p["accuracy"] <= 1.0 and p["test_n"] == 4 for pts in result["curves"].values() for p in pts)
+    points = [p for pts in result["curves"].values() for p in pts]
+    assert all(0.0 <= p["accuracy"] <= 1.0 and p["test_n"] == 4 for p in points)
     html = (tmp_path / "sweep" / "sweep.html").read_text()
     assert "data:image/png;base64," in html
     assert json.loads((tmp_path / "sweep" / "sweep.json").read_text())["curves"] == result["curves"]
