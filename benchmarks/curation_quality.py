@@ -30,7 +30,13 @@ def _prf(found: set[str], truth: set[str]) -> dict[str, float]:
     precision = tp / len(found) if found else 0.0
     recall = tp / len(truth) if truth else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4), "found": len(found), "truth": len(truth)}
+    return {
+        "precision": round(precision, 4),
+        "recall": round(recall, 4),
+        "f1": round(f1, 4),
+        "found": len(found),
+        "truth": len(truth),
+    }
 
 
 def main() -> None:
@@ -51,7 +57,9 @@ def main() -> None:
         (tmp_path / "train.jsonl").write_bytes(b"\n".join(lines) + b"\n")
         (tmp_path / "test.jsonl").write_bytes(b"\n".join(test_lines) + b"\n")
         start = time.perf_counter()
-        run = run_curation(tmp_path / "train.jsonl", tmp_path / "test.jsonl", params=params, show_progress=True)
+        run = run_curation(
+            tmp_path / "train.jsonl", tmp_path / "test.jsonl", params=params, show_progress=True
+        )
         write_outputs(run, tmp_path / "out")
         seconds = time.perf_counter() - start
     quarantined = dict(zip(run.quarantine["line"].to_list(), run.quarantine["reason"].to_list(), strict=True))
@@ -79,7 +87,9 @@ def main() -> None:
         "seconds_end_to_end": round(seconds, 1),
         "malformed": {
             "injected": len(truth.malformed),
-            "quarantined_with_matching_reason": sum(quarantined.get(k) == v for k, v in truth.malformed.items()),
+            "quarantined_with_matching_reason": sum(
+                quarantined.get(k) == v for k, v in truth.malformed.items()
+            ),
             "clean_rows_quarantined": sum(1 for line in quarantined if line not in truth.malformed),
         },
         "copies": {
@@ -94,7 +104,9 @@ def main() -> None:
             "by_edit": {k: f"{c}/{n}" for k, (c, n) in sorted(by_kind.items())},
             "other_rows": len(clean),
             "other_rows_removed_by_dedup": sum(1 for i in clean if i in dedup_removed),
-            "other_rows_removed_by_dedup_rate": round(sum(1 for i in clean if i in dedup_removed) / len(clean), 4),
+            "other_rows_removed_by_dedup_rate": round(
+                sum(1 for i in clean if i in dedup_removed) / len(clean), 4
+            ),
             # natural near copies of test rows in Banking77's train split: real leaks, not errors
             "other_rows_removed_as_test_leak": sum(1 for i in clean if i in leak_removed),
         },

@@ -15,12 +15,25 @@ import yaml
 from curation.corrupt import corrupt
 from tests.conftest import ROOT, write_lines
 
-OUTPUTS = ("train.parquet", "test.parquet", "removed.parquet", "quarantine.parquet", "flags.parquet", "quality.json", "labels.json")
+OUTPUTS = (
+    "train.parquet",
+    "test.parquet",
+    "removed.parquet",
+    "quarantine.parquet",
+    "flags.parquet",
+    "quality.json",
+    "labels.json",
+)
 
 
 def _curagate(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args], cwd=cwd, capture_output=True, text=True, env=None, check=False
+        [sys.executable, "-m", "flows.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=None,
+        check=False,
     )
 
 
@@ -46,8 +59,17 @@ def curated(corrupted):
     outs = []
     for name in ("run1", "run2"):  # two processes: set order and hashing must not leak in
         proc = _curagate(
-            "curate", "--train", str(root / "train.jsonl"), "--test", str(root / "test.jsonl"),
-            "--params", str(root / "params.yaml"), "--out", str(root / name), "--quiet", cwd=ROOT,
+            "curate",
+            "--train",
+            str(root / "train.jsonl"),
+            "--test",
+            str(root / "test.jsonl"),
+            "--params",
+            str(root / "params.yaml"),
+            "--out",
+            str(root / name),
+            "--quiet",
+            cwd=ROOT,
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
         outs.append(root / name)
@@ -94,12 +116,23 @@ def test_flagged_rows_are_held_out_of_training(curated) -> None:
 def test_outputs_are_byte_identical_across_processes(curated) -> None:
     a, b = curated
     for name in OUTPUTS:
-        assert hashlib.sha256((a / name).read_bytes()).digest() == hashlib.sha256((b / name).read_bytes()).digest(), name
+        assert (
+            hashlib.sha256((a / name).read_bytes()).digest()
+            == hashlib.sha256((b / name).read_bytes()).digest()
+        ), name
 
 
 def test_report_has_every_section(curated) -> None:
     html = (curated[0] / "report.html").read_text()
-    for heading in ("Rows per stage", "Why rows left", "Duplicate cluster sizes", "Label distribution", "Noise scores", "flagged examples", "Quarantined lines"):
+    for heading in (
+        "Rows per stage",
+        "Why rows left",
+        "Duplicate cluster sizes",
+        "Label distribution",
+        "Noise scores",
+        "flagged examples",
+        "Quarantined lines",
+    ):
         assert heading in html, heading
     assert "http://" not in html and "https://" not in html  # opens offline
     assert html.count("data:image/png;base64,") >= 5
@@ -108,8 +141,17 @@ def test_report_has_every_section(curated) -> None:
 def test_a_stage_subcommand_runs_its_upstream_stages_alone(corrupted) -> None:
     root, truth, *_ = corrupted
     proc = _curagate(
-        "dedup", "--train", str(root / "train.jsonl"), "--test", str(root / "test.jsonl"),
-        "--params", str(root / "params.yaml"), "--out", str(root / "dedup_only"), "--quiet", cwd=ROOT,
+        "dedup",
+        "--train",
+        str(root / "train.jsonl"),
+        "--test",
+        str(root / "test.jsonl"),
+        "--params",
+        str(root / "params.yaml"),
+        "--out",
+        str(root / "dedup_only"),
+        "--quiet",
+        cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     removed = pl.read_parquet(root / "dedup_only" / "removed.parquet")
@@ -120,6 +162,15 @@ def test_a_stage_subcommand_runs_its_upstream_stages_alone(corrupted) -> None:
 
 def test_whole_file_error_exits_with_a_message(tmp_path: Path) -> None:
     (tmp_path / "train.txt").write_text("hello")
-    proc = _curagate("curate", "--train", str(tmp_path / "train.txt"), "--test", str(tmp_path / "t.jsonl"), "--out", str(tmp_path / "o"), cwd=ROOT)
+    proc = _curagate(
+        "curate",
+        "--train",
+        str(tmp_path / "train.txt"),
+        "--test",
+        str(tmp_path / "t.jsonl"),
+        "--out",
+        str(tmp_path / "o"),
+        cwd=ROOT,
+    )
     assert proc.returncode == 2
     assert "train.txt: unknown format '.txt'" in proc.stderr.replace("\n", "")

@@ -135,24 +135,44 @@ def test_duplicates_with_conflicting_labels_are_flagged_not_dropped() -> None:
     assert _reasons(result.removed) == {"r1": ("pending_review", "r0")}
     flag = result.flags.row(0, named=True)
     assert flag["issue"] == "conflicting_duplicate"
-    assert (flag["given_label"], flag["suggested_label"], flag["duplicate_of"]) == ("card_arrival", "lost_or_stolen_card", "r0")
+    assert (flag["given_label"], flag["suggested_label"], flag["duplicate_of"]) == (
+        "card_arrival",
+        "lost_or_stolen_card",
+        "r0",
+    )
 
 
 def test_distinct_texts_and_punctuation_only_texts_are_not_merged() -> None:
-    train = _frame([("???", "a"), ("!!!", "a"), ("How do I activate my card?", "a"), ("Why was my transfer declined?", "a")])
+    train = _frame(
+        [
+            ("???", "a"),
+            ("!!!", "a"),
+            ("How do I activate my card?", "a"),
+            ("Why was my transfer declined?", "a"),
+        ]
+    )
     result = drop_duplicates(train, cfg=DedupParams())
     assert result.removed.is_empty()
 
 
 def test_dedup_does_not_depend_on_row_order() -> None:
-    train = _frame([(f"query number {i} about my card", "card_arrival") for i in range(30)] + [("query number 3 about my card!", "card_arrival")])
+    train = _frame(
+        [(f"query number {i} about my card", "card_arrival") for i in range(30)]
+        + [("query number 3 about my card!", "card_arrival")]
+    )
     a = drop_duplicates(train, cfg=DedupParams())
     b = drop_duplicates(train.sample(fraction=1.0, shuffle=True, seed=3), cfg=DedupParams())
     assert a.removed.sort("id").equals(b.removed.sort("id"))
 
 
 def test_test_leaks_are_removed_and_test_is_untouched() -> None:
-    train = _frame([("How do I top up by card?", "top_up"), ("how do i top up by crad", "top_up"), ("Unrelated question about fees", "fees")])
+    train = _frame(
+        [
+            ("How do I top up by card?", "top_up"),
+            ("how do i top up by crad", "top_up"),
+            ("Unrelated question about fees", "fees"),
+        ]
+    )
     test = _frame([("How do I top up by card", "top_up")]).with_columns(id=pl.lit("t0"), split=pl.lit("test"))
     before = test.clone()
     result = remove_test_leaks(train, test, cfg=DecontamParams(), minhash=DedupParams())
@@ -163,7 +183,9 @@ def test_test_leaks_are_removed_and_test_is_untouched() -> None:
 
 def test_planted_copies_and_leaks_are_found(banking_train, banking_test, banking_labels) -> None:
     """Seeded corruption of 3,000 Banking77 rows: copies and leaks found, clean rows kept."""
-    lines, _, truth = corrupt(banking_train.head(3000), banking_test, labels=banking_labels, seed=11, malformed_rate=0)
+    lines, _, truth = corrupt(
+        banking_train.head(3000), banking_test, labels=banking_labels, seed=11, malformed_rate=0
+    )
     data = DataParams()
     ingested, _ = parse_jsonl(b"\n".join(lines), split="train", source="c.jsonl", data=data)
     train, _ = validate_records(ingested, data=data, labels=banking_labels)

@@ -58,7 +58,13 @@ def test_each_bad_line_is_quarantined_with_its_reason(line: bytes, reason: str) 
 
 def test_text_longer_than_the_limit_is_quarantined() -> None:
     data = DataParams(max_text_chars=10)
-    valid, quarantine = _run([b'{"text": "short", "label": "card_arrival"}', b'{"text": "far too long text", "label": "card_arrival"}'], data)
+    valid, quarantine = _run(
+        [
+            b'{"text": "short", "label": "card_arrival"}',
+            b'{"text": "far too long text", "label": "card_arrival"}',
+        ],
+        data,
+    )
     assert valid["text"].to_list() == ["short"]
     assert _reason_by_line(quarantine) == {2: "text_too_long"}
     assert "17 characters, limit 10" in quarantine["detail"][0]
@@ -72,7 +78,10 @@ def test_all_failures_of_a_row_are_reported_at_once() -> None:
 
 def test_duplicate_input_id_is_quarantined_after_its_first_use() -> None:
     valid, quarantine = _run(
-        [b'{"id": 7, "text": "a", "label": "card_arrival"}', b'{"id": "7", "text": "b", "label": "card_arrival"}']
+        [
+            b'{"id": 7, "text": "a", "label": "card_arrival"}',
+            b'{"id": "7", "text": "b", "label": "card_arrival"}',
+        ]
     )
     assert valid["id"].to_list() == ["7"]  # numeric ids are kept as strings
     assert _reason_by_line(quarantine) == {2: "duplicate_id"}
@@ -89,7 +98,9 @@ def test_derived_ids_are_stable_and_unique_for_repeated_records() -> None:
 
 
 def test_csv_wrong_field_count_and_multiline_fields(tmp_path: Path) -> None:
-    content = b'text,category\n"multi\nline",card_arrival\nbad,card_arrival,extra\n,card_arrival\nok,card_arrival\n'
+    content = (
+        b'text,category\n"multi\nline",card_arrival\nbad,card_arrival,extra\n,card_arrival\nok,card_arrival\n'
+    )
     data = params_from_dict({"data": {"columns": {"label": "category"}}}).data
     ingested, bad = parse_csv(content, split="train", source="t.csv", data=data)
     valid, invalid = validate_records(ingested, data=data, labels=LABELS)
@@ -99,7 +110,9 @@ def test_csv_wrong_field_count_and_multiline_fields(tmp_path: Path) -> None:
 
 
 def test_parquet_input_keeps_extra_columns(tmp_path: Path) -> None:
-    frame = pl.DataFrame({"id": [1, 2], "text": ["a", "b"], "label": ["card_arrival", "x"], "source_url": ["u1", "u2"]})
+    frame = pl.DataFrame(
+        {"id": [1, 2], "text": ["a", "b"], "label": ["card_arrival", "x"], "source_url": ["u1", "u2"]}
+    )
     ingested, _ = parse_frame(frame, split="train", source="t.parquet", data=DATA)
     valid, quarantine = validate_records(ingested, data=DATA, labels=LABELS)
     assert valid["id"].to_list() == ["1"] and json.loads(valid["extra"][0]) == {"source_url": "u1"}
@@ -130,7 +143,9 @@ def test_instruction_data_maps_instruction_input_output() -> None:
         ("broken.parquet", b"not parquet at all", "unreadable Parquet"),
     ],
 )
-def test_whole_file_problems_name_the_file(tmp_path: Path, name: str, content: bytes | None, message: str) -> None:
+def test_whole_file_problems_name_the_file(
+    tmp_path: Path, name: str, content: bytes | None, message: str
+) -> None:
     path = tmp_path / name
     if content is not None:
         path.write_bytes(content)

@@ -26,15 +26,63 @@ def _setup():
     validated = _rows(5)
     kept = validated.filter(pl.col("id") != "r4")  # r4 is a conflicting duplicate of r0
     removed = pl.DataFrame(
-        [{"id": "r4", "split": "train", "line": 5, "stage": "dedup", "reason": "pending_review", "duplicate_of": "r0", "detail": "conflicting_duplicate", "text": "text 4", "label": "a"}],
+        [
+            {
+                "id": "r4",
+                "split": "train",
+                "line": 5,
+                "stage": "dedup",
+                "reason": "pending_review",
+                "duplicate_of": "r0",
+                "detail": "conflicting_duplicate",
+                "text": "text 4",
+                "label": "a",
+            }
+        ],
         schema=REMOVED_SCHEMA,
     )
     flags = pl.DataFrame(
         [
-            {"id": "r1", "text_hash": "h1", "text": "text 1", "issue": "label_issue", "score": 0.9, "given_label": "a", "suggested_label": "b", "duplicate_of": None},
-            {"id": "r2", "text_hash": "h2", "text": "text 2", "issue": "label_issue", "score": 0.8, "given_label": "a", "suggested_label": "b", "duplicate_of": None},
-            {"id": "r3", "text_hash": "h3", "text": "text 3", "issue": "label_issue", "score": 0.7, "given_label": "a", "suggested_label": "b", "duplicate_of": None},
-            {"id": "r4", "text_hash": "h4", "text": "text 4", "issue": "conflicting_duplicate", "score": 1.0, "given_label": "a", "suggested_label": "c", "duplicate_of": "r0"},
+            {
+                "id": "r1",
+                "text_hash": "h1",
+                "text": "text 1",
+                "issue": "label_issue",
+                "score": 0.9,
+                "given_label": "a",
+                "suggested_label": "b",
+                "duplicate_of": None,
+            },
+            {
+                "id": "r2",
+                "text_hash": "h2",
+                "text": "text 2",
+                "issue": "label_issue",
+                "score": 0.8,
+                "given_label": "a",
+                "suggested_label": "b",
+                "duplicate_of": None,
+            },
+            {
+                "id": "r3",
+                "text_hash": "h3",
+                "text": "text 3",
+                "issue": "label_issue",
+                "score": 0.7,
+                "given_label": "a",
+                "suggested_label": "b",
+                "duplicate_of": None,
+            },
+            {
+                "id": "r4",
+                "text_hash": "h4",
+                "text": "text 4",
+                "issue": "conflicting_duplicate",
+                "score": 1.0,
+                "given_label": "a",
+                "suggested_label": "c",
+                "duplicate_of": "r0",
+            },
         ],
         schema=FLAGS_SCHEMA,
     )
@@ -46,7 +94,10 @@ def test_without_decisions_every_flagged_row_is_held() -> None:
     result = apply_review_policy(kept, removed, flags, validated, None)
     assert result.kept["id"].to_list() == ["r0"]
     assert dict(zip(result.removed["id"], result.removed["reason"], strict=True)) == {
-        "r1": "pending_review", "r2": "pending_review", "r3": "pending_review", "r4": "pending_review",
+        "r1": "pending_review",
+        "r2": "pending_review",
+        "r3": "pending_review",
+        "r4": "pending_review",
     }
     assert set(result.flags["status"]) == {"pending"}
     assert result.kept.height + result.removed.height == validated.height
@@ -75,6 +126,8 @@ def test_decisions_relabel_keep_drop_and_are_keyed_by_text_hash() -> None:
 
 def test_unknown_decision_is_rejected() -> None:
     kept, removed, flags, validated = _setup()
-    bad = pl.DataFrame([{"id": "r1", "text_hash": "h1", "decision": "approve", "label": None}], schema=DECISIONS_SCHEMA)
+    bad = pl.DataFrame(
+        [{"id": "r1", "text_hash": "h1", "decision": "approve", "label": None}], schema=DECISIONS_SCHEMA
+    )
     with pytest.raises(ValueError, match="unknown review decision"):
         apply_review_policy(kept, removed, flags, validated, bad)
