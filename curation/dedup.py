@@ -60,23 +60,42 @@ def near_duplicate_clusters(norm_texts: list[str], *, cfg: DedupParams) -> tuple
         return np.zeros(0, dtype=np.int64), {}
     sig = signatures(norm_texts, kind=cfg.shingle, ngram=cfg.ngram, num_perm=cfg.num_perm, seed=cfg.seed)
     bands, rows = lsh_bands(cfg.lsh_threshold, cfg.num_perm)
-    pairs = candidate_pairs(band_keys(sig, bands=bands, rows=rows))
+    keys = band_keys(sig, bands=bands, rows=rows)
+    code = np.array([n, 1], dtype=np.int64)  # one int64 per pair: 1-D unique is fast
+
+    def verify(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        sims = estimated_jaccard(sig, sig, pairs)
+        ok = verify_pairs(
+            norm_texts,
+            norm_texts,
+            pairs,
+            sims,
+            threshold=cfg.threshold,
+            max_char_edits=cfg.max_char_edits,
+            word_order=cfg.word_order,
+        )
+        return pairs[ok] @ code, sims[ok]
+
+    # Candidates are generated and verified a few bands at a time: on dense data the pairs of
+    # all bands at once do not fit in memory, the verified ones are few. A pair found in two
+    # passes is verified twice, with the same result, so the outcome does not depend on it.
+    found_codes, found_sims, n_candidates = [], [], 0
+    blocks = [(b, min(b + cfg.bands_per_pass, bands)) for b in range(0, bands, cfg.bands_per_pass)]
+    for lo, hi in blocks:
+        block = candidate_pairs(keys[:, lo:hi])
+        n_candidates += len(block)
+        codes, sims = verify(block)
+        found_codes.append(codes)
+        found_sims.append(sims)
     if cfg.word_order:
-        # one int64 code per pair: a 1-D unique is far faster than np.unique(axis=0)
-        code = np.array([n, 1], dtype=np.int64)
-        codes = np.unique(np.concatenate([pairs @ code, same_words_pairs(norm_texts) @ code]))
-        pairs = np.stack([codes // n, codes % n], axis=1).reshape(-1, 2)
-    sims = estimated_jaccard(sig, sig, pairs)
-    ok = verify_pairs(
-        norm_texts,
-        norm_texts,
-        pairs,
-        sims,
-        threshold=cfg.threshold,
-        max_char_edits=cfg.max_char_edits,
-        word_order=cfg.word_order,
-    )
-    verified = pairs[ok]
+        codes, sims = verify(same_words_pairs(norm_texts))
+        found_codes.append(codes)
+        found_sims.append(sims)
+    all_codes = np.concatenate(found_codes) if found_codes else np.zeros(0, dtype=np.int64)
+    all_sims = np.concatenate(found_sims) if found_sims else np.zeros(0)
+    unique_codes, first = np.unique(all_codes, return_index=True)
+    verified = np.stack([unique_codes // n, unique_codes % n], axis=1).reshape(-1, 2)
+    verified_sims = all_sims[first]
     graph = coo_matrix(
         (np.ones(len(verified), dtype=np.int8), (verified[:, 0], verified[:, 1])), shape=(n, n)
     )
@@ -84,13 +103,13 @@ def near_duplicate_clusters(norm_texts: list[str], *, cfg: DedupParams) -> tuple
     log.info(
         "dedup: %d distinct texts, %d LSH candidate pairs, %d verified (b=%d, r=%d)",
         n,
-        len(pairs),
+        n_candidates,
         len(verified),
         bands,
         rows,
     )
     return labels.astype(np.int64), {
-        (int(i), int(j)): float(s) for (i, j), s in zip(verified, sims[ok], strict=True)
+        (int(i), int(j)): float(s) for (i, j), s in zip(verified, verified_sims, strict=True)
     }
 
 

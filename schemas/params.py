@@ -100,8 +100,11 @@ class DedupParams:
     max_char_edits: int = 1
     word_order: bool = True
     seed: int = 1
+    bands_per_pass: int = 8
 
     def __post_init__(self) -> None:
+        if self.bands_per_pass < 1:
+            raise ValueError("bands_per_pass must be >= 1")
         if self.shingle not in ("char", "word"):
             raise ValueError(f"shingle={self.shingle!r} must be 'char' or 'word'")
         if self.ngram < 1 or self.num_perm < 2:
