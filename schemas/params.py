@@ -59,6 +59,17 @@ def _check_fraction(where: str, **values: float) -> None:
             raise ValueError(f"{name}={value} must be within [0, 1] ({where})")
 
 
+def _check_near_duplicate_rule(
+    where: str, lsh_threshold: float, threshold: float, max_char_edits: int
+) -> None:
+    """The candidate search (LSH) must reach at least as far as the rule that verifies it."""
+    _check_fraction(where, threshold=threshold, lsh_threshold=lsh_threshold)
+    if lsh_threshold > threshold:
+        raise ValueError("lsh_threshold must not exceed threshold (candidates would be lost)")
+    if max_char_edits < 0:
+        raise ValueError("max_char_edits must be >= 0")
+
+
 @dataclass(frozen=True)
 class ColumnMap:
     """Canonical column name -> the column's name in the input files."""
@@ -109,11 +120,7 @@ class DedupParams:
             raise ValueError(f"shingle={self.shingle!r} must be 'char' or 'word'")
         if self.ngram < 1 or self.num_perm < 2:
             raise ValueError("ngram must be >= 1 and num_perm >= 2")
-        _check_fraction("dedup", threshold=self.threshold, lsh_threshold=self.lsh_threshold)
-        if self.lsh_threshold > self.threshold:
-            raise ValueError("lsh_threshold must not exceed threshold (candidates would be lost)")
-        if self.max_char_edits < 0:
-            raise ValueError("max_char_edits must be >= 0")
+        _check_near_duplicate_rule("dedup", self.lsh_threshold, self.threshold, self.max_char_edits)
 
 
 @dataclass(frozen=True)
@@ -124,9 +131,7 @@ class DecontamParams:
     word_order: bool = True
 
     def __post_init__(self) -> None:
-        _check_fraction("decontam", threshold=self.threshold, lsh_threshold=self.lsh_threshold)
-        if self.lsh_threshold > self.threshold:
-            raise ValueError("lsh_threshold must not exceed threshold (candidates would be lost)")
+        _check_near_duplicate_rule("decontam", self.lsh_threshold, self.threshold, self.max_char_edits)
 
 
 @dataclass(frozen=True)

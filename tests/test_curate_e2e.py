@@ -26,6 +26,13 @@ OUTPUTS = (
 )
 
 
+def _run_stage(stage: str, root: Path, out: str) -> subprocess.CompletedProcess:
+    """`curagate <stage>` on the corrupted files in ``root``, writing to ``root/out``."""
+    files = ("--train", str(root / "train.jsonl"), "--test", str(root / "test.jsonl"))
+    params = ("--params", str(root / "params.yaml"), "--out", str(root / out), "--quiet")
+    return _curagate(stage, *files, *params, cwd=ROOT)
+
+
 def _curagate(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "flows.cli", *args],
@@ -58,19 +65,7 @@ def curated(corrupted):
     root, *_ = corrupted
     outs = []
     for name in ("run1", "run2"):  # two processes: set order and hashing must not leak in
-        proc = _curagate(
-            "curate",
-            "--train",
-            str(root / "train.jsonl"),
-            "--test",
-            str(root / "test.jsonl"),
-            "--params",
-            str(root / "params.yaml"),
-            "--out",
-            str(root / name),
-            "--quiet",
-            cwd=ROOT,
-        )
+        proc = _run_stage("curate", root, name)
         assert proc.returncode == 0, proc.stderr[-3000:]
         outs.append(root / name)
     return outs
@@ -140,19 +135,7 @@ def test_report_has_every_section(curated) -> None:
 
 def test_a_stage_subcommand_runs_its_upstream_stages_alone(corrupted) -> None:
     root, truth, *_ = corrupted
-    proc = _curagate(
-        "dedup",
-        "--train",
-        str(root / "train.jsonl"),
-        "--test",
-        str(root / "test.jsonl"),
-        "--params",
-        str(root / "params.yaml"),
-        "--out",
-        str(root / "dedup_only"),
-        "--quiet",
-        cwd=ROOT,
-    )
+    proc = _run_stage("dedup", root, "dedup_only")
     assert proc.returncode == 0, proc.stderr[-2000:]
     removed = pl.read_parquet(root / "dedup_only" / "removed.parquet")
     assert set(removed["stage"]) == {"dedup"}
