@@ -11,14 +11,7 @@ import numpy as np
 import polars as pl
 
 from curation.dedup import StepResult, dedup_key
-from curation.minhash import (
-    band_keys,
-    cross_pairs,
-    estimated_jaccard,
-    lsh_bands,
-    signatures,
-    verify_pairs,
-)
+from curation.minhash import PairVerifier, band_keys, cross_pairs, lsh_bands, signatures
 from schemas.params import DecontamParams, DedupParams
 from schemas.records import FLAGS_SCHEMA, REMOVED_SCHEMA
 
@@ -58,23 +51,23 @@ def remove_test_leaks(
         pairs = cross_pairs(
             band_keys(sig_tr, bands=bands, rows=rows), band_keys(sig_te, bands=bands, rows=rows)
         )
-        sims = estimated_jaccard(sig_tr, sig_te, pairs)
-        keep = verify_pairs(
+        verify = PairVerifier(
             tr["_key"].to_list(),
             te["_key"].to_list(),
-            pairs,
-            sims,
+            sig_tr,
+            sig_te,
             threshold=cfg.threshold,
             max_char_edits=cfg.max_char_edits,
             word_order=cfg.word_order,
         )
+        keep, sims = verify(pairs)
         if keep.any():
             near = (
                 pl.DataFrame(
                     {
                         "_i": pairs[keep, 0].astype(np.uint32),
                         "_j": pairs[keep, 1].astype(np.uint32),
-                        "_sim": sims[keep],
+                        "_sim": sims,
                     }
                 )
                 .join(te.select("_j", pl.col("id").alias("_test_id")), on="_j")

@@ -16,14 +16,13 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from curation.minhash import (
+    PairVerifier,
     band_keys,
     candidate_pairs,
-    estimated_jaccard,
     lsh_bands,
     normalize_text,
-    same_words_pairs,
+    same_key_pairs,
     signatures,
-    verify_pairs,
 )
 from schemas.params import DedupParams
 from schemas.records import FLAGS_SCHEMA, REMOVED_SCHEMA
@@ -62,34 +61,29 @@ def near_duplicate_clusters(norm_texts: list[str], *, cfg: DedupParams) -> tuple
     bands, rows = lsh_bands(cfg.lsh_threshold, cfg.num_perm)
     keys = band_keys(sig, bands=bands, rows=rows)
     code = np.array([n, 1], dtype=np.int64)  # one int64 per pair: 1-D unique is fast
-
-    def verify(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        sims = estimated_jaccard(sig, sig, pairs)
-        ok = verify_pairs(
-            norm_texts,
-            norm_texts,
-            pairs,
-            sims,
-            threshold=cfg.threshold,
-            max_char_edits=cfg.max_char_edits,
-            word_order=cfg.word_order,
-        )
-        return pairs[ok] @ code, sims[ok]
-
+    verifier = PairVerifier(
+        norm_texts,
+        norm_texts,
+        sig,
+        sig,
+        threshold=cfg.threshold,
+        max_char_edits=cfg.max_char_edits,
+        word_order=cfg.word_order,
+    )
     # Candidates are generated and verified a few bands at a time: on dense data the pairs of
     # all bands at once do not fit in memory, the verified ones are few. A pair found in two
     # passes is verified twice, with the same result, so the outcome does not depend on it.
     found_codes, found_sims, n_candidates = [], [], 0
-    blocks = [(b, min(b + cfg.bands_per_pass, bands)) for b in range(0, bands, cfg.bands_per_pass)]
-    for lo, hi in blocks:
-        block = candidate_pairs(keys[:, lo:hi])
+    for lo in range(0, bands, cfg.bands_per_pass):
+        block = candidate_pairs(keys[:, lo : lo + cfg.bands_per_pass])
         n_candidates += len(block)
-        codes, sims = verify(block)
-        found_codes.append(codes)
+        ok, sims = verifier(block)
+        found_codes.append(block[ok] @ code)
         found_sims.append(sims)
-    if cfg.word_order:
-        codes, sims = verify(same_words_pairs(norm_texts))
-        found_codes.append(codes)
+    if verifier.left_bag is not None:  # word-order copies, which LSH may miss
+        block = same_key_pairs(verifier.left_bag)
+        ok, sims = verifier(block)
+        found_codes.append(block[ok] @ code)
         found_sims.append(sims)
     all_codes = np.concatenate(found_codes) if found_codes else np.zeros(0, dtype=np.int64)
     all_sims = np.concatenate(found_sims) if found_sims else np.zeros(0)

@@ -268,22 +268,13 @@ def candidate_pairs(keys: np.ndarray) -> np.ndarray:
     return _unique_pairs(np.concatenate(codes), n)
 
 
-def same_words_pairs(texts: Sequence[str]) -> np.ndarray:
-    """(i, j), i < j, of texts with the same multiset of words: word-order candidates.
+def same_key_pairs(ids: np.ndarray) -> np.ndarray:
+    """(i, j), i < j, of documents with the same integer id (e.g. :func:`word_bag_ids`).
 
     A swap of two words in a short text changes most of its character n-grams, so LSH alone
-    can miss it; grouping on the sorted words finds every such pair exactly.
+    can miss it; grouping on the word bag finds every such pair exactly.
     """
-    frame = pl.DataFrame({"doc": np.arange(len(texts), dtype=np.int64), "text": list(texts)})
-    frame = frame.with_columns(key=pl.col("text").str.split(" ").list.sort().list.join(" ")).filter(
-        pl.col("text").str.len_chars() > 0
-    )
-    pairs = (
-        frame.join(frame, on="key", suffix="_r")
-        .filter(pl.col("doc") < pl.col("doc_r"))
-        .select("doc", "doc_r")
-    )
-    return pairs.to_numpy().reshape(-1, 2)
+    return candidate_pairs(np.asarray(ids).astype(np.uint64)[:, None])
 
 
 def cross_pairs(left_keys: np.ndarray, right_keys: np.ndarray) -> np.ndarray:
@@ -311,66 +302,124 @@ def estimated_jaccard(sig_a: np.ndarray, sig_b: np.ndarray, pairs: np.ndarray) -
     """Fraction of equal signature slots for each pair (datasketch's ``MinHash.jaccard``)."""
     if len(pairs) == 0:
         return np.zeros(0)
-    out = np.empty(len(pairs))
-    step = 65_536
-    for s in range(0, len(pairs), step):
-        p = pairs[s : s + step]
-        out[s : s + step] = np.count_nonzero(sig_a[p[:, 0]] == sig_b[p[:, 1]], axis=1)
-    return out / sig_a.shape[1]
+    return _equal_slots(sig_a, sig_b, pairs) / sig_a.shape[1]
 
 
-def _word_bag_ids(left: Sequence[str], right: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Equal ids exactly when ``sorted(a.split()) == sorted(b.split())``, computed once a text."""
+def _equal_slots(sig_a: np.ndarray, sig_b: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """Number of equal signature slots of each pair, in chunks (bounded memory)."""
+    out = np.empty(len(pairs), dtype=np.int64)
+    for s in range(0, len(pairs), _PAIRS_PER_CHUNK):
+        p = pairs[s : s + _PAIRS_PER_CHUNK]
+        out[s : s + _PAIRS_PER_CHUNK] = np.count_nonzero(sig_a[p[:, 0]] == sig_b[p[:, 1]], axis=1)
+    return out
+
+
+def word_bag_ids(*text_lists: Sequence[str]) -> list[np.ndarray]:
+    """One id per text, equal exactly when two texts hold the same words in any order.
+
+    Ids are shared across the given lists, so a left and a right side compare directly.
+    """
     index: dict[str, int] = {}
-    both = (left,) if right is left else (left, right)
-    # words never hold whitespace, so joining the sorted words with a space is injective
-    ids = [index.setdefault(" ".join(sorted(t.split())), len(index)) for texts in both for t in texts]
-    out = np.asarray(ids, dtype=np.int64)
-    return out[: len(left)], (out if right is left else out[len(left) :])
+    # words never hold whitespace, so the sorted words joined by a space identify the bag
+    return [
+        np.fromiter(
+            (index.setdefault(" ".join(sorted(t.split())), len(index)) for t in texts),
+            dtype=np.int64,
+            count=len(texts),
+        )
+        for texts in text_lists
+    ]
 
 
-def verify_pairs(
-    left_texts: Sequence[str],
-    right_texts: Sequence[str],
-    pairs: np.ndarray,
-    jaccard: np.ndarray,
-    *,
-    threshold: float,
-    max_char_edits: int,
-    word_order: bool,
-) -> np.ndarray:
-    """Which LSH candidates are near duplicates: a boolean mask over ``pairs``.
+# Signature slots compared per step: a pair whose slots so far already disagree too often
+# cannot reach the Jaccard threshold and is dropped, so most LSH candidates are rejected
+# after reading a fraction of their signatures (the decision is exact, not approximate).
+_SLOTS_PER_STEP = 16
+_PAIRS_PER_CHUNK = 65_536  # pairs compared together (bounds the gathered rows' memory)
 
-    A candidate is a near duplicate when its estimated Jaccard reaches ``threshold``, or the
-    two normalised texts are at most ``max_char_edits`` character edits apart (optimal string
+
+def _pairs_reaching(sig_a: np.ndarray, sig_b: np.ndarray, pairs: np.ndarray, threshold: float) -> np.ndarray:
+    """Mask of the pairs whose estimated Jaccard reaches ``threshold`` (equal to computing
+    ``estimated_jaccard(...) >= threshold``, with early rejection)."""
+    num_perm = sig_a.shape[1]
+    ok = np.zeros(len(pairs), dtype=bool)
+    for s in range(0, len(pairs), _PAIRS_PER_CHUNK):
+        chunk = pairs[s : s + _PAIRS_PER_CHUNK]
+        alive = np.arange(len(chunk))
+        equal = np.zeros(len(chunk), dtype=np.int64)
+        for lo in range(0, num_perm, _SLOTS_PER_STEP):
+            hi = min(lo + _SLOTS_PER_STEP, num_perm)
+            p = chunk[alive]
+            equal[alive] += np.count_nonzero(sig_a[p[:, 0], lo:hi] == sig_b[p[:, 1], lo:hi], axis=1)
+            # the same division as estimated_jaccard, on the most the pair can still reach
+            alive = alive[(equal[alive] + (num_perm - hi)) / num_perm >= threshold]
+        ok[s + alive] = True
+    return ok
+
+
+class PairVerifier:
+    """Decides which candidate pairs are near duplicates (see :meth:`__call__`).
+
+    Per-text work (lengths, word bags) is done once here, not once per
+    batch of candidates. ``left`` and ``right`` may be the same list (dedup) or a train and a
+    test side (decontam); pairs are (left index, right index).
+
+    A candidate is a near duplicate when its estimated Jaccard (datasketch's
+    ``MinHash.jaccard``: the fraction of equal slots) reaches ``threshold``, or the two
+    normalised texts are at most ``max_char_edits`` character edits apart (optimal string
     alignment: a typo, a dropped or swapped letter), or, with ``word_order``, they hold the
     same words in another order. On short texts one typo moves Jaccard a lot while a natural
     paraphrase may barely move it; the edit rules catch copies that Jaccard alone would miss
-    or mistake.
+    or mistake. Empty texts are never near duplicates.
     """
-    if len(pairs) == 0:
-        return np.zeros(0, dtype=bool)
-    left_idx, right_idx = pairs[:, 0], pairs[:, 1]
-    ok = jaccard >= threshold
-    left_len = np.fromiter(map(len, left_texts), dtype=np.int64, count=len(left_texts))
-    right_len = (
-        left_len
-        if right_texts is left_texts
-        else np.fromiter(map(len, right_texts), dtype=np.int64, count=len(right_texts))
-    )
-    if max_char_edits > 0:
-        # OSA distance is at least the length difference: only near-equal lengths can pass,
-        # and pairs already accepted need no distance
-        todo = np.flatnonzero(~ok & (np.abs(left_len[left_idx] - right_len[right_idx]) <= max_char_edits))
-        if todo.size:
-            edits = process.cpdist(
-                [left_texts[i] for i in left_idx[todo]],
-                [right_texts[j] for j in right_idx[todo]],
-                scorer=OSA.distance,
-                score_cutoff=max_char_edits + 1,
-            )
-            ok[todo] |= edits <= max_char_edits
-    if word_order:
-        left_bag, right_bag = _word_bag_ids(left_texts, right_texts)
-        ok |= left_bag[left_idx] == right_bag[right_idx]
-    return ok & (left_len[left_idx] > 0) & (right_len[right_idx] > 0)
+
+    def __init__(
+        self,
+        left_texts: Sequence[str],
+        right_texts: Sequence[str],
+        left_sig: np.ndarray,
+        right_sig: np.ndarray,
+        *,
+        threshold: float,
+        max_char_edits: int,
+        word_order: bool,
+    ) -> None:
+        same = right_texts is left_texts
+        self.left_texts, self.right_texts = left_texts, right_texts
+        self.left_sig, self.right_sig = left_sig, right_sig
+        self.threshold, self.max_char_edits = threshold, max_char_edits
+        self.left_len = np.fromiter(map(len, left_texts), dtype=np.int64, count=len(left_texts))
+        self.right_len = (
+            self.left_len
+            if same
+            else np.fromiter(map(len, right_texts), dtype=np.int64, count=len(right_texts))
+        )
+        self.left_bag: np.ndarray | None = None
+        self.right_bag: np.ndarray | None = None
+        if word_order:
+            bags = word_bag_ids(left_texts) * 2 if same else word_bag_ids(left_texts, right_texts)
+            self.left_bag, self.right_bag = bags
+
+    def __call__(self, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(near-duplicate mask over ``pairs``, estimated Jaccard of each accepted pair)."""
+        if len(pairs) == 0:
+            return np.zeros(0, dtype=bool), np.zeros(0)
+        li, ri = pairs[:, 0], pairs[:, 1]
+        ok = _pairs_reaching(self.left_sig, self.right_sig, pairs, self.threshold)
+        if self.max_char_edits > 0:
+            # OSA distance is at least the length difference: only near-equal lengths can
+            # pass, and pairs already accepted need no distance
+            near_len = np.abs(self.left_len[li] - self.right_len[ri]) <= self.max_char_edits
+            todo = np.flatnonzero(~ok & near_len)
+            if todo.size:
+                edits = process.cpdist(
+                    [self.left_texts[i] for i in li[todo]],
+                    [self.right_texts[j] for j in ri[todo]],
+                    scorer=OSA.distance,
+                    score_cutoff=self.max_char_edits + 1,
+                )
+                ok[todo] |= edits <= self.max_char_edits
+        if self.left_bag is not None and self.right_bag is not None:
+            ok |= self.left_bag[li] == self.right_bag[ri]
+        ok &= (self.left_len[li] > 0) & (self.right_len[ri] > 0)
+        return ok, estimated_jaccard(self.left_sig, self.right_sig, pairs[ok])

@@ -204,13 +204,9 @@ def select_new_flags(flags: pl.DataFrame, existing: set[tuple[str, str]]) -> pl.
     if not existing:
         new = flags
     else:
-        seen = pl.DataFrame(
-            list(existing), schema={"id": pl.String, "text_hash": pl.String}, orient="row"
-        )
+        seen = pl.DataFrame(list(existing), schema={"id": pl.String, "text_hash": pl.String}, orient="row")
         new = flags.join(seen, on=["id", "text_hash"], how="anti")
-    return new.unique(["id", "text_hash"], keep="first", maintain_order=True).sort(
-        ["id", "text_hash"]
-    )
+    return new.unique(["id", "text_hash"], keep="first", maintain_order=True).sort(["id", "text_hash"])
 
 
 def _choice(tag: str, value: str) -> dict[str, Any]:
@@ -268,9 +264,7 @@ def build_tasks(
                 result.append(_choice(DECISION_TAG, "keep" if suggested == given else "relabel"))
         task: dict[str, Any] = {"data": data}
         if result:
-            task["predictions"] = [
-                {"model_version": cfg.model_version, "score": score, "result": result}
-            ]
+            task["predictions"] = [{"model_version": cfg.model_version, "score": score, "result": result}]
         tasks.append(task)
     return tasks
 

@@ -146,10 +146,17 @@ class NoiseParams:
     max_iter: int = 30
     filter_by: str = "low_self_confidence"
     min_self_confidence: float = 0.0
+    max_fit_rows: int | None = 100_000
+    min_fit_rows_per_class: int = 500
+    n_jobs: int | None = -1
 
     def __post_init__(self) -> None:
         if self.folds < 2:
             raise ValueError("folds must be >= 2")
+        if self.max_fit_rows is not None and self.max_fit_rows < 1:
+            raise ValueError("max_fit_rows must be >= 1 or null")
+        if self.min_fit_rows_per_class < 1:
+            raise ValueError("min_fit_rows_per_class must be >= 1")
         allowed = {"tfidf_word", "tfidf_char", "hashed", "embedding"}
         bad = sorted(set(self.features) - allowed)
         if bad or not self.features:

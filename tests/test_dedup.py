@@ -220,3 +220,49 @@ def test_candidate_and_cross_pairs_equal_brute_force() -> None:
     assert cross_pairs(left, right).tolist() == sorted(map(list, cross))
     assert candidate_pairs(left[:1]).shape == (0, 2)
     assert cross_pairs(left, right[:0]).shape == (0, 2)
+
+
+def test_pair_verifier_equals_the_rule_checked_pair_by_pair() -> None:
+    """Early rejection on partial signatures and the per-text caches change no decision.
+
+    Signatures are built to land on both sides of the threshold (116 of 128 equal slots for
+    0.9), texts to hit the edit and word-order rules, empty texts included.
+    """
+    from rapidfuzz.distance import OSA
+
+    from curation.minhash import PairVerifier, estimated_jaccard, same_key_pairs, word_bag_ids
+
+    rng = np.random.default_rng(1)
+    words = ["card", "pin", "top", "up", "atm", "fee"]
+    left = [" ".join(rng.choice(words, size=rng.integers(0, 5))) for _ in range(80)]
+    right = [" ".join(rng.choice(words, size=rng.integers(0, 5))) for _ in range(50)]
+    right[:10] = [t[::-1] for t in left[:10]]  # reversed letters: rarely near
+    right[10:20] = [t + "s" for t in left[10:20]]  # one character added
+    base = rng.integers(0, 2**32, size=128, dtype=np.uint64).astype(np.uint32)
+    left_sig = np.tile(base, (80, 1))
+    right_sig = np.tile(base, (50, 1))
+    for sig in (left_sig, right_sig):  # 0..40 differing slots, anywhere in the signature
+        for row in sig:
+            row[rng.choice(128, size=rng.integers(0, 40), replace=False)] ^= np.uint32(1)
+    pairs = np.array([(i, j) for i in range(80) for j in range(50)], dtype=np.int64)
+    verify = PairVerifier(left, right, left_sig, right_sig, threshold=0.9, max_char_edits=1, word_order=True)
+    ok, sims = verify(pairs)
+    jac = estimated_jaccard(left_sig, right_sig, pairs)
+    expected = np.array(
+        [
+            bool(left[i] and right[j])
+            and (
+                jac[k] >= 0.9
+                or OSA.distance(left[i], right[j]) <= 1
+                or sorted(left[i].split()) == sorted(right[j].split())
+            )
+            for k, (i, j) in enumerate(pairs)
+        ]
+    )
+    assert ok.tolist() == expected.tolist()
+    assert 0 < ok.sum() < len(pairs) and 0 < (jac >= 0.9).sum()
+    assert sims.tolist() == jac[ok].tolist()
+    # word bags: shared ids across lists; same-bag pairs within one list
+    lb, rb = word_bag_ids(["a b", "b  a", ""], ["a b b", "b a"])
+    assert lb[0] == lb[1] == rb[1] and lb[0] != rb[0] and lb[2] not in (lb[0], rb[0])
+    assert same_key_pairs(np.array([3, 1, 3, 3])).tolist() == [[0, 2], [0, 3], [2, 3]]

@@ -110,9 +110,7 @@ def _choice(tag: str, value: str) -> dict:
 
 def test_push_annotate_pull_push_again(server: tuple[ServerState, Path], tmp_path: Path) -> None:
     state, params_path = server
-    cfg: LabelStudioParams = labelstudio_params(
-        yaml.safe_load(params_path.read_text())["labelstudio"]
-    )
+    cfg: LabelStudioParams = labelstudio_params(yaml.safe_load(params_path.read_text())["labelstudio"])
     assert _http_status(f"{state.url}/health") == 200
     out = tmp_path / "curated"
     out.mkdir()
@@ -147,9 +145,7 @@ def test_push_annotate_pull_push_again(server: tuple[ServerState, Path], tmp_pat
     pulled = pull_reviews(ls, reviews_path, cfg)
     assert pulled.reviews == 3
     reviews = Review.validate(pl.read_parquet(reviews_path))
-    got = {
-        r["id"]: (r["decision"], r["label"], r["text_hash"]) for r in reviews.iter_rows(named=True)
-    }
+    got = {r["id"]: (r["decision"], r["label"], r["text_hash"]) for r in reviews.iter_rows(named=True)}
     assert got == {
         "row0": ("relabel", "lost_or_stolen_card", "hash0"),
         "row1": ("drop", None, "hash1"),
@@ -166,9 +162,7 @@ def test_push_annotate_pull_push_again(server: tuple[ServerState, Path], tmp_pat
 
     app = typer.Typer()
     register(app)
-    result = CliRunner().invoke(
-        app, ["review", "push", "--out", str(out), "--params", str(params_path)]
-    )
+    result = CliRunner().invoke(app, ["review", "push", "--out", str(out), "--params", str(params_path)])
     assert result.exit_code == 0, result.output
     after = list_tasks(ls, project_id, page_size=cfg.page_size)
     keys = [(t["data"]["flag_id"], t["data"]["text_hash"]) for t in after]
@@ -180,9 +174,7 @@ def test_push_annotate_pull_push_again(server: tuple[ServerState, Path], tmp_pat
 
     # pull through the CLI writes the same reviews
     cli_path = tmp_path / "cli_reviews.parquet"
-    result = CliRunner().invoke(
-        app, ["review", "pull", "--to", str(cli_path), "--params", str(params_path)]
-    )
+    result = CliRunner().invoke(app, ["review", "pull", "--to", str(cli_path), "--params", str(params_path)])
     assert result.exit_code == 0, result.output
     assert pl.read_parquet(cli_path).equals(pl.read_parquet(reviews_path))
 

@@ -137,3 +137,36 @@ def test_planted_flips_are_found(features: tuple[str, ...]) -> None:
         if i in flipped
     )
     assert gold_hits >= 0.8 * len(flagged & flipped)
+
+
+def test_fit_subsample_is_stratified_seeded_and_keeps_rare_classes() -> None:
+    from curation.noise import fit_subsample
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2], [9000, 900, 30])
+    fit_idx = np.sort(rng.choice(len(labels), size=8000, replace=False))
+    sample = fit_subsample(fit_idx, labels, max_rows=1000, min_per_class=100, seed=4)
+    counts = np.bincount(labels[sample], minlength=3)
+    fold_counts = np.bincount(labels[fit_idx], minlength=3)
+    assert set(sample) <= set(fit_idx) and np.all(np.diff(sample) > 0)
+    # the big class keeps its share; the small ones the floor (or all they have)
+    assert counts[0] == np.ceil(fold_counts[0] * 1000 / 8000)
+    assert counts[1] == 100 and counts[2] == fold_counts[2] < 100
+    again = fit_subsample(fit_idx, labels, max_rows=1000, min_per_class=100, seed=4)
+    other_seed = fit_subsample(fit_idx, labels, max_rows=1000, min_per_class=100, seed=5)
+    assert np.array_equal(sample, again) and not np.array_equal(sample, other_seed)
+    assert fit_subsample(fit_idx, labels, max_rows=None, min_per_class=100, seed=4) is fit_idx
+    assert fit_subsample(fit_idx, labels, max_rows=8000, min_per_class=100, seed=4) is fit_idx
+
+
+def test_capped_fits_still_score_every_row_and_find_flips() -> None:
+    """With max_fit_rows far below the fold size every row still gets probabilities, and a
+    flipped row in a well-separated toy set is still found."""
+    frame, labels = _toy()
+    flipped = frame.with_columns(
+        label=pl.when(pl.col("id") == "r0").then(pl.lit("pin")).otherwise(pl.col("label"))
+    )
+    cfg = NoiseParams(max_fit_rows=10, min_fit_rows_per_class=8, folds=2)
+    flags, probs = flag_label_issues(flipped, label_set=labels, cfg=cfg)
+    assert probs.shape == (40, 2) and np.allclose(probs.sum(axis=1), 1.0)
+    assert "r0" in flags["id"].to_list()

@@ -318,9 +318,7 @@ def test_resolve_decisions_majority_tie_goes_to_latest_and_input_order_free() ->
     assert resolve_decisions(reviews, policy="majority")["decision"].to_list() == ["keep"]
     shuffled = reviews.sample(fraction=1.0, shuffle=True, seed=3)
     for policy in ("latest", "majority"):
-        assert resolve_decisions(shuffled, policy=policy).equals(
-            resolve_decisions(reviews, policy=policy)
-        )
+        assert resolve_decisions(shuffled, policy=policy).equals(resolve_decisions(reviews, policy=policy))
 
 
 def test_resolve_decisions_keys_on_text_hash_and_checks_input() -> None:
