@@ -56,10 +56,12 @@ def generate(n_rows: int, *, seed: int, copy_rate: float = 0.1, base: pl.DataFra
             texts.append(text)
             labels.append(label)
 
-    for text, label in zip(src_texts, src_labels, strict=True):
+    # the real queries first, in a seeded order: the file is grouped by intent, and a small
+    # sample must still hold every intent (its own generator: the splices below stay the same)
+    for i in np.random.default_rng([seed, 1]).permutation(len(src_texts)):
         if len(texts) >= n_base:
             break
-        add(text, label)
+        add(src_texts[i], src_labels[i])
     words = [t.split() for t in src_texts]
     while len(texts) < n_base:
         m = min(n_base - len(texts), 50_000) * 2

@@ -10,8 +10,8 @@ import logging
 import numpy as np
 import polars as pl
 
-from curation.dedup import StepResult, dedup_key
-from curation.minhash import PairVerifier, band_keys, cross_pairs, lsh_bands, signatures
+from curation.dedup import StepResult, dedup_key, local_signer
+from curation.minhash import PairVerifier, Signer, band_keys, cross_pairs, lsh_bands
 from schemas.params import DecontamParams, DedupParams
 from schemas.records import FLAGS_SCHEMA, REMOVED_SCHEMA
 
@@ -19,7 +19,12 @@ log = logging.getLogger(__name__)
 
 
 def remove_test_leaks(
-    train: pl.DataFrame, test: pl.DataFrame, *, cfg: DecontamParams, minhash: DedupParams
+    train: pl.DataFrame,
+    test: pl.DataFrame,
+    *,
+    cfg: DecontamParams,
+    minhash: DedupParams,
+    signer: Signer | None = None,
 ) -> StepResult:
     """Drop train rows whose text matches a test row (exact after normalisation, or near).
 
@@ -28,6 +33,7 @@ def remove_test_leaks(
         test: the validated test rows; untouched.
         cfg: the ``decontam`` section (its own Jaccard threshold).
         minhash: the ``dedup`` section, for shingling and MinHash settings.
+        signer: computes MinHash signatures (default in process; the pipeline may shard it).
 
     Returns:
         kept train rows; removed rows with reason ``test_leak`` and ``duplicate_of`` the test id
@@ -44,9 +50,9 @@ def remove_test_leaks(
     )
     near = pl.DataFrame(schema={"_i": pl.UInt32, "_test_id": pl.String, "_sim": pl.Float64})
     if tr.height and te.height:
-        kw = dict(kind=minhash.shingle, ngram=minhash.ngram, num_perm=minhash.num_perm, seed=minhash.seed)
-        sig_tr = signatures(tr["_key"].to_list(), **kw)
-        sig_te = signatures(te["_key"].to_list(), **kw)
+        sign = signer or local_signer(minhash)
+        sig_tr = sign(tr["_key"].to_list())
+        sig_te = sign(te["_key"].to_list())
         bands, rows = lsh_bands(cfg.lsh_threshold, minhash.num_perm)
         pairs = cross_pairs(
             band_keys(sig_tr, bands=bands, rows=rows), band_keys(sig_te, bands=bands, rows=rows)

@@ -8,6 +8,7 @@ dropped silently but flagged ``conflicting_duplicate`` and held for review.
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import NamedTuple
 
 import numpy as np
@@ -17,6 +18,7 @@ from scipy.sparse.csgraph import connected_components
 
 from curation.minhash import (
     PairVerifier,
+    Signer,
     band_keys,
     candidate_pairs,
     lsh_bands,
@@ -48,8 +50,17 @@ def dedup_key(text: pl.Expr) -> pl.Expr:
     return pl.when(norm.str.len_chars() > 0).then(norm).otherwise(text.str.strip_chars())
 
 
-def near_duplicate_clusters(norm_texts: list[str], *, cfg: DedupParams) -> tuple[np.ndarray, dict]:
-    """Cluster distinct normalised texts that are near duplicates (see ``verify_pairs``).
+def local_signer(cfg: DedupParams) -> Signer:
+    """``signatures`` with the dedup section's MinHash settings, computed in this process."""
+    return partial(signatures, kind=cfg.shingle, ngram=cfg.ngram, num_perm=cfg.num_perm, seed=cfg.seed)
+
+
+def near_duplicate_clusters(
+    norm_texts: list[str], *, cfg: DedupParams, signer: Signer | None = None
+) -> tuple[np.ndarray, dict]:
+    """Cluster distinct normalised texts that are near duplicates (see ``PairVerifier``).
+
+    ``signer`` computes the MinHash signatures (default: :func:`local_signer`).
 
     Returns:
         (cluster id per text, {(i, j): similarity} for the verified pairs).
@@ -57,7 +68,7 @@ def near_duplicate_clusters(norm_texts: list[str], *, cfg: DedupParams) -> tuple
     n = len(norm_texts)
     if n == 0:
         return np.zeros(0, dtype=np.int64), {}
-    sig = signatures(norm_texts, kind=cfg.shingle, ngram=cfg.ngram, num_perm=cfg.num_perm, seed=cfg.seed)
+    sig = (signer or local_signer(cfg))(norm_texts)
     bands, rows = lsh_bands(cfg.lsh_threshold, cfg.num_perm)
     keys = band_keys(sig, bands=bands, rows=rows)
     code = np.array([n, 1], dtype=np.int64)  # one int64 per pair: 1-D unique is fast
@@ -107,12 +118,13 @@ def near_duplicate_clusters(norm_texts: list[str], *, cfg: DedupParams) -> tuple
     }
 
 
-def drop_duplicates(train: pl.DataFrame, *, cfg: DedupParams) -> StepResult:
+def drop_duplicates(train: pl.DataFrame, *, cfg: DedupParams, signer: Signer | None = None) -> StepResult:
     """Remove exact and near duplicates from the validated train rows.
 
     Args:
         train: validated rows with at least id, line, text, label, text_hash.
         cfg: the ``dedup`` section of params.yaml.
+        signer: computes MinHash signatures (default in process; the pipeline may shard it).
 
     Returns:
         kept: one representative per cluster plus all singletons;
@@ -123,7 +135,7 @@ def drop_duplicates(train: pl.DataFrame, *, cfg: DedupParams) -> StepResult:
     keys = frame.select(pl.col("_key").unique(maintain_order=True)).to_series()
     # sort distinct keys so cluster numbering never depends on row order or process
     keys = keys.sort()
-    cluster_of_key, sims = near_duplicate_clusters(keys.to_list(), cfg=cfg)
+    cluster_of_key, sims = near_duplicate_clusters(keys.to_list(), cfg=cfg, signer=signer)
     key_index = pl.DataFrame({"_key": keys, "_kid": np.arange(len(keys)), "_cluster": cluster_of_key})
     frame = frame.join(key_index, on="_key", how="left")
     reps = (

@@ -9,7 +9,7 @@ permutation parameters from datasketch itself so the two can never drift apart.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import polars as pl
@@ -17,6 +17,10 @@ from datasketch import MinHash
 from datasketch.lsh import _optimal_param
 from rapidfuzz import process
 from rapidfuzz.distance import OSA
+
+# texts -> their MinHash signatures (len x num_perm, uint32); callers may pass one that shards
+# the work over a cluster, as long as it returns exactly what ``signatures`` returns
+Signer = Callable[[Sequence[str]], np.ndarray]
 
 EMPTY_HASH = np.uint32(0xFFFFFFFF)  # datasketch's initial value; what an empty set keeps
 _FMIX32 = (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35), np.uint32(16))

@@ -8,6 +8,7 @@ The test split never reaches this module.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -131,11 +132,13 @@ def out_of_fold_probabilities(
     if n and (labels.min() < 0 or labels.max() >= n_classes):
         raise ValueError(f"labels must be class ids in [0, {n_classes})")
     counts = np.bincount(labels, minlength=n_classes)
-    # StratifiedKFold needs every present class in at least `folds` rows; rarer classes are
-    # still scored (they land in some folds' validation sets), only the split is not stratified
-    folds = min(cfg.folds, max(2, int(counts[counts > 0].min()))) if n else cfg.folds
+    # StratifiedKFold needs some class with `folds` rows; a class with fewer is still split
+    # as well as it can be (sklearn warns), so one rare class does not cost everyone folds
+    folds = min(cfg.folds, max(2, int(counts.max()))) if n else cfg.folds
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=cfg.seed)
-    splits = list(splitter.split(np.zeros(n), labels))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        splits = list(splitter.split(np.zeros(n), labels))
     probs = np.zeros((n, n_classes))
     for view in cfg.features:
         features = _view_matrix(view, texts, embeddings)
@@ -207,21 +210,35 @@ def flag_label_issues(
         embeddings=embeddings,
         progress=progress,
     )
-    present = np.unique(y)
+    counts = np.bincount(y, minlength=len(label_set))
+    present = np.flatnonzero(counts)
+    if len(present) < 2:
+        return pl.DataFrame(schema=FLAGS_SCHEMA), probs
     # cleanlab wants every column to be a class seen in the labels: restrict to present ones
     sub = probs[:, present]
     sub = sub / np.clip(sub.sum(axis=1, keepdims=True), 1e-12, None)
     y_sub = np.searchsorted(present, y)
-    if len(present) < 2:
-        return pl.DataFrame(schema=FLAGS_SCHEMA), probs
-    # low_self_confidence: cleanlab estimates *how many* labels are wrong from the confident
-    # joint, then flags that many rows with the lowest given-label probability, globally; on
-    # planted flips this beats the per-class "both" filter by ~0.14 F1 (benchmarks/noise_quality.py)
-    issues = find_label_issues(y_sub, sub, filter_by=cfg.filter_by)
     quality = get_label_quality_scores(y_sub, sub)
     self_conf = sub[np.arange(len(y_sub)), y_sub]
-    issues |= self_conf < cfg.min_self_confidence
     suggested = present[sub.argmax(axis=1)]
+    # A class with a handful of rows cannot be learnt, and its per-class threshold in
+    # cleanlab's confident joint (the mean probability of its own rows) becomes tiny, so
+    # every row looks like it might belong there and the estimated number of issues balloons.
+    # Such classes stay out of the estimate; their rows are flagged when the model prefers
+    # another label (a reviewer then confirms a rare label or fixes a wrong one).
+    rare_row = counts[y] < cfg.min_class_rows
+    issues = rare_row & (suggested != y)
+    learnable = np.flatnonzero(counts >= cfg.min_class_rows)
+    if len(learnable) >= 2:
+        rows = np.flatnonzero(~rare_row)
+        main = probs[np.ix_(rows, learnable)]
+        main = main / np.clip(main.sum(axis=1, keepdims=True), 1e-12, None)
+        # low_self_confidence: cleanlab estimates *how many* labels are wrong from the
+        # confident joint, then flags that many rows with the lowest given-label probability;
+        # on planted flips this beats the per-class "both" filter by ~0.14 F1
+        # (benchmarks/noise_quality.py)
+        issues[rows] = find_label_issues(np.searchsorted(learnable, y[rows]), main, filter_by=cfg.filter_by)
+    issues |= self_conf < cfg.min_self_confidence
     flagged = np.flatnonzero(issues)
     flags = pl.DataFrame(
         {

@@ -13,9 +13,11 @@ band's buckets are read back and turned into candidate pairs, one task per band.
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -24,7 +26,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from curation.minhash import signatures
+from curation.minhash import Signer, signatures
 from schemas.params import DedupParams
 from schemas.scale_params import ScaleParams
 
@@ -94,6 +96,40 @@ def distributed_signatures(texts: Sequence[str], *, cfg: DedupParams, scale: Sca
     parts = [list(texts[lo:hi]) for lo, hi in shard_bounds(len(texts), scale.shards)]
     runnable = sharded_signatures_flow.with_options(task_runner=task_runner(scale))
     return runnable(Shards(parts), cfg.shingle, cfg.ngram, cfg.num_perm, cfg.seed)
+
+
+@contextmanager
+def dask_signer(scale: ScaleParams, cfg: DedupParams) -> Iterator[Signer]:
+    """A signature function for a whole curation run that shards over Dask.
+
+    With ``scale.dask_address`` it uses that cluster. Without, one temporary local cluster
+    (``scale.shards`` single-threaded worker processes) serves every call of the run and is
+    closed at the end. Workers report their task runs to the same Prefect API as this
+    process: ``PREFECT_API_URL`` when set, else the ephemeral server Prefect itself would
+    start here (a worker left without one would start a server of its own).
+    """
+    if scale.dask_address:
+        yield lambda texts: distributed_signatures(texts, cfg=cfg, scale=scale)
+        return
+    from distributed import LocalCluster
+    from prefect.settings import PREFECT_API_URL
+
+    api_url = PREFECT_API_URL.value()
+    if not api_url:
+        from prefect.server.api.server import SubprocessASGIServer
+
+        server = SubprocessASGIServer()  # the process-wide instance Prefect's client uses
+        server.start()
+        api_url = server.api_url
+    with LocalCluster(
+        n_workers=scale.shards,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        env={"PREFECT_API_URL": api_url},  # added to the environment the workers inherit
+    ) as cluster:
+        on_cluster = dataclasses.replace(scale, dask_address=cluster.scheduler_address)
+        yield lambda texts: distributed_signatures(texts, cfg=cfg, scale=on_cluster)
 
 
 # --- the LSH index in Redis -------------------------------------------------------------

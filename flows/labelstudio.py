@@ -199,9 +199,7 @@ def _enable_legacy_tokens(venv: Path, env: dict[str, str]) -> None:
         raise LabelStudioError(f"enabling legacy API tokens failed:\n{done.stderr[-4000:]}")
 
 
-def start_server(
-    cfg: ServerParams, *, port: int | None = None, data_dir: Path | None = None
-) -> ServerState:
+def start_server(cfg: ServerParams, *, port: int | None = None, data_dir: Path | None = None) -> ServerState:
     """Start Label Studio headless (or reuse the one already recorded) and wait for /health.
 
     Args:
@@ -240,9 +238,7 @@ def start_server(
     ]  # fmt: skip
     t0 = time.monotonic()
     with open(data_dir / LOG_FILE, "ab") as logfh:
-        proc = subprocess.Popen(
-            cmd, env=env, stdout=logfh, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        proc = subprocess.Popen(cmd, env=env, stdout=logfh, stderr=subprocess.STDOUT, start_new_session=True)
     state = ServerState(proc.pid, url, port, str(data_dir), time.time())
     (data_dir / STATE_FILE).write_text(json.dumps(asdict(state)), encoding="utf-8")
     while _http_status(f"{url}/health") != 200:
@@ -334,9 +330,7 @@ def ensure_project(ls: Any, cfg: LabelStudioParams, labels: list[str]) -> int:
     return project_id
 
 
-def list_tasks(
-    ls: Any, project_id: int, *, page_size: int, fields: str = "all"
-) -> list[dict[str, Any]]:
+def list_tasks(ls: Any, project_id: int, *, page_size: int, fields: str = "all") -> list[dict[str, Any]]:
     """All tasks of a project as plain dicts; ``fields="all"`` includes annotations and
     predictions, ``"task_only"`` (enough to read task data) is faster."""
     pager = ls.tasks.list(project=project_id, fields=fields, page_size=page_size)

@@ -21,6 +21,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from curation.decontam import remove_test_leaks
 from curation.dedup import dedup_key, drop_duplicates
 from curation.ingest import InputFileError, parse_csv, parse_frame, parse_jsonl
+from curation.minhash import Signer
 from curation.noise import flag_label_issues
 from curation.policy import apply_review_policy
 from curation.report import quality_metrics, render_report
@@ -36,6 +37,7 @@ from schemas.records import (
     QuarantinedLine,
     RemovedRow,
 )
+from schemas.scale_params import ScaleParams, scale_params_from_dict
 
 log = logging.getLogger(__name__)
 ProgressNote = Callable[[str], None]
@@ -113,6 +115,7 @@ class CurationRun:
     report_html: str | None = None
     stages_run: list[str] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)  # wall seconds per stage run
+    signer: Signer | None = None  # MinHash signatures off this process (scale.runner); None = here
 
 
 @contextmanager
@@ -155,7 +158,7 @@ def validate_stage(run: CurationRun) -> str:
 
 def dedup_stage(run: CurationRun) -> str:
     """Exact and near duplicates out; conflicting-label duplicates held for review."""
-    result = drop_duplicates(run.train, cfg=run.params.dedup)
+    result = drop_duplicates(run.train, cfg=run.params.dedup, signer=run.signer)
     run.train, run.removed = result.kept, pl.concat([run.removed, result.removed])
     run.flags = pl.concat([run.flags, result.flags])
     return f"{result.removed.height} removed, {result.flags.height} conflicts"
@@ -164,7 +167,7 @@ def dedup_stage(run: CurationRun) -> str:
 def decontam_stage(run: CurationRun) -> str:
     """Train rows copying test rows out (the test split is never changed)."""
     result = remove_test_leaks(
-        run.train, run.validated["test"], cfg=run.params.decontam, minhash=run.params.dedup
+        run.train, run.validated["test"], cfg=run.params.decontam, minhash=run.params.dedup, signer=run.signer
     )
     run.train, run.removed = result.kept, pl.concat([run.removed, result.removed])
     return f"{result.removed.height} test leaks"
@@ -245,7 +248,8 @@ def run_curation(
     if until not in STAGES:
         raise ValueError(f"unknown stage {until!r}; stages: {STAGES}")
     run = CurationRun(params=params)
-    with stage_progress(show_progress) as progress:
+    scale = scale_params_from_dict(params.section("scale"))
+    with stage_progress(show_progress) as progress, signature_runner(scale, params) as run.signer:
         todo = STAGES[: STAGES.index(until) + 1]
         task = progress.add_task("curate", total=len(todo), note="") if progress else None
 
@@ -273,6 +277,23 @@ def run_curation(
             if progress is not None and task is not None:
                 progress.update(task, advance=1, note=summary)
     return run
+
+
+@contextmanager
+def signature_runner(scale: ScaleParams, params: Params) -> Iterator[Signer | None]:
+    """Where a run computes MinHash signatures: here (None), or sharded on Dask (scale.runner).
+
+    Either way the signatures are byte-identical, so the curated files are too.
+    """
+    if scale.runner != "dask":
+        yield None
+        return
+    from flows.distributed import dask_signer  # imports prefect and dask: only when asked for
+
+    where = scale.dask_address or "a temporary local cluster"
+    log.info("signatures: %d shards on Dask (%s)", scale.shards, where)
+    with dask_signer(scale, params.dedup) as signer:
+        yield signer
 
 
 def count_test_leaks(train: pl.DataFrame, test: pl.DataFrame) -> int:

@@ -26,9 +26,7 @@ from schemas.review_params import LabelStudioParams, labelstudio_params
 log = logging.getLogger(__name__)
 console = Console(stderr=True)
 
-ParamsOpt = Annotated[
-    Path, typer.Option("--params", help="params.yaml to read `labelstudio:` from")
-]
+ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read `labelstudio:` from")]
 
 
 def _cfg(params: Path) -> LabelStudioParams:
@@ -68,9 +66,7 @@ def labelstudio_stop(
 ) -> None:
     """Stop the Label Studio server started from this data dir."""
     cfg = _cfg(params)
-    stopped = stop_server(
-        Path(data_dir or cfg.server.data_dir), timeout_s=cfg.server.stop_timeout_s
-    )
+    stopped = stop_server(Path(data_dir or cfg.server.data_dir), timeout_s=cfg.server.stop_timeout_s)
     console.print("stopped" if stopped else "no running server recorded")
 
 

@@ -149,14 +149,15 @@ class NoiseParams:
     max_fit_rows: int | None = 100_000
     min_fit_rows_per_class: int = 500
     n_jobs: int | None = -1
+    min_class_rows: int = 10
 
     def __post_init__(self) -> None:
         if self.folds < 2:
             raise ValueError("folds must be >= 2")
         if self.max_fit_rows is not None and self.max_fit_rows < 1:
             raise ValueError("max_fit_rows must be >= 1 or null")
-        if self.min_fit_rows_per_class < 1:
-            raise ValueError("min_fit_rows_per_class must be >= 1")
+        if self.min_fit_rows_per_class < 1 or self.min_class_rows < 1:
+            raise ValueError("min_fit_rows_per_class and min_class_rows must be >= 1")
         allowed = {"tfidf_word", "tfidf_char", "hashed", "embedding"}
         bad = sorted(set(self.features) - allowed)
         if bad or not self.features:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -33,13 +34,13 @@ def _run_stage(stage: str, root: Path, out: str) -> subprocess.CompletedProcess:
     return _curagate(stage, *files, *params, cwd=ROOT)
 
 
-def _curagate(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def _curagate(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "flows.cli", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
-        env=None,
+        env=env,
         check=False,
     )
 
@@ -115,6 +116,32 @@ def test_outputs_are_byte_identical_across_processes(curated) -> None:
             hashlib.sha256((a / name).read_bytes()).digest()
             == hashlib.sha256((b / name).read_bytes()).digest()
         ), name
+
+
+@pytest.mark.slow  # a temporary Dask cluster and Prefect's ephemeral server
+def test_dask_runner_gives_the_same_files(corrupted, curated) -> None:
+    """`scale.runner: dask` shards the signatures of the same `curagate curate` over a local
+    Dask cluster (no Prefect server set up beforehand): every curated file is byte-identical."""
+    root, *_ = corrupted
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["scale"] = {"runner": "dask", "shards": 2}
+    (root / "params_dask.yaml").write_text(yaml.safe_dump(params))
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    files = ("--train", str(root / "train.jsonl"), "--test", str(root / "test.jsonl"))
+    proc = _curagate(
+        "curate",
+        *files,
+        "--params",
+        str(root / "params_dask.yaml"),
+        "--out",
+        str(root / "dask"),
+        cwd=ROOT,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "sharded-signatures" in proc.stdout + proc.stderr  # the flow that ran the shards
+    for name in OUTPUTS:
+        assert (root / "dask" / name).read_bytes() == (curated[0] / name).read_bytes(), name
 
 
 def test_report_has_every_section(curated) -> None:

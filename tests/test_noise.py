@@ -170,3 +170,16 @@ def test_capped_fits_still_score_every_row_and_find_flips() -> None:
     flags, probs = flag_label_issues(flipped, label_set=labels, cfg=cfg)
     assert probs.shape == (40, 2) and np.allclose(probs.sum(axis=1), 1.0)
     assert "r0" in flags["id"].to_list()
+
+
+def test_a_class_with_a_handful_of_rows_does_not_flood_the_flags() -> None:
+    """Two rows given a third label (too rare to learn) are flagged with the label the model
+    prefers; the clean rows are not swept up by cleanlab's estimate."""
+    frame, labels = _toy()
+    rare = frame.with_columns(
+        label=pl.when(pl.col("id").is_in(["r0", "r2"])).then(pl.lit("fee")).otherwise(pl.col("label"))
+    )
+    flags, _ = flag_label_issues(rare, label_set=[*labels, "fee"], cfg=CFG)
+    by_id = dict(zip(flags["id"], flags["suggested_label"], strict=True))
+    assert by_id.get("r0") == "card" and by_id.get("r2") == "card"
+    assert flags.height <= 4, flags
