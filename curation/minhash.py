@@ -335,28 +335,45 @@ def word_bag_ids(*text_lists: Sequence[str]) -> list[np.ndarray]:
     ]
 
 
-# Signature slots compared per step: a pair whose slots so far already disagree too often
-# cannot reach the Jaccard threshold and is dropped, so most LSH candidates are rejected
-# after reading a fraction of their signatures (the decision is exact, not approximate).
+# Early rejection: the first _PREFIX_SLOTS slots of every signature are kept in a compact copy
+# (a quarter of the bytes, so much more of it stays in cache) and compared first;
+# a pair whose slots so far already disagree too often cannot reach the Jaccard threshold and
+# is dropped, the rest continue _SLOTS_PER_STEP slots at a time. Most LSH candidates are
+# rejected after the prefix; the decision is exact, not an approximation.
+_PREFIX_SLOTS = 32
 _SLOTS_PER_STEP = 16
 _PAIRS_PER_CHUNK = 65_536  # pairs compared together (bounds the gathered rows' memory)
 
 
-def _pairs_reaching(sig_a: np.ndarray, sig_b: np.ndarray, pairs: np.ndarray, threshold: float) -> np.ndarray:
-    """Mask of the pairs whose estimated Jaccard reaches ``threshold`` (equal to computing
-    ``estimated_jaccard(...) >= threshold``, with early rejection)."""
-    num_perm = sig_a.shape[1]
+def _pairs_reaching(
+    sig_a: np.ndarray,
+    sig_b: np.ndarray,
+    prefix_a: np.ndarray,
+    prefix_b: np.ndarray,
+    pairs: np.ndarray,
+    threshold: float,
+) -> np.ndarray:
+    """Mask of the pairs whose estimated Jaccard reaches ``threshold``; the same as
+    ``estimated_jaccard(sig_a, sig_b, pairs) >= threshold``, with early rejection.
+    ``prefix_*`` are contiguous copies of the first columns of ``sig_*``."""
+    num_perm, first = sig_a.shape[1], prefix_a.shape[1]
+
+    def reachable(equal: np.ndarray, compared: int) -> np.ndarray:
+        # the same division as estimated_jaccard, on the most the pair can still reach
+        return (equal + (num_perm - compared)) / num_perm >= threshold
+
     ok = np.zeros(len(pairs), dtype=bool)
     for s in range(0, len(pairs), _PAIRS_PER_CHUNK):
         chunk = pairs[s : s + _PAIRS_PER_CHUNK]
-        alive = np.arange(len(chunk))
-        equal = np.zeros(len(chunk), dtype=np.int64)
-        for lo in range(0, num_perm, _SLOTS_PER_STEP):
+        equal = np.count_nonzero(prefix_a[chunk[:, 0]] == prefix_b[chunk[:, 1]], axis=1)
+        alive = np.flatnonzero(reachable(equal, first))
+        equal = equal[alive]
+        for lo in range(first, num_perm, _SLOTS_PER_STEP):
             hi = min(lo + _SLOTS_PER_STEP, num_perm)
             p = chunk[alive]
-            equal[alive] += np.count_nonzero(sig_a[p[:, 0], lo:hi] == sig_b[p[:, 1], lo:hi], axis=1)
-            # the same division as estimated_jaccard, on the most the pair can still reach
-            alive = alive[(equal[alive] + (num_perm - hi)) / num_perm >= threshold]
+            equal += np.count_nonzero(sig_a[p[:, 0], lo:hi] == sig_b[p[:, 1], lo:hi], axis=1)
+            keep = reachable(equal, hi)
+            alive, equal = alive[keep], equal[keep]
         ok[s + alive] = True
     return ok
 
@@ -364,7 +381,7 @@ def _pairs_reaching(sig_a: np.ndarray, sig_b: np.ndarray, pairs: np.ndarray, thr
 class PairVerifier:
     """Decides which candidate pairs are near duplicates (see :meth:`__call__`).
 
-    Per-text work (lengths, word bags) is done once here, not once per
+    Per-text work (lengths, word bags, signature prefixes) is done once here, not once per
     batch of candidates. ``left`` and ``right`` may be the same list (dedup) or a train and a
     test side (decontam); pairs are (left index, right index).
 
@@ -403,13 +420,19 @@ class PairVerifier:
         if word_order:
             bags = word_bag_ids(left_texts) * 2 if same else word_bag_ids(left_texts, right_texts)
             self.left_bag, self.right_bag = bags
+        self.left_prefix = np.ascontiguousarray(left_sig[:, :_PREFIX_SLOTS])
+        self.right_prefix = (
+            self.left_prefix if right_sig is left_sig else np.ascontiguousarray(right_sig[:, :_PREFIX_SLOTS])
+        )
 
     def __call__(self, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(near-duplicate mask over ``pairs``, estimated Jaccard of each accepted pair)."""
         if len(pairs) == 0:
             return np.zeros(0, dtype=bool), np.zeros(0)
         li, ri = pairs[:, 0], pairs[:, 1]
-        ok = _pairs_reaching(self.left_sig, self.right_sig, pairs, self.threshold)
+        ok = _pairs_reaching(
+            self.left_sig, self.right_sig, self.left_prefix, self.right_prefix, pairs, self.threshold
+        )
         if self.max_char_edits > 0:
             # OSA distance is at least the length difference: only near-equal lengths can
             # pass, and pairs already accepted need no distance

@@ -9,17 +9,18 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from curation.decontam import remove_test_leaks
-from curation.dedup import dedup_key, drop_duplicates
+from curation.dedup import dedup_key, drop_duplicates, local_signer
 from curation.ingest import InputFileError, parse_csv, parse_frame, parse_jsonl
 from curation.minhash import Signer
 from curation.noise import flag_label_issues
@@ -115,7 +116,7 @@ class CurationRun:
     report_html: str | None = None
     stages_run: list[str] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)  # wall seconds per stage run
-    signer: Signer | None = None  # MinHash signatures off this process (scale.runner); None = here
+    signer: Signer | None = None  # computes MinHash signatures (in process or on Dask: scale.runner)
 
 
 @contextmanager
@@ -280,20 +281,51 @@ def run_curation(
 
 
 @contextmanager
-def signature_runner(scale: ScaleParams, params: Params) -> Iterator[Signer | None]:
-    """Where a run computes MinHash signatures: here (None), or sharded on Dask (scale.runner).
+def signature_runner(scale: ScaleParams, params: Params) -> Iterator[Signer]:
+    """How a run computes MinHash signatures: here, or sharded on Dask (``scale.runner``).
 
-    Either way the signatures are byte-identical, so the curated files are too.
+    Either way the signatures are byte-identical, so the curated files are too; either way
+    they are remembered, so decontam reuses the train signatures dedup computed.
     """
     if scale.runner != "dask":
-        yield None
+        yield RememberedSignatures(local_signer(params.dedup))
         return
     from flows.distributed import dask_signer  # imports prefect and dask: only when asked for
 
     where = scale.dask_address or "a temporary local cluster"
     log.info("signatures: %d shards on Dask (%s)", scale.shards, where)
     with dask_signer(scale, params.dedup) as signer:
-        yield signer
+        yield RememberedSignatures(signer)
+
+
+class RememberedSignatures:
+    """A signer that keeps what it computed and computes only texts it has not seen.
+
+    Dedup signs the distinct normalised train texts; decontam then signs the normalised texts
+    of the rows dedup kept, all of which dedup has signed already.
+    """
+
+    def __init__(self, compute: Signer) -> None:
+        self.compute = compute
+        self.known = pl.DataFrame(schema={"text": pl.String, "_row": pl.Int64})
+        self.signatures: np.ndarray | None = None
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        query = pl.DataFrame({"text": list(texts)}, schema={"text": pl.String})
+        rows = query.join(self.known, on="text", how="left", maintain_order="left")["_row"]
+        missing = query.filter(rows.is_null())["text"].unique(maintain_order=True)
+        if len(missing):
+            fresh = self.compute(missing.to_list())
+            start = 0 if self.signatures is None else len(self.signatures)
+            self.signatures = fresh if self.signatures is None else np.concatenate([self.signatures, fresh])
+            added = pl.DataFrame({"text": missing, "_row": np.arange(start, start + len(missing))})
+            self.known = pl.concat([self.known, added])
+            if len(missing) == len(query):  # all new and distinct: already in query order
+                return fresh
+            rows = query.join(self.known, on="text", how="left", maintain_order="left")["_row"]
+        if self.signatures is None:  # no texts at all
+            return self.compute([])
+        return self.signatures[rows.to_numpy()]
 
 
 def count_test_leaks(train: pl.DataFrame, test: pl.DataFrame) -> int:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 import yaml
@@ -184,3 +185,27 @@ def test_whole_file_error_exits_with_a_message(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "train.txt: unknown format '.txt'" in proc.stderr.replace("\n", "")
+
+
+def test_remembered_signatures_compute_each_text_once() -> None:
+    from curation.minhash import signatures
+    from flows.pipeline import RememberedSignatures
+
+    calls: list[list[str]] = []
+
+    def compute(texts):
+        calls.append(list(texts))
+        return signatures(texts, kind="char", ngram=3, num_perm=16, seed=1)
+
+    signer = RememberedSignatures(compute)
+    first = signer(["card lost", "top up", ""])
+    again = signer(["top up", "new text", "card lost", "top up"])
+    expected = signatures(
+        ["top up", "new text", "card lost", "top up"], kind="char", ngram=3, num_perm=16, seed=1
+    )
+    assert np.array_equal(again, expected) and again.dtype == np.uint32
+    assert np.array_equal(
+        first, signatures(["card lost", "top up", ""], kind="char", ngram=3, num_perm=16, seed=1)
+    )
+    assert calls == [["card lost", "top up", ""], ["new text"]]
+    assert signer([]).shape == (0, 16)
