@@ -148,16 +148,21 @@ def plot(results: list[dict], path: Path) -> None:
 
     names = list(results[0]["stages"])
     rows = [r["rows"] for r in results]
+    totals = np.array([sum(v["seconds"] for v in r["stages"].values()) for r in results])
     fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(9, 3.6))
+    ticks = [f"{n:,}" for n in rows]
     bottom = np.zeros(len(rows))
+    # shares, not seconds: a stacked bar on a log axis would misstate the stages' sizes
     for name in names:
         secs = np.array([r["stages"].get(name, {}).get("seconds", 0.0) for r in results])
-        ax_t.bar([f"{n:,}" for n in rows], secs, bottom=bottom, label=name)
-        bottom += secs
-    ax_t.set_yscale("log")
-    ax_t.set_ylabel("wall seconds (stacked by stage)")
-    ax_t.set_xlabel("train rows")
-    ax_t.legend(fontsize=7)
+        ax_t.bar(ticks, 100 * secs / totals, bottom=bottom, label=name)
+        bottom += 100 * secs / totals
+    for x, total in enumerate(totals):
+        ax_t.text(x, 101, f"{total:.0f} s", ha="center", va="bottom", fontsize=8)
+    ax_t.set_ylim(0, 112)
+    ax_t.set_ylabel("% of wall time by stage")
+    ax_t.set_xlabel("train rows (total wall seconds on top)")
+    ax_t.legend(fontsize=7, loc="lower left")
     ax_m.plot(rows, [r["peak_rss_mib"] / 1024 for r in results], marker="o")
     ax_m.set_xscale("log")
     ax_m.set_xlabel("train rows")
