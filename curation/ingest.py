@@ -106,12 +106,34 @@ def _quarantine_row(split: str, source: str, line: int, raw: str, reason: str, d
     }
 
 
-def _frames(split: str, source: str, rows: list[dict[str, Any]], bad: list[dict[str, Any]]):
-    for r in rows:
-        r["split"], r["source"] = split, source
-    ingested = pl.DataFrame(rows, schema=INGESTED_SCHEMA)
-    quarantine = pl.DataFrame(bad, schema=QUARANTINE_SCHEMA)
-    return assign_ids(ingested), quarantine
+# Records become a polars frame this many at a time: a Python dict per record costs far more
+# memory than its row in a frame, so a million-line file never holds a million dicts at once.
+ROWS_PER_FRAME = 50_000
+
+
+class _Rows:
+    """Canonical records of one file, turned into compact polars frames as they come."""
+
+    def __init__(self, split: str, source: str) -> None:
+        self.split, self.source = split, source
+        self.pending: list[dict[str, Any]] = []
+        self.frames: list[pl.DataFrame] = []
+
+    def add(self, row: dict[str, Any]) -> None:
+        row["split"], row["source"] = self.split, self.source
+        self.pending.append(row)
+        if len(self.pending) >= ROWS_PER_FRAME:
+            self._flush()
+
+    def _flush(self) -> None:
+        self.frames.append(pl.DataFrame(self.pending, schema=INGESTED_SCHEMA))
+        self.pending = []
+
+    def result(self, bad: list[dict[str, Any]]) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """(ingested rows with ids, quarantined lines)."""
+        self._flush()
+        ingested = pl.concat(self.frames, rechunk=True)
+        return assign_ids(ingested), pl.DataFrame(bad, schema=QUARANTINE_SCHEMA)
 
 
 def parse_jsonl(content: bytes, *, split: str, source: str, data: DataParams):
@@ -121,7 +143,7 @@ def parse_jsonl(content: bytes, *, split: str, source: str, data: DataParams):
         (ingested, quarantine): canonical rows, and lines that could not become a record
         (invalid_utf8, invalid_json, not_a_json_object) with the raw line.
     """
-    rows: list[dict[str, Any]] = []
+    rows = _Rows(split, source)
     bad: list[dict[str, Any]] = []
     for lineno, raw_bytes in enumerate(content.splitlines(), start=1):
         try:
@@ -141,8 +163,8 @@ def parse_jsonl(content: bytes, *, split: str, source: str, data: DataParams):
             detail = f"line is a JSON {json_type(record)}, not an object"
             bad.append(_quarantine_row(split, source, lineno, raw, "not_a_json_object", detail))
             continue
-        rows.append({"line": lineno, "raw": raw, **_canonical(record, data)})
-    return _frames(split, source, rows, bad)
+        rows.add({"line": lineno, "raw": raw, **_canonical(record, data)})
+    return rows.result(bad)
 
 
 def parse_csv(content: bytes, *, split: str, source: str, data: DataParams):
@@ -170,7 +192,7 @@ def parse_csv(content: bytes, *, split: str, source: str, data: DataParams):
     except csv.Error as exc:
         raise InputFileError(f"{source}: unreadable CSV header ({exc})") from exc
     _require_text_column(header, source, data)
-    rows: list[dict[str, Any]] = []
+    rows = _Rows(split, source)
     bad: list[dict[str, Any]] = []
     start = reader.line_num + 1
     while True:
@@ -198,8 +220,8 @@ def parse_csv(content: bytes, *, split: str, source: str, data: DataParams):
             continue
         # CSV has no types and no null: an empty field is read as null
         record = {h: (v if v != "" else None) for h, v in zip(header, fields, strict=True)}
-        rows.append({"line": lineno, "raw": raw, **_canonical(record, data)})
-    return _frames(split, source, rows, bad)
+        rows.add({"line": lineno, "raw": raw, **_canonical(record, data)})
+    return rows.result(bad)
 
 
 def _undecodable(b: bytes) -> bool:
@@ -229,11 +251,11 @@ def _require_text_column(columns: list[str], source: str, data: DataParams) -> N
 def parse_frame(frame: pl.DataFrame, *, split: str, source: str, data: DataParams):
     """Canonicalise an already-typed frame (Parquet). Line numbers are 1-based row numbers."""
     _require_text_column(frame.columns, source, data)
-    rows = []
+    rows = _Rows(split, source)
     for lineno, record in enumerate(frame.iter_rows(named=True), start=1):
         raw = json.dumps(record, ensure_ascii=False, sort_keys=True, default=str)
-        rows.append({"line": lineno, "raw": raw, **_canonical(record, data)})
-    return _frames(split, source, rows, [])
+        rows.add({"line": lineno, "raw": raw, **_canonical(record, data)})
+    return rows.result([])
 
 
 def text_hash(texts: pl.Expr) -> pl.Expr:

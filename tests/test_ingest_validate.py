@@ -152,3 +152,23 @@ def test_whole_file_problems_name_the_file(
     with pytest.raises(InputFileError) as err:
         read_input(path, split="train", params=params_from_dict({}))
     assert str(path) in str(err.value) and message in str(err.value)
+
+
+def test_records_are_framed_in_chunks_with_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large files are turned into frames a chunk of records at a time; chunk edges change
+    nothing: rows, line numbers, derived ids and quarantined lines are the same."""
+    import curation.ingest as ingest
+
+    lines = [json.dumps({"text": f"row {i % 7}", "label": LABELS[i % 2], "x": i}).encode() for i in range(25)]
+    lines[5], lines[17] = b"{broken", b""
+    content = b"\n".join(lines)
+    csv_content = b"text,label\n" + b"\n".join(f"row {i % 5},{LABELS[i % 2]}".encode() for i in range(25))
+    whole = parse_jsonl(content, split="train", source="t.jsonl", data=DATA)
+    whole_csv = parse_csv(csv_content, split="train", source="t.csv", data=DATA)
+    monkeypatch.setattr(ingest, "ROWS_PER_FRAME", 4)
+    chunked = parse_jsonl(content, split="train", source="t.jsonl", data=DATA)
+    chunked_csv = parse_csv(csv_content, split="train", source="t.csv", data=DATA)
+    for a, b in ((whole, chunked), (whole_csv, chunked_csv)):
+        assert a[0].equals(b[0]) and a[1].equals(b[1])
+    assert whole[0].height == 23 and whole[1]["line"].to_list() == [6]
+    assert whole[0]["id"].n_unique() == 23  # repeated texts get -2, -3... across chunk edges
