@@ -8,6 +8,7 @@ dropped silently but flagged ``conflicting_duplicate`` and held for review.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from functools import partial
 from typing import NamedTuple
 
@@ -55,12 +56,39 @@ def local_signer(cfg: DedupParams) -> Signer:
     return partial(signatures, kind=cfg.shingle, ngram=cfg.ngram, num_perm=cfg.num_perm, seed=cfg.seed)
 
 
+# signatures -> blocks of LSH candidate pairs (i, j), i < j; a block is verified as it comes
+CandidateSource = Callable[[np.ndarray], Iterable[np.ndarray]]
+
+
+def banded_candidates(cfg: DedupParams) -> CandidateSource:
+    """LSH candidates in memory, ``cfg.bands_per_pass`` bands at a time (datasketch's bands).
+
+    On dense data the pairs of all bands at once do not fit in memory while the verified ones
+    are few. A pair found in two passes is verified twice, with the same result, so the
+    outcome does not depend on the passes.
+    """
+
+    def blocks(sig: np.ndarray) -> Iterable[np.ndarray]:
+        bands, rows = lsh_bands(cfg.lsh_threshold, cfg.num_perm)
+        keys = band_keys(sig, bands=bands, rows=rows)
+        for lo in range(0, bands, cfg.bands_per_pass):
+            yield candidate_pairs(keys[:, lo : lo + cfg.bands_per_pass])
+
+    return blocks
+
+
 def near_duplicate_clusters(
-    norm_texts: list[str], *, cfg: DedupParams, signer: Signer | None = None
+    norm_texts: list[str],
+    *,
+    cfg: DedupParams,
+    signer: Signer | None = None,
+    candidates: CandidateSource | None = None,
 ) -> tuple[np.ndarray, dict]:
     """Cluster distinct normalised texts that are near duplicates (see ``PairVerifier``).
 
-    ``signer`` computes the MinHash signatures (default: :func:`local_signer`).
+    ``signer`` computes the MinHash signatures (default: :func:`local_signer`); ``candidates``
+    turns them into LSH candidate pairs (default: :func:`banded_candidates`; the pipeline may
+    use an index in Redis, which gives the same pairs).
 
     Returns:
         (cluster id per text, {(i, j): similarity} for the verified pairs).
@@ -69,8 +97,6 @@ def near_duplicate_clusters(
     if n == 0:
         return np.zeros(0, dtype=np.int64), {}
     sig = (signer or local_signer(cfg))(norm_texts)
-    bands, rows = lsh_bands(cfg.lsh_threshold, cfg.num_perm)
-    keys = band_keys(sig, bands=bands, rows=rows)
     code = np.array([n, 1], dtype=np.int64)  # one int64 per pair: 1-D unique is fast
     verifier = PairVerifier(
         norm_texts,
@@ -81,12 +107,8 @@ def near_duplicate_clusters(
         max_char_edits=cfg.max_char_edits,
         word_order=cfg.word_order,
     )
-    # Candidates are generated and verified a few bands at a time: on dense data the pairs of
-    # all bands at once do not fit in memory, the verified ones are few. A pair found in two
-    # passes is verified twice, with the same result, so the outcome does not depend on it.
     found_codes, found_sims, n_candidates = [], [], 0
-    for lo in range(0, bands, cfg.bands_per_pass):
-        block = candidate_pairs(keys[:, lo : lo + cfg.bands_per_pass])
+    for block in (candidates or banded_candidates(cfg))(sig):
         n_candidates += len(block)
         ok, sims = verifier(block)
         found_codes.append(block[ok] @ code)
@@ -105,26 +127,26 @@ def near_duplicate_clusters(
         (np.ones(len(verified), dtype=np.int8), (verified[:, 0], verified[:, 1])), shape=(n, n)
     )
     _, labels = connected_components(graph, directed=False)
-    log.info(
-        "dedup: %d distinct texts, %d LSH candidate pairs, %d verified (b=%d, r=%d)",
-        n,
-        n_candidates,
-        len(verified),
-        bands,
-        rows,
-    )
+    log.info("dedup: %d distinct texts, %d LSH candidate pairs, %d verified", n, n_candidates, len(verified))
     return labels.astype(np.int64), {
         (int(i), int(j)): float(s) for (i, j), s in zip(verified, verified_sims, strict=True)
     }
 
 
-def drop_duplicates(train: pl.DataFrame, *, cfg: DedupParams, signer: Signer | None = None) -> StepResult:
+def drop_duplicates(
+    train: pl.DataFrame,
+    *,
+    cfg: DedupParams,
+    signer: Signer | None = None,
+    candidates: CandidateSource | None = None,
+) -> StepResult:
     """Remove exact and near duplicates from the validated train rows.
 
     Args:
         train: validated rows with at least id, line, text, label, text_hash.
         cfg: the ``dedup`` section of params.yaml.
         signer: computes MinHash signatures (default in process; the pipeline may shard it).
+        candidates: LSH candidate pairs from signatures (default in memory; or Redis).
 
     Returns:
         kept: one representative per cluster plus all singletons;
@@ -135,7 +157,9 @@ def drop_duplicates(train: pl.DataFrame, *, cfg: DedupParams, signer: Signer | N
     keys = frame.select(pl.col("_key").unique(maintain_order=True)).to_series()
     # sort distinct keys so cluster numbering never depends on row order or process
     keys = keys.sort()
-    cluster_of_key, sims = near_duplicate_clusters(keys.to_list(), cfg=cfg, signer=signer)
+    cluster_of_key, sims = near_duplicate_clusters(
+        keys.to_list(), cfg=cfg, signer=signer, candidates=candidates
+    )
     key_index = pl.DataFrame({"_key": keys, "_kid": np.arange(len(keys)), "_cluster": cluster_of_key})
     frame = frame.join(key_index, on="_key", how="left")
     reps = (

@@ -26,7 +26,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from curation.minhash import Signer, signatures
+from curation.minhash import signatures
 from schemas.params import DedupParams
 from schemas.scale_params import ScaleParams
 
@@ -99,17 +99,17 @@ def distributed_signatures(texts: Sequence[str], *, cfg: DedupParams, scale: Sca
 
 
 @contextmanager
-def dask_signer(scale: ScaleParams, cfg: DedupParams) -> Iterator[Signer]:
-    """A signature function for a whole curation run that shards over Dask.
+def on_dask(scale: ScaleParams) -> Iterator[ScaleParams]:
+    """``scale`` with a Dask scheduler to run on, for the length of a whole curation run.
 
-    With ``scale.dask_address`` it uses that cluster. Without, one temporary local cluster
+    With ``scale.dask_address`` that cluster. Without, one temporary local cluster
     (``scale.shards`` single-threaded worker processes) serves every call of the run and is
-    closed at the end. Workers report their task runs to the same Prefect API as this
-    process: ``PREFECT_API_URL`` when set, else the ephemeral server Prefect itself would
-    start here (a worker left without one would start a server of its own).
+    closed at the end. Its workers report task runs to the same Prefect API as this process:
+    ``PREFECT_API_URL`` when set, else the ephemeral server Prefect itself would start here
+    (a worker left without one would start a server of its own).
     """
     if scale.dask_address:
-        yield lambda texts: distributed_signatures(texts, cfg=cfg, scale=scale)
+        yield scale
         return
     from distributed import LocalCluster
     from prefect.settings import PREFECT_API_URL
@@ -128,8 +128,7 @@ def dask_signer(scale: ScaleParams, cfg: DedupParams) -> Iterator[Signer]:
         dashboard_address=None,
         env={"PREFECT_API_URL": api_url},  # added to the environment the workers inherit
     ) as cluster:
-        on_cluster = dataclasses.replace(scale, dask_address=cluster.scheduler_address)
-        yield lambda texts: distributed_signatures(texts, cfg=cfg, scale=on_cluster)
+        yield dataclasses.replace(scale, dask_address=cluster.scheduler_address)
 
 
 # --- the LSH index in Redis -------------------------------------------------------------

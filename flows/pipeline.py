@@ -10,7 +10,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ import polars as pl
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from curation.decontam import remove_test_leaks
-from curation.dedup import dedup_key, drop_duplicates, local_signer
+from curation.dedup import CandidateSource, dedup_key, drop_duplicates, local_signer
 from curation.ingest import InputFileError, parse_csv, parse_frame, parse_jsonl
 from curation.minhash import Signer
 from curation.noise import flag_label_issues
@@ -117,6 +117,7 @@ class CurationRun:
     stages_run: list[str] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)  # wall seconds per stage run
     signer: Signer | None = None  # computes MinHash signatures (in process or on Dask: scale.runner)
+    candidates: CandidateSource | None = None  # LSH candidates; None = banded in memory by dedup
 
 
 @contextmanager
@@ -159,7 +160,7 @@ def validate_stage(run: CurationRun) -> str:
 
 def dedup_stage(run: CurationRun) -> str:
     """Exact and near duplicates out; conflicting-label duplicates held for review."""
-    result = drop_duplicates(run.train, cfg=run.params.dedup, signer=run.signer)
+    result = drop_duplicates(run.train, cfg=run.params.dedup, signer=run.signer, candidates=run.candidates)
     run.train, run.removed = result.kept, pl.concat([run.removed, result.removed])
     run.flags = pl.concat([run.flags, result.flags])
     return f"{result.removed.height} removed, {result.flags.height} conflicts"
@@ -250,7 +251,10 @@ def run_curation(
         raise ValueError(f"unknown stage {until!r}; stages: {STAGES}")
     run = CurationRun(params=params)
     scale = scale_params_from_dict(params.section("scale"))
-    with stage_progress(show_progress) as progress, signature_runner(scale, params) as run.signer:
+    with (
+        stage_progress(show_progress) as progress,
+        scale_hooks(scale, params) as (run.signer, run.candidates),
+    ):
         todo = STAGES[: STAGES.index(until) + 1]
         task = progress.add_task("curate", total=len(todo), note="") if progress else None
 
@@ -281,21 +285,38 @@ def run_curation(
 
 
 @contextmanager
-def signature_runner(scale: ScaleParams, params: Params) -> Iterator[Signer]:
-    """How a run computes MinHash signatures: here, or sharded on Dask (``scale.runner``).
+def scale_hooks(scale: ScaleParams, params: Params) -> Iterator[tuple[Signer, CandidateSource | None]]:
+    """How a run computes MinHash signatures and LSH candidates (``params.yaml → scale``).
 
-    Either way the signatures are byte-identical, so the curated files are too; either way
-    they are remembered, so decontam reuses the train signatures dedup computed.
+    Signatures: here, or sharded on Dask (``scale.runner``). Candidates: banded in memory by
+    dedup itself (None), or from an index that Prefect tasks build in Redis
+    (``scale.redis_host``). Either way they are identical, so the curated files are too; and
+    the signatures are remembered, so decontam reuses those dedup computed.
     """
-    if scale.runner != "dask":
-        yield RememberedSignatures(local_signer(params.dedup))
+    local = RememberedSignatures(local_signer(params.dedup))
+    if scale.runner != "dask" and scale.redis_host is None:
+        yield local, None
         return
-    from flows.distributed import dask_signer  # imports prefect and dask: only when asked for
+    # imports prefect, dask and redis: only when asked for
+    from flows.distributed import distributed_signatures, on_dask, redis_candidate_pairs
 
-    where = scale.dask_address or "a temporary local cluster"
-    log.info("signatures: %d shards on Dask (%s)", scale.shards, where)
-    with dask_signer(scale, params.dedup) as signer:
-        yield RememberedSignatures(signer)
+    with on_dask(scale) if scale.runner == "dask" else nullcontext(scale) as scale:
+        log.info(
+            "scale: signatures %s, LSH index %s", scale.dask_address or "here", scale.redis_host or "here"
+        )
+        signer = local
+        if scale.runner == "dask":
+            signer = RememberedSignatures(
+                lambda texts: distributed_signatures(texts, cfg=params.dedup, scale=scale)
+            )
+        candidates = None
+        if scale.redis_host is not None:
+            cfg = params.dedup
+
+            def candidates(sig: np.ndarray) -> list[np.ndarray]:
+                return [redis_candidate_pairs(sig, threshold=cfg.lsh_threshold, seed=cfg.seed, scale=scale)]
+
+        yield signer, candidates
 
 
 class RememberedSignatures:

@@ -128,6 +128,7 @@ def test_dask_runner_gives_the_same_files(corrupted, curated) -> None:
     params["scale"] = {"runner": "dask", "shards": 2}
     (root / "params_dask.yaml").write_text(yaml.safe_dump(params))
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(root / "prefect_home")  # the ephemeral server's database, not ~/.prefect
     files = ("--train", str(root / "train.jsonl"), "--test", str(root / "test.jsonl"))
     proc = _curagate(
         "curate",

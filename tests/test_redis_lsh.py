@@ -130,3 +130,46 @@ def test_redis_host_is_required(shards: int) -> None:
         redis_candidate_pairs(
             np.zeros((2, 16), dtype=np.uint32), threshold=0.5, seed=1, scale=ScaleParams(shards=shards)
         )
+
+
+@pytest.mark.slow  # real Redis and Prefect servers: the integration tier
+@requires_redis
+def test_curate_with_the_index_in_redis_gives_the_same_files(
+    tmp_path, banking_train, redis_port, prefect_api
+):
+    """`scale.redis_host` set: `run_curation`'s dedup takes its LSH candidates from an index
+    built in Redis; the curated files are byte-identical to the in-memory run."""
+    import json
+
+    import polars as pl
+    import yaml
+
+    from benchmarks.synth import generate
+    from flows.pipeline import run_curation, write_outputs
+    from schemas.params import params_from_dict
+    from tests.conftest import ROOT
+
+    data = generate(1500, seed=4, base=banking_train)
+    with (tmp_path / "train.jsonl").open("w") as f:
+        for i, (text, label) in enumerate(zip(data.texts, data.labels, strict=True)):
+            f.write(json.dumps({"id": f"r{i}", "text": text, "label": label}) + "\n")
+    pl.DataFrame({"id": ["t0"], "text": ["how do i top up"], "label": [data.labels[0]]}).write_ndjson(
+        tmp_path / "test.jsonl"
+    )
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["data"]["columns"]["label"] = "label"
+    raw["data"]["labels"] = str(ROOT / "data" / "raw" / "categories.json")
+    raw["noise"]["enabled"] = False
+    outs = {}
+    for name, scale in (("memory", {}), ("redis", {"redis_host": "127.0.0.1", "redis_port": redis_port})):
+        params = params_from_dict({**raw, "scale": scale})
+        run = run_curation(
+            tmp_path / "train.jsonl", tmp_path / "test.jsonl", params=params, show_progress=False
+        )
+        assert (run.candidates is None) == (name == "memory")
+        write_outputs(run, tmp_path / name)
+        outs[name] = tmp_path / name
+    removed = pl.read_parquet(outs["memory"] / "removed.parquet")
+    assert (removed["reason"] == "near_duplicate").sum() > 20  # the injected copies are found
+    for file in ("train.parquet", "removed.parquet", "flags.parquet", "quality.json"):
+        assert (outs["memory"] / file).read_bytes() == (outs["redis"] / file).read_bytes(), file
