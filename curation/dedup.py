@@ -83,12 +83,14 @@ def near_duplicate_clusters(
     cfg: DedupParams,
     signer: Signer | None = None,
     candidates: CandidateSource | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> tuple[np.ndarray, dict]:
     """Cluster distinct normalised texts that are near duplicates (see ``PairVerifier``).
 
     ``signer`` computes the MinHash signatures (default: :func:`local_signer`); ``candidates``
     turns them into LSH candidate pairs (default: :func:`banded_candidates`; the pipeline may
-    use an index in Redis, which gives the same pairs).
+    use an index in Redis, which gives the same pairs). ``progress`` is called with a short
+    message after each block of candidates.
 
     Returns:
         (cluster id per text, {(i, j): similarity} for the verified pairs).
@@ -108,11 +110,13 @@ def near_duplicate_clusters(
         word_order=cfg.word_order,
     )
     found_codes, found_sims, n_candidates = [], [], 0
-    for block in (candidates or banded_candidates(cfg))(sig):
+    for k, block in enumerate((candidates or banded_candidates(cfg))(sig), start=1):
         n_candidates += len(block)
         ok, sims = verifier(block)
         found_codes.append(block[ok] @ code)
         found_sims.append(sims)
+        if progress:
+            progress(f"LSH block {k}: {n_candidates:,} candidate pairs checked")
     if verifier.left_bag is not None:  # word-order copies, which LSH may miss
         block = same_key_pairs(verifier.left_bag)
         ok, sims = verifier(block)
@@ -139,6 +143,7 @@ def drop_duplicates(
     cfg: DedupParams,
     signer: Signer | None = None,
     candidates: CandidateSource | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> StepResult:
     """Remove exact and near duplicates from the validated train rows.
 
@@ -147,6 +152,7 @@ def drop_duplicates(
         cfg: the ``dedup`` section of params.yaml.
         signer: computes MinHash signatures (default in process; the pipeline may shard it).
         candidates: LSH candidate pairs from signatures (default in memory; or Redis).
+        progress: called with a short message as candidate blocks are verified.
 
     Returns:
         kept: one representative per cluster plus all singletons;

@@ -40,6 +40,8 @@ def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) ->
         format="%(message)s",
         handlers=[RichHandler(console=console, show_path=False)],
     )
+    # libraries' INFO chatter (matplotlib's categorical-axis notes) is not for data engineers
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
 
 
 def _run(

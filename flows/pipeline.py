@@ -158,9 +158,11 @@ def validate_stage(run: CurationRun) -> str:
     return f"{run.quarantine.height} quarantined"
 
 
-def dedup_stage(run: CurationRun) -> str:
+def dedup_stage(run: CurationRun, note: ProgressNote | None = None) -> str:
     """Exact and near duplicates out; conflicting-label duplicates held for review."""
-    result = drop_duplicates(run.train, cfg=run.params.dedup, signer=run.signer, candidates=run.candidates)
+    result = drop_duplicates(
+        run.train, cfg=run.params.dedup, signer=run.signer, candidates=run.candidates, progress=note
+    )
     run.train, run.removed = result.kept, pl.concat([run.removed, result.removed])
     run.flags = pl.concat([run.flags, result.flags])
     return f"{result.removed.height} removed, {result.flags.height} conflicts"
@@ -265,7 +267,7 @@ def run_curation(
         stage_calls = {
             "ingest": lambda: ingest_stage(run, train_path, test_path, params_dir),
             "validate": lambda: validate_stage(run),
-            "dedup": lambda: dedup_stage(run),
+            "dedup": lambda: dedup_stage(run, note),
             "decontam": lambda: decontam_stage(run),
             "noise": lambda: noise_stage(run, note),
             "curate": lambda: curate_stage(run, reviews_path),
