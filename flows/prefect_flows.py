@@ -32,10 +32,12 @@ from flows.pipeline import (
     ingest_stage,
     noise_stage,
     report_stage,
+    scale_hooks,
     validate_stage,
     write_outputs,
 )
 from schemas.params import Params, load_params
+from schemas.scale_params import scale_params_from_dict
 from training.train import file_md5
 
 # Stage tasks pass a CurationRun (polars frames) along: hashing it for a cache key would
@@ -305,8 +307,10 @@ def curate_dataset(
     params = load_params(params_file)
     run = ingest_task(Path(train), Path(test), params, params_file.parent)
     run = validate_task(run)
-    run = dedup_task(run)
-    run = decontam_task(run)
+    # params.yaml → scale: signatures on Dask, dedup's LSH index in Redis (same files either way)
+    with scale_hooks(scale_params_from_dict(params.section("scale")), params) as (run.signer, run.candidates):
+        run = dedup_task(run)
+        run = decontam_task(run)
     run = noise_task(run)
     run = curate_task(run, Path(reviews) if reviews else None)
     run = report_task(run)
