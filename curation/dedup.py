@@ -131,7 +131,15 @@ def near_duplicate_clusters(
         (np.ones(len(verified), dtype=np.int8), (verified[:, 0], verified[:, 1])), shape=(n, n)
     )
     _, labels = connected_components(graph, directed=False)
-    log.info("dedup: %d distinct texts, %d LSH candidate pairs, %d verified", n, n_candidates, len(verified))
+    bands, rows = lsh_bands(cfg.lsh_threshold, cfg.num_perm)
+    log.info(
+        "dedup: %d distinct texts, %d LSH candidate pairs, %d verified (b=%d, r=%d)",
+        n,
+        n_candidates,
+        len(verified),
+        bands,
+        rows,
+    )
     return labels.astype(np.int64), {
         (int(i), int(j)): float(s) for (i, j), s in zip(verified, verified_sims, strict=True)
     }
@@ -164,7 +172,7 @@ def drop_duplicates(
     # sort distinct keys so cluster numbering never depends on row order or process
     keys = keys.sort()
     cluster_of_key, sims = near_duplicate_clusters(
-        keys.to_list(), cfg=cfg, signer=signer, candidates=candidates
+        keys.to_list(), cfg=cfg, signer=signer, candidates=candidates, progress=progress
     )
     key_index = pl.DataFrame({"_key": keys, "_kid": np.arange(len(keys)), "_cluster": cluster_of_key})
     frame = frame.join(key_index, on="_key", how="left")

@@ -226,9 +226,11 @@ def flag_label_issues(
     # every row looks like it might belong there and the estimated number of issues balloons.
     # Such classes stay out of the estimate; their rows are flagged when the model prefers
     # another label (a reviewer then confirms a rare label or fixes a wrong one).
-    rare_row = counts[y] < cfg.min_class_rows
-    issues = rare_row & (suggested != y)
     learnable = np.flatnonzero(counts >= cfg.min_class_rows)
+    if len(learnable) < 2:  # tiny data: no estimate without them, so keep every class in it
+        learnable = present
+    rare_row = counts[y] < counts[learnable].min()
+    issues = rare_row & (suggested != y)
     if len(learnable) >= 2:
         rows = np.flatnonzero(~rare_row)
         main = probs[np.ix_(rows, learnable)]

@@ -279,10 +279,13 @@ def run_curation(
             started = time.perf_counter()
             summary = stage_calls[name]()
             run.stage_seconds[name] = round(time.perf_counter() - started, 3)
+            if name == "decontam" and isinstance(run.signer, RememberedSignatures):
+                run.signer.forget()  # nothing signs after decontam: free the signatures
             run.stages_run.append(name)
             log.info("%s: %s", name, summary)
             if progress is not None and task is not None:
                 progress.update(task, advance=1, note=summary)
+    run.signer = run.candidates = None  # they may hold a closed Dask cluster
     return run
 
 
@@ -349,6 +352,11 @@ class RememberedSignatures:
         if self.signatures is None:  # no texts at all
             return self.compute([])
         return self.signatures[rows.to_numpy()]
+
+    def forget(self) -> None:
+        """Drop what was remembered (the signatures of a million texts are ~0.5 GB)."""
+        self.known = self.known.clear()
+        self.signatures = None
 
 
 def count_test_leaks(train: pl.DataFrame, test: pl.DataFrame) -> int:

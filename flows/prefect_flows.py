@@ -311,6 +311,7 @@ def curate_dataset(
     with scale_hooks(scale_params_from_dict(params.section("scale")), params) as (run.signer, run.candidates):
         run = dedup_task(run)
         run = decontam_task(run)
+    run.signer = run.candidates = None  # free the remembered signatures before noise
     run = noise_task(run)
     run = curate_task(run, Path(reviews) if reviews else None)
     run = report_task(run)

@@ -156,6 +156,8 @@ class NoiseParams:
             raise ValueError("folds must be >= 2")
         if self.max_fit_rows is not None and self.max_fit_rows < 1:
             raise ValueError("max_fit_rows must be >= 1 or null")
+        if self.n_jobs == 0:
+            raise ValueError("n_jobs must be a number of threads or -1 (all cores), not 0")
         if self.min_fit_rows_per_class < 1 or self.min_class_rows < 1:
             raise ValueError("min_fit_rows_per_class and min_class_rows must be >= 1")
         allowed = {"tfidf_word", "tfidf_char", "hashed", "embedding"}

@@ -210,3 +210,6 @@ def test_remembered_signatures_compute_each_text_once() -> None:
     )
     assert calls == [["card lost", "top up", ""], ["new text"]]
     assert signer([]).shape == (0, 16)
+    signer.forget()
+    signer(["top up"])
+    assert calls[-1] == ["top up"]  # forgotten: signed again

@@ -266,3 +266,17 @@ def test_pair_verifier_equals_the_rule_checked_pair_by_pair() -> None:
     lb, rb = word_bag_ids(["a b", "b  a", ""], ["a b b", "b a"])
     assert lb[0] == lb[1] == rb[1] and lb[0] != rb[0] and lb[2] not in (lb[0], rb[0])
     assert same_key_pairs(np.array([3, 1, 3, 3])).tolist() == [[0, 2], [0, 3], [2, 3]]
+
+
+def test_dedup_reports_progress_per_candidate_block() -> None:
+    from curation.minhash import lsh_bands
+
+    texts = ["my card was declined", "my card was declined!", "how do i top up", "how do i top up?"]
+    frame = pl.DataFrame(
+        {"id": ["a", "b", "c", "d"], "line": [1, 2, 3, 4], "text": texts, "label": ["x", "x", "y", "y"]}
+    ).with_columns(split=pl.lit("train"), text_hash=pl.col("text"))
+    notes: list[str] = []
+    cfg = DedupParams(bands_per_pass=8)
+    drop_duplicates(frame, cfg=cfg, progress=notes.append)
+    bands, _ = lsh_bands(cfg.lsh_threshold, cfg.num_perm)
+    assert len(notes) == -(-bands // 8) and notes[-1].startswith(f"LSH block {len(notes)}:")

@@ -72,6 +72,10 @@ def test_out_of_fold_checks_labels() -> None:
         {"alpha": 0.0},
         {"filter_by": "nope"},
         {"folds": 1},
+        {"n_jobs": 0},
+        {"max_fit_rows": 0},
+        {"min_fit_rows_per_class": 0},
+        {"min_class_rows": 0},
     ],
 )
 def test_bad_params_raise(bad: dict) -> None:

@@ -135,7 +135,7 @@ def test_redis_host_is_required(shards: int) -> None:
 @pytest.mark.slow  # real Redis and Prefect servers: the integration tier
 @requires_redis
 def test_curate_with_the_index_in_redis_gives_the_same_files(
-    tmp_path, banking_train, redis_port, prefect_api
+    tmp_path, monkeypatch, banking_train, redis_port, prefect_api
 ):
     """`scale.redis_host` set: `run_curation`'s dedup takes its LSH candidates from an index
     built in Redis; the curated files are byte-identical to the in-memory run."""
@@ -160,13 +160,23 @@ def test_curate_with_the_index_in_redis_gives_the_same_files(
     raw["data"]["columns"]["label"] = "label"
     raw["data"]["labels"] = str(ROOT / "data" / "raw" / "categories.json")
     raw["noise"]["enabled"] = False
+    import flows.distributed
+
+    calls = []
+    real = flows.distributed.redis_candidate_pairs
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(flows.distributed, "redis_candidate_pairs", counted)
     outs = {}
     for name, scale in (("memory", {}), ("redis", {"redis_host": "127.0.0.1", "redis_port": redis_port})):
         params = params_from_dict({**raw, "scale": scale})
         run = run_curation(
             tmp_path / "train.jsonl", tmp_path / "test.jsonl", params=params, show_progress=False
         )
-        assert (run.candidates is None) == (name == "memory")
+        assert len(calls) == (name == "redis")  # the index in Redis gave dedup its candidates
         write_outputs(run, tmp_path / name)
         outs[name] = tmp_path / name
     removed = pl.read_parquet(outs["memory"] / "removed.parquet")
