@@ -81,6 +81,24 @@ def _cli(*args: str, cwd: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
+def _flow_equals_cli(root: Path, *, cli_params: str, flow_params: str, out: str) -> Any:
+    """`curagate curate` (into ``root/cli``) and the curate-dataset flow (into ``root/out``):
+    the flow completes and writes the CLI's files byte for byte; returns its final state."""
+    raw = ("--train", str(root / "raw/train.csv"), "--test", str(root / "raw/test.csv"))
+    _cli("curate", *raw, "--params", str(root / cli_params), "--out", str(root / "cli"), "--quiet", cwd=ROOT)
+    state = curate_dataset(
+        train=str(root / "raw/train.csv"),
+        test=str(root / "raw/test.csv"),
+        params_path=str(root / flow_params),
+        out=str(root / out),
+        return_state=True,
+    )
+    assert state.is_completed()
+    for name in CURATED_FILES:
+        assert file_md5(root / out / name) == file_md5(root / "cli" / name), name
+    return state
+
+
 def _artifacts(flow_run_id: UUID) -> dict[str, Any]:
     """Artifacts of one flow run by key (raw API call: 3.8's client.read_artifacts sends
     null filters the server rejects, and empty ones exclude flow-level artifacts)."""
@@ -105,30 +123,10 @@ def test_curate_dataset_flow_shards_signatures_when_params_say_dask(harness, tin
 
     root = tiny_inputs
     params = yaml.safe_load((root / "params.yaml").read_text())
-    raw = ("--train", str(root / "raw/train.csv"), "--test", str(root / "raw/test.csv"))
-    _cli(
-        "curate",
-        *raw,
-        "--params",
-        str(root / "params.yaml"),
-        "--out",
-        str(root / "local"),
-        "--quiet",
-        cwd=ROOT,
-    )
     (root / "params_dask.yaml").write_text(
         yaml.safe_dump({**params, "scale": {"runner": "dask", "shards": 2}})
     )
-    state = curate_dataset(
-        train=str(root / "raw/train.csv"),
-        test=str(root / "raw/test.csv"),
-        params_path=str(root / "params_dask.yaml"),
-        out=str(root / "dask"),
-        return_state=True,
-    )
-    assert state.is_completed()
-    for name in CURATED_FILES:
-        assert file_md5(root / "dask" / name) == file_md5(root / "local" / name), name
+    _flow_equals_cli(root, cli_params="params.yaml", flow_params="params_dask.yaml", out="dask")
     body = {"flows": {"name": {"any_": ["sharded-signatures"]}}, "limit": 50, "offset": 0, "sort": "ID_DESC"}
     with get_client(sync_client=True) as client:  # raw call: see _artifacts
         shard_runs = client.request("POST", "/flow_runs/filter", json=body).json()  # type: ignore[arg-type]
@@ -138,31 +136,10 @@ def test_curate_dataset_flow_shards_signatures_when_params_say_dask(harness, tin
 @pytest.mark.slow
 def test_curate_dataset_flow_writes_the_cli_files_and_publishes_artifacts(harness, tiny_inputs: Path) -> None:
     root = tiny_inputs
-    common = ["--train", str(root / "raw/train.csv"), "--test", str(root / "raw/test.csv")]
-    _cli(
-        "curate",
-        *common,
-        "--params",
-        str(root / "params.yaml"),
-        "--out",
-        str(root / "cli"),
-        "--quiet",
-        cwd=ROOT,
-    )
+    state = _flow_equals_cli(root, cli_params="params.yaml", flow_params="params.yaml", out="flow")
     _cli("gate", "--curated", str(root / "cli"), "--params", str(root / "params.yaml"),
          "--out", str(root / "cli/gate.json"), cwd=ROOT)  # fmt: skip
-
-    state = curate_dataset(
-        train=str(root / "raw/train.csv"),
-        test=str(root / "raw/test.csv"),
-        params_path=str(root / "params.yaml"),
-        out=str(root / "flow"),
-        return_state=True,
-    )
-    assert state.is_completed()
     summary = state.result()
-    for name in CURATED_FILES:
-        assert file_md5(root / "flow" / name) == file_md5(root / "cli" / name), name
     cli_gate = json.loads((root / "cli/gate.json").read_text())
     flow_gate = json.loads((root / "flow/gate.json").read_text())
     assert {**flow_gate, "quality_file": None} == {**cli_gate, "quality_file": None}
