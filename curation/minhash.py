@@ -302,6 +302,16 @@ def cross_pairs(left_keys: np.ndarray, right_keys: np.ndarray) -> np.ndarray:
     return _unique_pairs(np.repeat(left_docs[hit], counts) * n_right + matched, n_right)
 
 
+# Early rejection: the first _PREFIX_SLOTS slots of every signature are kept in a compact copy
+# (a quarter of the bytes, so much more of it stays in cache) and compared first;
+# a pair whose slots so far already disagree too often cannot reach the Jaccard threshold and
+# is dropped, the rest continue _SLOTS_PER_STEP slots at a time. Most LSH candidates are
+# rejected after the prefix; the decision is exact, not an approximation.
+_PREFIX_SLOTS = 32
+_SLOTS_PER_STEP = 16
+_PAIRS_PER_CHUNK = 65_536  # pairs compared together (bounds the gathered rows' memory)
+
+
 def estimated_jaccard(sig_a: np.ndarray, sig_b: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     """Fraction of equal signature slots for each pair (datasketch's ``MinHash.jaccard``)."""
     if len(pairs) == 0:
@@ -335,16 +345,6 @@ def word_bag_ids(*text_lists: Sequence[str]) -> list[np.ndarray]:
     ]
 
 
-# Early rejection: the first _PREFIX_SLOTS slots of every signature are kept in a compact copy
-# (a quarter of the bytes, so much more of it stays in cache) and compared first;
-# a pair whose slots so far already disagree too often cannot reach the Jaccard threshold and
-# is dropped, the rest continue _SLOTS_PER_STEP slots at a time. Most LSH candidates are
-# rejected after the prefix; the decision is exact, not an approximation.
-_PREFIX_SLOTS = 32
-_SLOTS_PER_STEP = 16
-_PAIRS_PER_CHUNK = 65_536  # pairs compared together (bounds the gathered rows' memory)
-
-
 def _pairs_reaching(
     sig_a: np.ndarray,
     sig_b: np.ndarray,
@@ -365,7 +365,7 @@ def _pairs_reaching(
     ok = np.zeros(len(pairs), dtype=bool)
     for s in range(0, len(pairs), _PAIRS_PER_CHUNK):
         chunk = pairs[s : s + _PAIRS_PER_CHUNK]
-        equal = np.count_nonzero(prefix_a[chunk[:, 0]] == prefix_b[chunk[:, 1]], axis=1)
+        equal = _equal_slots(prefix_a, prefix_b, chunk)
         alive = np.flatnonzero(reachable(equal, first))
         equal = equal[alive]
         for lo in range(first, num_perm, _SLOTS_PER_STEP):
