@@ -106,3 +106,9 @@ def remove_test_leaks(
         removed=removed.cast(REMOVED_SCHEMA).sort("line"),
         flags=pl.DataFrame(schema=FLAGS_SCHEMA),
     )
+
+
+def count_test_leaks(train: pl.DataFrame, test: pl.DataFrame) -> int:
+    """Exact (normalised) test texts still present in curated train: must be 0."""
+    keys = test.select(dedup_key(pl.col("text")).alias("k"))["k"].implode()
+    return int(train.select(dedup_key(pl.col("text")).is_in(keys).sum()).item())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+from collections.abc import Sequence
 from typing import Any
 
 import matplotlib
@@ -17,7 +18,7 @@ matplotlib.use("Agg")  # headless: no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import polars as pl  # noqa: E402
 
-from schemas.records import FLAG_ISSUES, REMOVAL_REASONS  # noqa: E402
+from schemas.records import FLAG_ISSUES  # noqa: E402
 
 
 def quality_metrics(
@@ -26,21 +27,27 @@ def quality_metrics(
     curated_train: pl.DataFrame,
     curated_test: pl.DataFrame,
     removed: pl.DataFrame,
+    held: pl.DataFrame,
     quarantine: pl.DataFrame,
     flags: pl.DataFrame,
     validated_train_rows: int,
     label_set: list[str] | None,
     test_leaks_remaining: int,
+    removal_reasons: Sequence[str],
+    duplicate_reasons: Sequence[str] = ("exact_duplicate", "near_duplicate"),
 ) -> dict[str, float | int]:
     """Flat metrics for quality.json; the accounting check proves no row was lost.
 
     Args:
         input_rows: records read per split ("train", "test"), before anything was removed.
+        held: rows held out of training for a reviewer (``pending_review``).
+        removal_reasons: every reason a step can remove a row with; each gets a count.
+        duplicate_reasons: the reasons that count towards ``duplicate_rate``.
     """
     q = quarantine.group_by("split").len()
     quarantined = {s: int(q.filter(pl.col("split") == s)["len"].sum()) for s in ("train", "test")}
     reasons = removed.group_by("reason").len()
-    removed_by = {r: int(reasons.filter(pl.col("reason") == r)["len"].sum()) for r in REMOVAL_REASONS}
+    removed_by = {r: int(reasons.filter(pl.col("reason") == r)["len"].sum()) for r in removal_reasons}
     flag_counts = {i: int((flags["issue"] == i).sum()) for i in FLAG_ISSUES}
     open_flags = (
         flags.filter(pl.col("status").is_in(["pending", "unsure"])) if "status" in flags.columns else flags
@@ -54,7 +61,7 @@ def quality_metrics(
     per_class = {c: 0 for c in classes}
     per_class.update(dict(zip(counts["label"].to_list(), counts["len"].to_list(), strict=True)))
     min_c, max_c = (min(per_class.values()), max(per_class.values())) if per_class else (0, 0)
-    accounted_train = curated_train.height + removed.height + quarantined["train"]
+    accounted_train = curated_train.height + removed.height + held.height + quarantined["train"]
     accounted_test = curated_test.height + quarantined["test"]
     total_in = input_rows["train"] + input_rows["test"]
     metrics: dict[str, float | int] = {
@@ -64,14 +71,13 @@ def quality_metrics(
         "quarantined_test": quarantined["test"],
         "removed_total": removed.height,
         **{f"removed_{r}": n for r, n in removed_by.items()},
+        "held_for_review": held.height,
         "curated_train_rows": curated_train.height,
         "curated_test_rows": curated_test.height,
         **{f"flags_{i}": n for i, n in flag_counts.items()},
         "unresolved_conflicts": int((open_flags["issue"] == "conflicting_duplicate").sum()),
-        "pending_review": removed_by["pending_review"],
-        "duplicate_rate": _rate(
-            removed_by["exact_duplicate"] + removed_by["near_duplicate"], validated_train_rows
-        ),
+        "pending_review": held.height,
+        "duplicate_rate": _rate(sum(removed_by.get(r, 0) for r in duplicate_reasons), validated_train_rows),
         "quarantine_rate": _rate(quarantined["train"] + quarantined["test"], total_in),
         "label_issue_rate": _rate(flag_counts["label_issue"], validated_train_rows),
         "test_leaks_remaining": test_leaks_remaining,
@@ -125,21 +131,25 @@ def render_report(
     validated_train: pl.DataFrame,
     curated_train: pl.DataFrame,
     removed: pl.DataFrame,
+    held: pl.DataFrame,
     quarantine: pl.DataFrame,
     flags: pl.DataFrame,
     top_flags: int,
+    stages: Sequence[str],
     title: str = "curagate quality report",
 ) -> str:
-    """A self-contained HTML page: counts per stage, reasons, clusters, labels, noise scores."""
+    """A self-contained HTML page: counts per stage, reasons, clusters, labels, noise scores.
+
+    Args:
+        stages: the steps that can remove rows, in pipeline order (one bar each).
+    """
     parts: list[str] = []
-    stage_names = ["input", "quarantined", "dedup", "decontam", "noise", "review", "curated"]
+    stage_names = ["input", "quarantined", *stages, "held for review", "curated"]
     stage_counts = [
         metrics["input_train_rows"],
         metrics["quarantined_train"],
-        int((removed["stage"] == "dedup").sum()),
-        int((removed["stage"] == "decontam").sum()),
-        int((removed["stage"] == "noise").sum()),
-        int((removed["stage"] == "review").sum()),
+        *(int((removed["stage"] == stage).sum()) for stage in stages),
+        held.height,
         metrics["curated_train_rows"],
     ]
     parts.append("<h2>Rows per stage (train)</h2>" + _bar(stage_names, stage_counts, "train rows by stage"))
@@ -147,6 +157,7 @@ def render_report(
         pl.concat(
             [
                 removed.select(pl.format("removed: {}", "reason").alias("why")),
+                held.select(pl.format("held: {}", "issue").alias("why")),
                 quarantine.select(pl.format("quarantined: {}", "reason").alias("why")),
             ]
         )
@@ -219,7 +230,7 @@ def render_report(
         "text-align:left;vertical-align:top}th{background:#eee}.ok{color:#080}.bad{color:#b00}"
     )
     verdict = (
-        '<p class="ok">Accounting: every input row is curated, removed or quarantined.</p>'
+        '<p class="ok">Accounting: every input row is curated, removed, held for review or quarantined.</p>'
         if metrics.get("accounting_ok")
         else '<p class="bad">Accounting FAILED: counts do not add up.</p>'
     )

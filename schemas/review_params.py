@@ -1,18 +1,16 @@
 """Typed ``labelstudio:`` section of params.yaml, and the row contract of reviews.parquet.
 
 The section belongs to the review loop only (server, project, task payload, PII masking), so it
-is typed here, next to its reader, and built with the same strict ``_build`` as the rest.
+is typed here, next to its reader; `schemas.params.load_params` builds it with the rest.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import pandera.polars as pa
 import polars as pl
-
-from schemas.params import Params, ParamsError, _build
 
 PII_KINDS = ("email", "phone", "card", "iban")
 DECISIONS = ("keep", "relabel", "drop", "unsure")
@@ -87,16 +85,6 @@ class LabelStudioParams:
             raise ValueError("import_batch and page_size must be >= 1")
 
 
-def labelstudio_params(params: Params | dict[str, Any] | None) -> LabelStudioParams:
-    """Type the ``labelstudio:`` section (from loaded :class:`Params` or a raw mapping).
-
-    Raises:
-        ParamsError: unknown key or bad value, naming it.
-    """
-    raw = params.section("labelstudio") if isinstance(params, Params) else params
-    return _build(LabelStudioParams, raw, "labelstudio")
-
-
 REVIEWS_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "id": pl.String,
     "text_hash": pl.String,
@@ -128,9 +116,7 @@ __all__ = [
     "PII_KINDS",
     "REVIEWS_SCHEMA",
     "LabelStudioParams",
-    "ParamsError",
     "PiiParams",
     "Review",
     "ServerParams",
-    "labelstudio_params",
 ]

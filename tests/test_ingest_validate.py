@@ -10,7 +10,7 @@ import pytest
 
 from curation.ingest import InputFileError, parse_csv, parse_frame, parse_jsonl
 from curation.validate import validate_records
-from flows.pipeline import read_input
+from flows.files import read_input
 from schemas.params import DataParams, params_from_dict
 
 LABELS = ["card_arrival", "lost_or_stolen_card"]
@@ -150,7 +150,7 @@ def test_whole_file_problems_name_the_file(
     if content is not None:
         path.write_bytes(content)
     with pytest.raises(InputFileError) as err:
-        read_input(path, split="train", params=params_from_dict({}))
+        read_input(path, split="train", data=params_from_dict({}).data)
     assert str(path) in str(err.value) and message in str(err.value)
 
 

@@ -20,13 +20,12 @@ from curation.review import (
     select_new_flags,
     task_keys,
 )
-from schemas.params import ParamsError
+from schemas.params import ParamsError, params_from_dict
 from schemas.review_params import (
     REVIEWS_SCHEMA,
     LabelStudioParams,
     PiiParams,
     Review,
-    labelstudio_params,
 )
 
 PII = PiiParams()
@@ -335,14 +334,14 @@ def test_resolve_decisions_keys_on_text_hash_and_checks_input() -> None:
 
 
 def test_labelstudio_params_typed_and_strict() -> None:
-    cfg = labelstudio_params({"project_title": "p", "pii": {"kinds": ["email"]}})
+    cfg = params_from_dict({"labelstudio": {"project_title": "p", "pii": {"kinds": ["email"]}}}).labelstudio
     assert cfg.project_title == "p" and cfg.pii.kinds == ("email",)
     with pytest.raises(ParamsError, match="colour"):
-        labelstudio_params({"colour": "red"})
+        params_from_dict({"labelstudio": {"colour": "red"}})
     with pytest.raises(ParamsError, match="kinds"):
-        labelstudio_params({"pii": {"kinds": ["ssn"]}})
+        params_from_dict({"labelstudio": {"pii": {"kinds": ["ssn"]}}})
     with pytest.raises(ParamsError, match="port"):
-        labelstudio_params({"server": {"port": 0}})
+        params_from_dict({"labelstudio": {"server": {"port": 0}}})
 
 
 def test_params_yaml_section_loads() -> None:
@@ -351,7 +350,7 @@ def test_params_yaml_section_loads() -> None:
     from schemas.params import load_params
 
     root = Path(__file__).resolve().parents[1]
-    cfg = labelstudio_params(load_params(root / "params.yaml"))
+    cfg = load_params(root / "params.yaml").labelstudio
     assert cfg.server.venv == ".venv-labelstudio"
     assert set(cfg.pii.kinds) == {"email", "phone", "card", "iban"}
 
