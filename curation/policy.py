@@ -11,9 +11,9 @@ import polars as pl
 
 from curation.dedup import StepResult
 from schemas.records import FLAGS_SCHEMA, REMOVED_SCHEMA
+from schemas.review_params import DECISIONS
 
 DECISIONS_SCHEMA = {"id": pl.String, "text_hash": pl.String, "decision": pl.String, "label": pl.String}
-DECISIONS = ("keep", "relabel", "drop", "unsure")
 
 
 def apply_review_policy(
