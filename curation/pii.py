@@ -73,7 +73,7 @@ _EMAIL = re.compile(
     r"\w[\w.!#$%&'*+/=?^`{|}~-]*"  # local part: RFC 5322 atoms, unicode letters allowed
     r"@(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+"  # domain labels
     r"(?:[^\W\d_]{2,}|xn--[a-z0-9-]+)"  # TLD: letters, or punycode
-    r"(?![\w-])"
+    r"(?!\w)"
 )
 _IBAN_START = re.compile(r"(?<![0-9])[A-Za-z]{2}[0-9]{2}")
 _IBAN_BODY = re.compile(r"(?:[ .-]?[A-Za-z0-9])+")
@@ -207,10 +207,10 @@ def _cards(norm: str, cfg: PiiParams, ctx: _Context) -> list[PiiSpan]:
             continue
         # the whole run first, then shorter windows of whole groups (a card then a year)
         n = len(parts)
-        windows = sorted(((i, j) for i in range(n) for j in range(i + 1, n + 1)), key=lambda w: (w[0] - w[1], w[0]))
-        taken_to = -1
-        for i, j in windows:
-            if i <= taken_to:
+        windows = [(i, j) for i in range(n) for j in range(i + 1, min(n, i + cfg.card_max_digits) + 1)]
+        used: set[int] = set()
+        for i, j in sorted(windows, key=lambda w: (w[0] - w[1], w[0])):
+            if used.intersection(range(i, j)):
                 continue
             groups = tuple(len(p.group(0)) for p in parts[i:j])
             if not cfg.card_min_digits <= sum(groups) <= cfg.card_max_digits:
@@ -219,7 +219,7 @@ def _cards(norm: str, cfg: PiiParams, ctx: _Context) -> list[PiiSpan]:
             digits = "".join(p.group(0) for p in parts[i:j])
             if _card_ok(digits, groups, _before(norm, start, ctx), ctx):
                 spans.append(PiiSpan(start, end, "card"))
-                taken_to = j - 1
+                used.update(range(i, j))
     return spans
 
 

@@ -32,10 +32,11 @@ from typing import Any
 import polars as pl
 
 from curation.review import (
+    PSEUDONYM_PREFIX,
     annotations_to_reviews,
     build_label_config,
     build_tasks,
-    mask_pii,
+    restore_flag_ids,
     select_new_flags,
     task_keys,
 )
@@ -141,7 +142,10 @@ def load_credentials(data_dir: Path) -> dict[str, str]:
         if not isinstance(stored, dict):
             raise LabelStudioError(f"{path}: expected a JSON object; delete it to regenerate")
     env = {key: os.environ.get(var) for key, var in CREDENTIAL_ENV.items()}
-    generate = {"password": lambda: secrets.token_urlsafe(TOKEN_BYTES), "token": lambda: secrets.token_hex(TOKEN_BYTES)}
+    generate = {
+        "password": lambda: secrets.token_urlsafe(TOKEN_BYTES),
+        "token": lambda: secrets.token_hex(TOKEN_BYTES),
+    }
     creds = {key: env[key] or stored.get(key) or generate[key]() for key in CREDENTIAL_ENV}
     # the file holds generated secrets only: none given by the environment (an older version
     # copied them there, those copies are removed), other keys left as they were
@@ -405,15 +409,19 @@ def read_flags(out_dir: Path) -> tuple[pl.DataFrame, list[str]]:
 
 
 def push_flags(ls: Any, out_dir: Path, cfg: LabelStudioParams) -> PushReport:
-    """Import flags that have no task yet (keyed by id + text_hash); existing tasks untouched."""
+    """Import flags that have no task yet (keyed by id + text_hash); existing tasks untouched.
+
+    Raises:
+        LabelStudioError: the server cannot be reached or refuses the key (names the URL).
+    """
     flags, labels = read_flags(out_dir)
-    project_id = ensure_project(ls, cfg, labels)
-    existing = task_keys(list_tasks(ls, project_id, page_size=cfg.page_size, fields="task_only"))
-    new = select_new_flags(flags, existing)
-    _, pii = mask_pii(new["text"], cfg=cfg.pii)
-    tasks = build_tasks(new, labels, cfg=cfg)
-    for start in range(0, len(tasks), cfg.import_batch):
-        ls.projects.import_tasks(id=project_id, request=tasks[start : start + cfg.import_batch])
+    with _sdk_errors(ls):
+        project_id = ensure_project(ls, cfg, labels)
+        existing = task_keys(list_tasks(ls, project_id, page_size=cfg.page_size, fields="task_only"))
+        new = select_new_flags(flags, existing, pii=cfg.pii)
+        tasks, pii = build_tasks(new, labels, cfg=cfg)  # masks once, counts what it masked
+        for start in range(0, len(tasks), cfg.import_batch):
+            ls.projects.import_tasks(id=project_id, request=tasks[start : start + cfg.import_batch])
     report = PushReport(
         project_id=project_id,
         flags=flags.height,
@@ -426,17 +434,33 @@ def push_flags(ls: Any, out_dir: Path, cfg: LabelStudioParams) -> PushReport:
     return report
 
 
-def pull_reviews(ls: Any, to: Path, cfg: LabelStudioParams) -> PullReport:
+def pull_reviews(ls: Any, to: Path, cfg: LabelStudioParams, *, flags_dir: Path | None = None) -> PullReport:
     """Export completed annotations of the review project into ``to`` (reviews.parquet).
 
+    Args:
+        ls: SDK client (see :func:`connect`).
+        to: reviews.parquet to write.
+        cfg: The ``labelstudio`` section.
+        flags_dir: The curate output dir that was pushed; needed only to map the pseudonyms of
+            row ids that hold PII back to the ids (without it those reviews keep the pseudonym
+            and their rows stay pending).
+
     Raises:
-        LabelStudioError: the project does not exist (nothing was pushed yet).
+        LabelStudioError: the project does not exist (nothing was pushed yet), or the server
+            cannot be reached.
     """
-    project_id = find_project(ls, cfg.project_title)
-    if project_id is None:
-        raise LabelStudioError(f"no project titled {cfg.project_title!r}; push first")
-    tasks = list_tasks(ls, project_id, page_size=cfg.page_size)
+    with _sdk_errors(ls):
+        project_id = find_project(ls, cfg.project_title)
+        if project_id is None:
+            raise LabelStudioError(f"no project titled {cfg.project_title!r}; push first")
+        tasks = list_tasks(ls, project_id, page_size=cfg.page_size)
     reviews = annotations_to_reviews(tasks)
+    if flags_dir is not None:
+        flags, _ = read_flags(flags_dir)
+        reviews = restore_flag_ids(reviews, flags, cfg=cfg.pii)
+    pseudonymous = int(reviews["id"].str.starts_with(PSEUDONYM_PREFIX).sum())
+    if pseudonymous:
+        log.warning("%d review(s) keep a pseudonymous id (pass the flags dir to map them back)", pseudonymous)
     reviews = Review.validate(reviews.cast(REVIEWS_SCHEMA))  # type: ignore[arg-type]
     to = Path(to)
     to.parent.mkdir(parents=True, exist_ok=True)
