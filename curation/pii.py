@@ -36,6 +36,7 @@ Placeholders contain no digits and no ``@``, so masking is idempotent.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -69,7 +70,7 @@ def normalise(text: str) -> str:
 # --- patterns -------------------------------------------------------------------------------
 
 _EMAIL = re.compile(
-    r"(?<![\w.%+'-])"
+    r"(?<![\w.%+-])"
     r"\w[\w.!#$%&'*+/=?^`{|}~-]*"  # local part: RFC 5322 atoms, unicode letters allowed
     r"@(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+"  # domain labels
     r"(?:[^\W\d_]{2,}|xn--[a-z0-9-]+)"  # TLD: letters, or punycode
@@ -146,6 +147,7 @@ class _Context:
     window: int
 
 
+@functools.lru_cache(maxsize=8)
 def _context(cfg: PiiParams) -> _Context:
     ref = "|".join(re.escape(w) for w in cfg.reference_keywords)
     return _Context(
@@ -260,11 +262,12 @@ def find_pii(text: str, *, cfg: PiiParams) -> list[PiiSpan]:
         return []
     norm = normalise(text)
     ctx = _context(cfg)
+    n_digits = sum(c.isdigit() for c in norm)
     detectors: dict[str, Callable[[], list[PiiSpan]]] = {
         "email": lambda: _emails(norm),
         "iban": lambda: _ibans(norm),
-        "card": lambda: _cards(norm, cfg, ctx),
-        "phone": lambda: _phones(norm, cfg, ctx),
+        "card": lambda: _cards(norm, cfg, ctx) if n_digits >= cfg.card_min_digits else [],
+        "phone": lambda: _phones(norm, cfg, ctx) if n_digits >= cfg.phone_min_digits else [],
     }
     chosen: list[PiiSpan] = []
     for kind in ("email", "iban", "card", "phone"):
