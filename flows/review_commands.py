@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -35,6 +35,12 @@ def _cfg(params: Path) -> LabelStudioParams:
     except ParamsError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
+
+
+def _fail(exc: Exception) -> NoReturn:
+    """Print the reason (as plain text: it may hold brackets) and exit 1, without a traceback."""
+    console.print(str(exc), style="red", markup=False, highlight=False)
+    raise typer.Exit(1) from exc
 
 
 def labelstudio_start(
@@ -79,8 +85,7 @@ def review_push(
     try:
         report = push_flags(connect(cfg), out, cfg)
     except (LabelStudioError, FileNotFoundError, ValueError) as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+        _fail(exc)
     console.print(
         f"project {report.project_id}: {report.flags} flags, {report.imported} imported, "
         f"{report.skipped} already there; PII masked {report.pii_masked}"
@@ -95,9 +100,8 @@ def review_pull(
     cfg = _cfg(params)
     try:
         report = pull_reviews(connect(cfg), to, cfg)
-    except LabelStudioError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+    except (LabelStudioError, FileNotFoundError, ValueError) as exc:
+        _fail(exc)
     console.print(f"project {report.project_id}: {report.reviews} reviews -> {report.path}")
 
 
