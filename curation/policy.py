@@ -12,9 +12,9 @@ from typing import NamedTuple
 import polars as pl
 
 from schemas.records import FLAGS_SCHEMA, HELD_SCHEMA, REMOVED_SCHEMA
+from schemas.review_params import DECISIONS
 
 DECISIONS_SCHEMA = {"id": pl.String, "text_hash": pl.String, "decision": pl.String, "label": pl.String}
-DECISIONS = ("keep", "relabel", "drop", "unsure")
 
 
 class ReviewOutcome(NamedTuple):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -34,6 +34,12 @@ ParamsOpt = Annotated[
 
 def _cfg(params: Path | None) -> LabelStudioParams:
     return load_cli_params(params).labelstudio
+
+
+def _fail(exc: Exception) -> NoReturn:
+    """Print the reason (as plain text: it may hold brackets) and exit 1, without a traceback."""
+    console.print(str(exc), style="red", markup=False, highlight=False)
+    raise typer.Exit(1) from exc
 
 
 def labelstudio_start(
@@ -78,8 +84,7 @@ def review_push(
     try:
         report = push_flags(connect(cfg), out, cfg)
     except (LabelStudioError, FileNotFoundError, ValueError) as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+        _fail(exc)
     console.print(
         f"project {report.project_id}: {report.flags} flags, {report.imported} imported, "
         f"{report.skipped} already there; PII masked {report.pii_masked}"
@@ -88,15 +93,18 @@ def review_push(
 
 def review_pull(
     to: Annotated[Path, typer.Option("--to", help="reviews.parquet to write")],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="the curate output dir that was pushed (maps pseudonymised ids back)"),
+    ] = None,
     params: ParamsOpt = None,
 ) -> None:
     """Pull completed annotations into reviews.parquet."""
     cfg = _cfg(params)
     try:
-        report = pull_reviews(connect(cfg), to, cfg)
-    except LabelStudioError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+        report = pull_reviews(connect(cfg), to, cfg, flags_dir=out)
+    except (LabelStudioError, FileNotFoundError, ValueError) as exc:
+        _fail(exc)
     console.print(f"project {report.project_id}: {report.reviews} reviews -> {report.path}")
 
 

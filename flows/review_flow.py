@@ -23,9 +23,9 @@ def push_task(out_dir: str, cfg: LabelStudioParams) -> dict[str, Any]:
 
 
 @task(name="review-pull", retries=2)
-def pull_task(to: str, cfg: LabelStudioParams) -> dict[str, Any]:
-    """Pull reviews into ``to``; returns the pull report as a dict."""
-    return asdict(pull_reviews(connect(cfg), Path(to), cfg))
+def pull_task(to: str, out_dir: str, cfg: LabelStudioParams) -> dict[str, Any]:
+    """Pull reviews into ``to`` (ids of ``out_dir``'s flags restored); returns the pull report."""
+    return asdict(pull_reviews(connect(cfg), Path(to), cfg, flags_dir=Path(out_dir)))
 
 
 @flow(name="review-sync")
@@ -39,6 +39,6 @@ def review_sync(
     cfg = load_params(find_params(params_path)).labelstudio
     pushed = push_task(out_dir, cfg)
     logger.info("pushed %d new flags (%d already there)", pushed["imported"], pushed["skipped"])
-    pulled = pull_task(to, cfg)
+    pulled = pull_task(to, out_dir, cfg)
     logger.info("pulled %d reviews into %s", pulled["reviews"], pulled["path"])
     return {"push": pushed, "pull": pulled}
