@@ -22,9 +22,7 @@ import polars as pl
 from curation.decontam import count_test_leaks, remove_test_leaks
 from curation.dedup import CandidateSource, StepResult, drop_duplicates
 from curation.minhash import Signer
-from curation.noise import flag_label_issues
 from curation.policy import apply_review_policy
-from curation.report import quality_metrics, render_report
 from curation.review import resolve_decisions
 from curation.validate import validate_records
 from schemas.params import (
@@ -83,6 +81,8 @@ def validate_step(
 ) -> Validated:
     """Check every record against the raw-record contract; failures go to quarantine."""
     valid_train, bad_train = validate_records(train, data=data, labels=label_set)
+    if test.height == 0:  # no test split (or an empty one): nothing to check
+        return Validated(valid_train, test, valid_train, bad_train)
     valid_test, bad_test = validate_records(test, data=data, labels=label_set)
     return Validated(valid_train, valid_test, valid_train, pl.concat([bad_train, bad_test]))
 
@@ -119,6 +119,8 @@ def noise_step(
     none = pl.DataFrame(schema=REMOVED_SCHEMA)
     if data.task != "classification" or not noise.enabled:
         return StepResult(kept=train, removed=none, flags=pl.DataFrame(schema=FLAGS_SCHEMA))
+    from curation.noise import flag_label_issues  # sklearn + cleanlab: loaded when noise runs
+
     embeddings = embed(train["text"].to_list()) if "embedding" in noise.features and embed else None
     flags, _ = flag_label_issues(
         train, label_set=label_set or [], cfg=noise, embeddings=embeddings, progress=progress
@@ -160,6 +162,8 @@ def report_step(
     report: ReportParams,
 ) -> Reported:
     """Quality metrics (with the accounting check) and the HTML report."""
+    from curation.report import quality_metrics, render_report  # matplotlib: loaded when reporting
+
     metrics = quality_metrics(
         input_rows=input_rows,
         curated_train=train,
