@@ -9,8 +9,9 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -19,6 +20,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import polars as pl  # noqa: E402
 
 from schemas.records import FLAG_ISSUES  # noqa: E402
+
+if TYPE_CHECKING:
+    from curation.noise import NoiseCheck
+
+Metric = float | int | str | None
 
 
 def quality_metrics(
@@ -35,14 +41,25 @@ def quality_metrics(
     test_leaks_remaining: int,
     removal_reasons: Sequence[str],
     duplicate_reasons: Sequence[str] = ("exact_duplicate", "near_duplicate"),
-) -> dict[str, float | int]:
+    noise: NoiseCheck | None = None,
+) -> dict[str, Metric]:
     """Flat metrics for quality.json; the accounting check proves no row was lost.
+
+    Every number is finite (strict JSON parsers reject Infinity and NaN): a ratio that is
+    undefined is null, and the count that makes it undefined is published beside it
+    (``imbalance_ratio`` is null when ``classes_missing_from_train`` > 0).
 
     Args:
         input_rows: records read per split ("train", "test"), before anything was removed.
         held: rows held out of training for a reviewer (``pending_review``).
         removal_reasons: every reason a step can remove a row with; each gets a count.
         duplicate_reasons: the reasons that count towards ``duplicate_rate``.
+        noise: whether noise detection ran (``curation.noise.noise_check``); publishes
+            ``noise_checked`` (1/0), ``noise_checked_rows`` and, when skipped,
+            ``noise_skip_reason``. None: noise detection was not part of this run (no keys).
+
+    Raises:
+        ValueError: a metric came out as Infinity or NaN (a bug: it must be null instead).
     """
     q = quarantine.group_by("split").len()
     quarantined = {s: int(q.filter(pl.col("split") == s)["len"].sum()) for s in ("train", "test")}
@@ -61,10 +78,11 @@ def quality_metrics(
     per_class = {c: 0 for c in classes}
     per_class.update(dict(zip(counts["label"].to_list(), counts["len"].to_list(), strict=True)))
     min_c, max_c = (min(per_class.values()), max(per_class.values())) if per_class else (0, 0)
+    missing_classes = sum(1 for n in per_class.values() if n == 0)
     accounted_train = curated_train.height + removed.height + held.height + quarantined["train"]
     accounted_test = curated_test.height + quarantined["test"]
     total_in = input_rows["train"] + input_rows["test"]
-    metrics: dict[str, float | int] = {
+    metrics: dict[str, Metric] = {
         "input_train_rows": input_rows["train"],
         "input_test_rows": input_rows["test"],
         "quarantined_train": quarantined["train"],
@@ -84,9 +102,19 @@ def quality_metrics(
         "num_classes": sum(1 for n in per_class.values() if n > 0),
         "min_class_count": min_c,
         "max_class_count": max_c,
-        "imbalance_ratio": round(max_c / min_c, 4) if min_c else float("inf") if max_c else 0.0,
+        "classes_missing_from_train": missing_classes,
+        # largest / smallest class; undefined (null) when a class has no rows or there are none
+        "imbalance_ratio": round(max_c / min_c, 4) if min_c else None,
         "accounting_ok": int(accounted_train == input_rows["train"] and accounted_test == input_rows["test"]),
     }
+    if noise is not None:
+        metrics["noise_checked"] = int(noise.skipped_reason is None)
+        metrics["noise_checked_rows"] = noise.checked_rows
+        if noise.skipped_reason is not None:
+            metrics["noise_skip_reason"] = noise.skipped_reason
+    not_finite = sorted(k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v))
+    if not_finite:
+        raise ValueError(f"quality metrics must be finite or null, not {not_finite}")
     return metrics
 
 

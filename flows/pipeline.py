@@ -115,6 +115,7 @@ def run_curation(
         params_dir=params.base_dir,
         reviews=reviews,
         decisions=None,
+        noise_check=None,
         embed=embed,
         removed=pl.DataFrame(schema=REMOVED_SCHEMA),
         flags=pl.DataFrame(schema=FLAGS_SCHEMA),

@@ -33,7 +33,7 @@ from schemas.params import (
     ReportParams,
     ReviewParams,
 )
-from schemas.records import FLAGS_SCHEMA, REMOVED_SCHEMA
+from schemas.records import FLAGS_SCHEMA
 
 
 @dataclass(frozen=True)
@@ -106,26 +106,35 @@ def decontam_step(
     return remove_test_leaks(train, test, cfg=decontam, minhash=dedup, signer=signer)
 
 
+class Flagged(NamedTuple):
+    flags: pl.DataFrame  # the run's flags with this step's added
+    noise_check: Any  # curation.noise.NoiseCheck: whether it ran, and why not (quality.json, gate)
+
+
 def noise_step(
     *,
     train: pl.DataFrame,
+    flags: pl.DataFrame,
     label_set: list[str] | None,
     data: DataParams,
     noise: NoiseParams,
     progress: Callable[[str], None] | None,
     embed: Callable[[list[str]], Any] | None,
-) -> StepResult:
+) -> Flagged:
     """Flag likely label errors from out-of-fold probabilities (train only; flags, no removals)."""
-    none = pl.DataFrame(schema=REMOVED_SCHEMA)
-    if data.task != "classification" or not noise.enabled:
-        return StepResult(kept=train, removed=none, flags=pl.DataFrame(schema=FLAGS_SCHEMA))
-    from curation.noise import flag_label_issues  # sklearn + cleanlab: loaded when noise runs
+    # sklearn + cleanlab: loaded when noise runs
+    from curation.noise import NoiseCheck, flag_label_issues, noise_check
 
+    if data.task != "classification" or not noise.enabled:
+        return Flagged(flags, NoiseCheck(0, "disabled"))
+    check = noise_check(train, label_set=label_set or [], cfg=noise)
+    if check.skipped_reason is not None:
+        return Flagged(flags, check)
     embeddings = embed(train["text"].to_list()) if "embedding" in noise.features and embed else None
-    flags, _ = flag_label_issues(
+    found, _ = flag_label_issues(
         train, label_set=label_set or [], cfg=noise, embeddings=embeddings, progress=progress
     )
-    return StepResult(kept=train, removed=none, flags=flags)
+    return Flagged(pl.concat([flags, found.select(list(FLAGS_SCHEMA))]), check)
 
 
 def review_step(
@@ -157,6 +166,7 @@ def report_step(
     validated_train: pl.DataFrame,
     label_set: list[str] | None,
     decisions: pl.DataFrame | None,
+    noise_check: Any,
     removal_reasons: tuple[str, ...],
     removal_stages: tuple[str, ...],
     report: ReportParams,
@@ -176,6 +186,7 @@ def report_step(
         label_set=label_set,
         test_leaks_remaining=count_test_leaks(train, test),
         removal_reasons=removal_reasons,
+        noise=noise_check,
     )
     if decisions is not None:
         metrics["reviews_applied"] = int(decisions.height)
@@ -223,7 +234,7 @@ STEPS: list[Step] = [
         "noise",
         "... then flag likely label errors with cleanlab (flags.parquet).",
         noise_step,
-        reads=("train", "label_set", "data", "noise", "progress", "embed"),
+        reads=("train", "flags", "label_set", "data", "noise", "progress", "embed"),
     ),
     Step(
         "review",
@@ -248,6 +259,7 @@ STEPS: list[Step] = [
             "validated_train",
             "label_set",
             "decisions",
+            "noise_check",
             "removal_reasons",
             "removal_stages",
             "report",

@@ -161,6 +161,11 @@ def evaluate_gate(
         checks.append(_check(name, metric, quality.get(metric), limit, comparison))
     if thresholds.require_accounting:
         checks.append(_check("accounting_ok", "accounting_ok", quality.get("accounting_ok"), 1, "=="))
+    if thresholds.require_noise_check:
+        skipped = quality.get("noise_skip_reason")
+        # switched off on purpose (noise.enabled: false, instruction data) is a decision, not a gap
+        problems = [f"noise detection skipped: {skipped}"] if skipped not in (None, "disabled") else []
+        checks.append(_rule("noise_checked", problems))
     sanity = _sanity_problems(quality)
     checks.append(_rule("quality_values_valid", sanity))
     if manifest is not None:
@@ -196,7 +201,7 @@ def format_failures(report: dict[str, Any] | GateRecord) -> list[str]:
         c = check if isinstance(check, GateCheck) else GateCheck.model_validate(check)
         if c.passed:
             continue
-        if c.name in ("quality_values_valid", "quality_matches_data"):
+        if c.name in ("quality_values_valid", "quality_matches_data", "noise_checked"):
             lines.append(f"{c.name}: {c.reason}")
             continue
         value = c.value if c.value is not None else c.reason

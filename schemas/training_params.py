@@ -29,6 +29,7 @@ class GateParams:
     max_test_leaks: int = 0
     max_imbalance_ratio: float = 10.0
     require_accounting: bool = True
+    require_noise_check: bool = True
 
     def __post_init__(self) -> None:
         _check_fraction(
