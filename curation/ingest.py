@@ -25,7 +25,9 @@ Quarantine reasons given here (see ``schemas.records.INGEST_REASONS``): ``blank_
 ``invalid_utf8`` (bytes that are not UTF-8, or a ``\\ud800``-style lone surrogate escape that
 no UTF-8 text can hold), ``invalid_json`` (including ``NaN``/``Infinity``, which Python's json
 accepts but JSON does not, and integers too long to convert), ``too_deep`` (nested deeper than
-``MAX_JSON_DEPTH``), ``not_a_json_object``, ``wrong_field_count`` and ``malformed_csv``.
+``MAX_JSON_DEPTH``), ``duplicate_key`` (an object that repeats a key, which JSON parsers
+resolve differently; checked for the canonical keys, see ``_check_value``),
+``not_a_json_object``, ``wrong_field_count`` and ``malformed_csv``.
 Typed problems of a field (missing, null, wrong type: ``text_wrong_type`` ...) are decided
 later by validation from the ``*_type`` columns set here.
 
@@ -83,12 +85,27 @@ class _NonStandardJSON(ValueError):
     """NaN, Infinity or -Infinity: accepted by Python's json module, not valid JSON."""
 
 
+class _DuplicateKey(ValueError):
+    """An object names one key twice: JSON parsers disagree on which value counts."""
+
+
 def _reject_constant(name: str) -> Any:
     raise _NonStandardJSON(f"{name} is not valid JSON")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    record = dict(pairs)
+    if len(record) != len(pairs):
+        seen: set[str] = set()
+        repeated = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise _DuplicateKey(f"key {repeated!r} appears more than once; parsers disagree on its value")
+    return record
+
+
 # one decoder, built once: json.loads(..., parse_constant=...) would build one a line
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+# ~35% slower (a Python call per object): used only on lines that may repeat a key
+_STRICT_DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
 # a JSON string escape for a UTF-16 surrogate; only lines holding one need the Unicode check
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _WHITESPACE = re.compile(r"[ \t\n\r]*")  # JSON's whitespace
@@ -279,7 +296,17 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-def _decode_record(raw: str) -> tuple[Any, str | None, str]:
+def _quoted_fields(data: DataParams) -> tuple[str, ...]:
+    """The canonical input keys as they appear in JSON text (quoted)."""
+    cols = data.columns
+    if data.task == "classification":
+        names = (cols.id, cols.text, cols.label)
+    else:
+        names = (cols.id, cols.prompt, cols.response, cols.instruction, cols.input, cols.output)
+    return tuple(json.dumps(n, ensure_ascii=False) for n in names)
+
+
+def _decode_record(raw: str, fields: tuple[str, ...]) -> tuple[Any, str | None, str]:
     """(value, reason, detail) for one JSON text; reason is None when it parsed cleanly."""
     try:
         value = _DECODER.decode(raw)
@@ -289,18 +316,28 @@ def _decode_record(raw: str) -> tuple[Any, str | None, str]:
         return None, "too_deep", f"nested deeper than {MAX_JSON_DEPTH} levels"
     except ValueError as exc:  # NaN/Infinity, or an integer too long to convert
         return None, "invalid_json", str(exc)
-    if len(raw) > 2 * MAX_JSON_DEPTH or "\\u" in raw:
-        reason, detail = _check_value(raw, value)
+    if len(raw) > 2 * MAX_JSON_DEPTH or "\\u" in raw or _may_repeat(raw, fields):
+        reason, detail = _check_value(raw, value, fields)
         return value, reason, detail
     return value, None, ""
 
 
-def _check_value(raw: str, value: Any) -> tuple[str | None, str]:
-    """(reason, detail) for a parsed JSON value that is too deep or holds a lone surrogate.
+def _may_repeat(raw: str, fields: tuple[str, ...]) -> bool:
+    for quoted in fields:
+        if raw.count(quoted) > 1:
+            return True
+    return False
 
-    Both checks are skipped, at the cost of a substring search, on the usual line: a text of
-    fewer than 2 * MAX_JSON_DEPTH characters or brackets cannot nest deeper than the limit,
-    and only a ``\\u`` escape can make a lone surrogate.
+
+def _check_value(raw: str, value: Any, fields: tuple[str, ...]) -> tuple[str | None, str]:
+    """(reason, detail) for a parsed JSON value that is too deep, repeats a key or holds a
+    lone surrogate.
+
+    The checks are skipped, at the cost of a few substring searches, on the usual line: a
+    text of fewer than 2 * MAX_JSON_DEPTH characters or brackets cannot nest deeper than the
+    limit; a repeated key is looked for only when a canonical key's quoted name occurs twice
+    or an escape could spell one; only a ``\\u`` escape can make a lone surrogate. So a
+    repeated key that is not a canonical one keeps its last value, as Python's json does.
     """
     if (
         len(raw) > 2 * MAX_JSON_DEPTH
@@ -308,6 +345,11 @@ def _check_value(raw: str, value: Any) -> tuple[str | None, str]:
         and _depth(value) > MAX_JSON_DEPTH
     ):
         return "too_deep", f"nested deeper than {MAX_JSON_DEPTH} levels"
+    if "\\u" in raw or _may_repeat(raw, fields):
+        try:
+            _STRICT_DECODER.decode(raw)
+        except _DuplicateKey as exc:
+            return "duplicate_key", str(exc)
     if "\\u" in raw and _SURROGATE_ESCAPE.search(raw):
         try:
             json.dumps(value, ensure_ascii=False).encode("utf-8")
@@ -391,6 +433,7 @@ def parse_jsonl(content: bytes, *, split: str, source: str, data: DataParams):
         content = content[len(UTF8_BOM) :]
     rows = _Rows(split, source)
     add = rows.add
+    fields = _quoted_fields(data)
     bad: list[dict[str, Any]] = []
     for lineno, raw_bytes in enumerate(content.splitlines(), start=1):
         try:
@@ -402,7 +445,7 @@ def parse_jsonl(content: bytes, *, split: str, source: str, data: DataParams):
         if not raw.strip():
             bad.append(_quarantine_row(split, source, lineno, raw, "blank_line", "line holds no record"))
             continue
-        record, reason, detail = _decode_record(raw)
+        record, reason, detail = _decode_record(raw, fields)
         if reason is None and type(record) is not dict:
             reason, detail = "not_a_json_object", f"line is a JSON {json_type(record)}, not an object"
         if reason is not None:
@@ -439,6 +482,7 @@ def parse_json_array(content: bytes, *, split: str, source: str, data: DataParam
         raise InputFileError(f"{source}: not a JSON array")
     pos, line, counted = pos + 1, 1, 0  # `line` is the line of offset `counted`
     empty = text.startswith("]", _WHITESPACE.match(text, pos).end())
+    fields = _quoted_fields(data)
     while not empty:
         pos = _WHITESPACE.match(text, pos).end()
         line += text.count("\n", counted, pos)
@@ -454,7 +498,7 @@ def parse_json_array(content: bytes, *, split: str, source: str, data: DataParam
         except ValueError as exc:  # NaN/Infinity or an integer too long to convert
             raise InputFileError(f"{source}: line {line}: invalid JSON ({exc})") from exc
         raw = text[pos:end]
-        reason, detail = _check_value(raw, value)  # the same depth and Unicode checks as a line
+        reason, detail = _check_value(raw, value, fields)  # the checks of a JSON line
         if reason is None and not isinstance(value, dict):
             reason, detail = "not_a_json_object", f"element is a JSON {json_type(value)}, not an object"
         if reason is not None:

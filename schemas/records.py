@@ -96,6 +96,7 @@ INGEST_REASONS = (
     "invalid_utf8",
     "invalid_json",
     "too_deep",
+    "duplicate_key",
     "not_a_json_object",
     "wrong_field_count",
     "malformed_csv",
