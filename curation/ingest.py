@@ -112,6 +112,12 @@ _WHITESPACE = re.compile(r"[ \t\n\r]*")  # JSON's whitespace
 _WHITESPACE_BYTES = re.compile(rb"[ \t\n\r]*")
 
 
+def _skip_ws(text: str, pos: int) -> int:
+    """Offset of the first character at or after ``pos`` that is not JSON whitespace."""
+    match = _WHITESPACE.match(text, pos)
+    return match.end() if match else pos
+
+
 def parse_input(
     content: bytes, *, suffix: str, split: str, source: str, data: DataParams
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -143,8 +149,8 @@ def parse_input(
             raise InputFileError(f"{source}: unreadable Parquet ({exc})") from exc
         return parse_frame(frame, split=split, source=source, data=data)
     if fmt == "json":
-        first = _WHITESPACE_BYTES.match(content, len(UTF8_BOM) if content.startswith(UTF8_BOM) else 0).end()
-        if content[first : first + 1] == b"[":
+        match = _WHITESPACE_BYTES.match(content, len(UTF8_BOM) if content.startswith(UTF8_BOM) else 0)
+        if match and content[match.end() : match.end() + 1] == b"[":
             return parse_json_array(content, split=split, source=source, data=data)
     return parse_jsonl(content, split=split, source=source, data=data)
 
@@ -272,7 +278,7 @@ def _canonical(record: dict[str, Any], data: DataParams) -> dict[str, Any]:
         else:
             text, text_type = _field(record, cols.instruction)
             extra_input, extra_type = _field(record, cols.input)
-            if text_type == "string" and extra_type == "string" and extra_input.strip():
+            if text_type == "string" and extra_type == "string" and extra_input and extra_input.strip():
                 text = f"{text}\n\n{extra_input}"
             resp, resp_type = _field(record, cols.output)
             used |= {cols.instruction, cols.input, cols.output}
@@ -299,6 +305,7 @@ def _depth(value: Any) -> int:
 def _quoted_fields(data: DataParams) -> tuple[str, ...]:
     """The canonical input keys as they appear in JSON text (quoted)."""
     cols = data.columns
+    names: tuple[str, ...]
     if data.task == "classification":
         names = (cols.id, cols.text, cols.label)
     else:
@@ -477,14 +484,14 @@ def parse_json_array(content: bytes, *, split: str, source: str, data: DataParam
         raise InputFileError(f"{source}: line {line}: not UTF-8 ({exc.reason})") from exc
     rows = _Rows(split, source)
     bad: list[dict[str, Any]] = []
-    pos = _WHITESPACE.match(text).end()
+    pos = _skip_ws(text, 0)
     if text[pos : pos + 1] != "[":
         raise InputFileError(f"{source}: not a JSON array")
     pos, line, counted = pos + 1, 1, 0  # `line` is the line of offset `counted`
-    empty = text.startswith("]", _WHITESPACE.match(text, pos).end())
+    empty = text.startswith("]", _skip_ws(text, pos))
     fields = _quoted_fields(data)
     while not empty:
-        pos = _WHITESPACE.match(text, pos).end()
+        pos = _skip_ws(text, pos)
         line += text.count("\n", counted, pos)
         counted = pos
         try:
@@ -505,7 +512,7 @@ def parse_json_array(content: bytes, *, split: str, source: str, data: DataParam
             bad.append(_quarantine_row(split, source, line, raw, reason, detail))
         else:
             rows.add({"line": line, "raw": raw, **_canonical(value, data)})
-        pos = _WHITESPACE.match(text, end).end()
+        pos = _skip_ws(text, end)
         if text.startswith(",", pos):
             pos += 1
             continue
@@ -514,8 +521,8 @@ def parse_json_array(content: bytes, *, split: str, source: str, data: DataParam
         at = text.count("\n", 0, pos) + 1
         raise InputFileError(f"{source}: line {at}: expected ',' or ']' in the JSON array")
     if empty:
-        pos = _WHITESPACE.match(text, pos).end()
-    if _WHITESPACE.match(text, pos + 1).end() < len(text):
+        pos = _skip_ws(text, pos)
+    if _skip_ws(text, pos + 1) < len(text):
         at = text.count("\n", 0, pos) + 1
         raise InputFileError(f"{source}: line {at}: text after the end of the JSON array")
     ingested, quarantine = rows.result(bad)
