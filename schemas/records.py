@@ -89,6 +89,18 @@ HELD_SCHEMA = pl.Schema(
 HOLD_REASON = "pending_review"
 FLAG_ISSUES = ("label_issue", "conflicting_duplicate")
 SNAKE_CASE = r"^[a-z][a-z0-9_]*$"
+# Reasons the ingest stage quarantines a line with (curation/ingest.py); validation adds the
+# names of the raw-record checks below (missing_text, text_wrong_type, ...).
+INGEST_REASONS = (
+    "blank_line",
+    "invalid_utf8",
+    "invalid_json",
+    "too_deep",
+    "duplicate_key",
+    "not_a_json_object",
+    "wrong_field_count",
+    "malformed_csv",
+)
 
 
 def _type_check(field: str, allowed: Sequence[str]) -> list[pa.Check]:
