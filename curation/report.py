@@ -82,6 +82,7 @@ def quality_metrics(
     accounted_train = curated_train.height + removed.height + held.height + quarantined["train"]
     accounted_test = curated_test.height + quarantined["test"]
     total_in = input_rows["train"] + input_rows["test"]
+    blank_lines = int((quarantine["reason"] == "blank_line").sum())
     metrics: dict[str, Metric] = {
         "input_train_rows": input_rows["train"],
         "input_test_rows": input_rows["test"],
@@ -96,7 +97,11 @@ def quality_metrics(
         "unresolved_conflicts": int((open_flags["issue"] == "conflicting_duplicate").sum()),
         "pending_review": held.height,
         "duplicate_rate": _rate(sum(removed_by.get(r, 0) for r in duplicate_reasons), validated_train_rows),
-        "quarantine_rate": _rate(quarantined["train"] + quarantined["test"], total_in),
+        # blank lines are counted (input rows = file lines) but are no sign of a broken export
+        "blank_lines": blank_lines,
+        "quarantine_rate": _rate(
+            quarantined["train"] + quarantined["test"] - blank_lines, total_in - blank_lines
+        ),
         "label_issue_rate": _rate(flag_counts["label_issue"], validated_train_rows),
         "test_leaks_remaining": test_leaks_remaining,
         "num_classes": sum(1 for n in per_class.values() if n > 0),

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import polars as pl
 from filelock import FileLock, Timeout
 
-from curation.ingest import InputFileError, parse_csv, parse_frame, parse_jsonl
+from curation.ingest import InputFileError, parse_input
 from schemas.manifest import MANIFEST_FILE, describe_files, write_manifest
 from schemas.params import DataParams, load_label_set
 from schemas.records import (
@@ -38,7 +38,6 @@ from schemas.records import (
 
 log = logging.getLogger(__name__)
 
-JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 INTERNAL_COLUMNS = (
     "split",
     "source",
@@ -74,21 +73,10 @@ class OutputError(RuntimeError):
 
 def read_input(path: Path, *, split: str, data: DataParams) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Read one raw file into (ingested, quarantine); whole-file problems raise InputFileError."""
-    suffix = path.suffix.lower()
-    source = str(path)
     if not path.is_file():
         raise InputFileError(f"{path}: file not found" if not path.exists() else f"{path}: not a file")
-    if suffix in JSONL_SUFFIXES:
-        return parse_jsonl(_read_bytes(path), split=split, source=source, data=data)
-    if suffix == ".csv":
-        return parse_csv(_read_bytes(path), split=split, source=source, data=data)
-    if suffix == ".parquet":
-        try:
-            frame = pl.read_parquet(path)
-        except Exception as exc:  # polars raises several types for a corrupt file
-            raise InputFileError(f"{path}: unreadable Parquet ({exc})") from exc
-        return parse_frame(frame, split=split, source=source, data=data)
-    raise InputFileError(f"{path}: unknown format '{suffix}' (expected .jsonl, .csv or .parquet)")
+    suffix = "".join(path.suffixes).lower()  # "train.jsonl.gz": the format and the gzip
+    return parse_input(_read_bytes(path), suffix=suffix, split=split, source=str(path), data=data)
 
 
 def _read_bytes(path: Path) -> bytes:
