@@ -226,3 +226,43 @@ def test_pipeline_flow_and_dvc_repro_leave_the_same_dvc_lock_and_files(harness, 
     assert failed.is_failed()
     assert "min_examples" in repr(failed.result(raise_on_failure=False))
     assert "**FAILED**" in _artifacts(failed.state_details.flow_run_id)["curation-quality"]
+
+
+@pytest.mark.slow
+def test_a_step_added_to_the_table_is_a_task_of_the_flow(harness, tiny_inputs: Path) -> None:
+    """The toy step (tests/toy_step.py), added through the table only, runs as a Prefect task
+    of its own name, and the flow's files equal the CLI's with the same table."""
+    from prefect.client.orchestration import get_client
+
+    from flows.steps import STEPS
+    from tests import toy_step
+
+    root, saved = tiny_inputs, list(STEPS)
+    try:
+        toy_step.install()
+        raw = ("--train", str(root / "raw/train.csv"), "--test", str(root / "raw/test.csv"))
+        proc = subprocess.run(
+            [sys.executable, "-c", toy_step.LAUNCH, "curate", *raw, "--params", str(root / "params.yaml"),
+             "--out", str(root / "toy_cli"), "--quiet"],
+            cwd=ROOT, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        state = curate_dataset(
+            train=str(root / "raw/train.csv"), test=str(root / "raw/test.csv"),
+            params_path=str(root / "params.yaml"), out=str(root / "toy_flow"), return_state=True,
+        )  # fmt: skip
+        assert state.is_completed()
+    finally:
+        STEPS[:] = saved
+    for name in CURATED_FILES:
+        assert file_md5(root / "toy_flow" / name) == file_md5(root / "toy_cli" / name), name
+    quality = json.loads((root / "toy_flow/quality.json").read_text())
+    assert quality["removed_too_short"] > 0
+    body = {
+        "flow_runs": {"id": {"any_": [str(state.state_details.flow_run_id)]}},
+        "limit": 50, "offset": 0, "sort": "EXPECTED_START_TIME_DESC",
+    }  # fmt: skip
+    with get_client(sync_client=True) as client:  # raw call: see _artifacts
+        runs = client.request("POST", "/task_runs/filter", json=body).json()  # type: ignore[arg-type]
+    names = {r["name"].rsplit("-", 1)[0] for r in runs}
+    assert {"ingest", "validate", "too_short", "dedup", "decontam", "noise", "review", "report"} <= names

@@ -111,6 +111,7 @@ def _jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+@pytest.mark.slow  # 17 CLI processes
 def test_every_command_works_in_an_empty_directory_without_params(tmp_path: Path) -> None:
     """Built-in defaults without params.yaml; stages that need a test split say so; errors are
     one line and an exit code, never a traceback."""
@@ -148,3 +149,20 @@ def test_every_command_works_in_an_empty_directory_without_params(tmp_path: Path
         ok(*command.split(), "--help")
     (tmp_path / "params.yaml").write_text("dedupe: {}\n")  # ./params.yaml is read when present
     refused(2, "did you mean 'dedup'", "ingest", "--train", "big.jsonl", "--out", "o4")
+
+
+@pytest.mark.slow  # a real git + DVC repo
+def test_the_toy_step_runs_under_dvc_repro(tmp_path: Path) -> None:
+    from tests.tiny_project import make_tiny_project, sh
+
+    repo = make_tiny_project(tmp_path / "repo", stages=("curate",))
+    pipeline = yaml.safe_load((repo / "dvc.yaml").read_text())
+    cmd = pipeline["stages"]["curate"]["cmd"]
+    pipeline["stages"]["curate"]["cmd"] = cmd.replace("curagate", f"python -c '{toy_step.LAUNCH}'", 1)
+    (repo / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
+    sh("dvc", "repro", cwd=repo)
+    quality = json.loads((repo / "data/curated/quality.json").read_text())
+    removed = pl.read_parquet(repo / "data/curated/removed.parquet")
+    assert quality["removed_too_short"] == (removed["reason"] == "too_short").sum() > 0
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    assert "tests.toy_step" in lock["stages"]["curate"]["cmd"]
