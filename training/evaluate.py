@@ -26,6 +26,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -422,7 +423,7 @@ def evaluate_adapter(
                 "form": form, "label_set": label_set, "batch_size": params.batch_size,
                 "device": loaded.device, "progress": progress,
             }  # fmt: skip
-            with model.disable_adapter() if side == "base" else _no_context():
+            with model.disable_adapter() if side == "base" else nullcontext():
                 raw, pred, seconds = classify(
                     model, tokenizer, texts, trie=trie, max_new_tokens=trie.depth, desc=side, **common
                 )
@@ -494,14 +495,6 @@ def evaluate_adapter(
         "comparisons": comparisons,
         "verdict": verdict,
     }
-
-
-class _no_context:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _free_generation_summary(
@@ -660,7 +653,7 @@ def evaluate_instruction_adapter(
     sides: dict[str, dict[str, Any]] = {}
     stats: dict[str, IndexStatistic] = {}
     for side in ("base", "adapter"):
-        with model.disable_adapter() if side == "base" else _no_context():
+        with model.disable_adapter() if side == "base" else nullcontext():
             started = time.perf_counter()
             nll, count = answer_token_losses(
                 model, tokenizer, prompts, responses, batch_size=params.batch_size,
