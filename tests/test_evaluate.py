@@ -78,7 +78,10 @@ def test_trie_allows_prefix_labels_and_maps_ids_back() -> None:
     assert trie.next_tokens([5, 6, END]) == ()
     assert trie.label_of([5, END, END]) == "card"
     assert trie.label_of([5, 6, END]) == "card_arrival"
-    assert trie.label_of([7, END]) is None  # off the trie
+    assert trie.label_of([9, END]) is None  # off the trie
+    # decoding may stop once one label remains below the prefix: [7] can only become "rate"
+    assert trie.label_of([7, END]) == "rate" and trie.determined[(7,)] == "rate"
+    assert (5,) not in trie.determined and trie.determined[(5, 6)] == "card_arrival"
     assert trie.depth == 3
     with pytest.raises(ValueError, match="tokenise identically"):
         LabelTrie.from_sequences({"a": [5], "b": [5, END]}, end=END)
@@ -127,6 +130,20 @@ def _generate_on_random_models(cases: int) -> None:
         )
         free_invalid += sum(trie.label_of(ids) is None for ids in free)
     assert free_invalid > 0  # the constraint is doing the work, not the random models
+
+
+def _full_trie_decode(model, prompts: list[str], trie: LabelTrie) -> list[list[int]]:
+    """Plain one-row generate over the trie to the end token (no early stop, no cache)."""
+    out = []
+    for prompt in prompts:
+        ids = torch.tensor([ToyTokenizer()(prompt)["input_ids"]])
+        generated = model.generate(
+            input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=trie.depth,
+            do_sample=False, eos_token_id=END, pad_token_id=END,
+            prefix_allowed_tokens_fn=trie.allowed_fn(ids.shape[1]),
+        )  # fmt: skip
+        out.append(generated[0, ids.shape[1] :].tolist())
+    return out
 
 
 def test_generate_with_the_trie_on_tiny_random_models_yields_labels_only() -> None:

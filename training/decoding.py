@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from transformers import StoppingCriteria
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,9 @@ class LabelTrie:
     allowed: Mapping[tuple[int, ...], tuple[int, ...]]
     labels: Mapping[tuple[int, ...], str]
     end: int
+    # prefixes below which only one label remains: greedy decoding may stop there, since
+    # every later token is forced (on Banking77, 366 of the trie's 383 nodes have one child)
+    determined: Mapping[tuple[int, ...], str]
 
     @classmethod
     def from_sequences(cls, sequences: Mapping[str, Sequence[int]], *, end: int) -> LabelTrie:
@@ -55,7 +59,12 @@ class LabelTrie:
             labels[seq] = label
             for k in range(len(seq)):
                 allowed.setdefault(seq[:k], set()).add(seq[k])
-        return cls({k: tuple(sorted(v)) for k, v in allowed.items()}, labels, end)
+        below: dict[tuple[int, ...], set[str]] = {}
+        for seq, label in labels.items():
+            for k in range(len(seq) + 1):
+                below.setdefault(seq[:k], set()).add(label)
+        determined = {k: next(iter(v)) for k, v in below.items() if len(v) == 1}
+        return cls({k: tuple(sorted(v)) for k, v in allowed.items()}, labels, end, determined)
 
     @property
     def depth(self) -> int:
@@ -67,11 +76,10 @@ class LabelTrie:
         return self.allowed.get(tuple(prefix), ())
 
     def label_of(self, generated: Sequence[int]) -> str | None:
-        """The label a generated id sequence spells (cut at the first end token), else None."""
-        ids = list(generated)
-        if self.end in ids:
-            ids = ids[: ids.index(self.end) + 1]
-        return self.labels.get(tuple(ids))
+        """The label a generated id sequence spells or has already determined (cut at the
+        first end token, which is also the pad of rows stopped early), else None."""
+        ids = tuple(strip_answer(generated, self.end))
+        return self.labels.get((*ids, self.end)) or self.determined.get(ids)
 
     def allowed_fn(self, start: int) -> Callable[[int, torch.Tensor], list[int]]:
         """A ``prefix_allowed_tokens_fn`` for ``generate``: the answer starts at ``start``.
@@ -84,6 +92,18 @@ class LabelTrie:
             return list(self.next_tokens(sent[start:].tolist()) or (self.end,))
 
         return fn
+
+
+class LabelDetermined(StoppingCriteria):
+    """Stopping criterion: a row is done once its answer prefix determines one label."""
+
+    def __init__(self, trie: LabelTrie, start: int) -> None:
+        super().__init__()
+        self.trie, self.start = trie, start
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        done = [tuple(row[self.start :].tolist()) in self.trie.determined for row in input_ids]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
 def label_trie(tokenizer: Any, label_set: Sequence[str], *, suffix: str) -> LabelTrie:
@@ -124,7 +144,8 @@ def generate_batched(
     """Greedy answers (token ids, in prompt order) for ``prompts``, ``batch_size`` at a time.
 
     Args:
-        trie: constrain every answer to a label of the trie (None: free generation).
+        trie: constrain every answer to a label of the trie (None: free generation); a
+            row stops as soon as its label is determined (read it with ``trie.label_of``).
         max_new_tokens: the answer budget; with a trie at least ``trie.depth`` is used.
         on_batch: called with the number of rows done after each batch (progress bars).
     """
@@ -160,7 +181,10 @@ def generate_batched(
             cache.batch_repeat_interleave(len(chunk))
             kwargs["cache"] = cache
         if trie is not None:
+            from transformers import StoppingCriteriaList
+
             kwargs["prefix_allowed_tokens_fn"] = trie.allowed_fn(input_ids.shape[1])
+            kwargs["stopping_criteria"] = StoppingCriteriaList([LabelDetermined(trie, input_ids.shape[1])])
         generated = model.generate(
             input_ids=input_ids,
             attention_mask=torch.tensor(mask, device=device),

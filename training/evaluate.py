@@ -301,6 +301,7 @@ def classify(
     raw = [tokenizer.decode(strip_answer(g, end), skip_special_tokens=True) for g in generated]
     if trie is not None:
         labels: list[str | None] = [trie.label_of(g) for g in generated]
+        raw = [str(label) for label in labels]  # the answer may have stopped once determined
     else:
         labels = [parse_label(r, label_set) for r in raw]
     return raw, labels, seconds
