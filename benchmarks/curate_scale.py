@@ -62,9 +62,9 @@ def write_data(n_rows: int, seed: int, tmp: Path) -> tuple[Path, Path, set[str]]
 def noise_quality(run, flipped: set[str]) -> dict:
     """Precision/recall of the label-issue flags on the planted flips that reached noise
     detection (flipped rows removed earlier as copies or leaks are not counted)."""
-    removed_before = run.removed.filter(pl.col("stage").is_in(["dedup", "decontam"]))["id"]
+    removed_before = run.frame("removed").filter(pl.col("stage").is_in(["dedup", "decontam"]))["id"]
     eligible = flipped - set(removed_before.to_list())
-    flagged = set(run.flags.filter(pl.col("issue") == "label_issue")["id"].to_list())
+    flagged = set(run.frame("flags").filter(pl.col("issue") == "label_issue")["id"].to_list())
     tp = len(flagged & eligible)
     precision = tp / len(flagged) if flagged else 0.0
     recall = tp / len(eligible) if eligible else 0.0
@@ -80,7 +80,7 @@ def noise_quality(run, flipped: set[str]) -> dict:
 
 def one_size(n_rows: int, seed: int, overrides: list[str]) -> dict:
     """Generate, curate and write one size; returns timings and memory (runs in a child)."""
-    from flows.pipeline import run_curation, write_outputs
+    from flows.pipeline import run_curation, write_run
     from schemas.params import params_from_dict
 
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -93,7 +93,7 @@ def one_size(n_rows: int, seed: int, overrides: list[str]) -> dict:
         for key in path:
             node = node.setdefault(key, {})
         node[last] = yaml.safe_load(value)
-    params = params_from_dict({k: v for k, v in raw.items() if k != "scale"})
+    params = params_from_dict({k: v for k, v in raw.items() if k != "scale"}, base_dir=ROOT)
     proc = psutil.Process()
     samples: list[tuple[float, int]] = []
     stop = threading.Event()
@@ -110,9 +110,9 @@ def one_size(n_rows: int, seed: int, overrides: list[str]) -> dict:
         train_path, test_path, flipped = write_data(n_rows, seed, tmp)
         t_gen = time.perf_counter() - t0
         t1, c1 = time.perf_counter(), time.process_time()
-        run = run_curation(train_path, test_path, params=params, params_dir=ROOT, show_progress=False)
+        run = run_curation(train_path, test_path, params=params, show_progress=False)
         t2 = time.perf_counter()
-        write_outputs(run, tmp / "out")
+        write_run(run, tmp / "out")
         t3, c3 = time.perf_counter(), time.process_time()
     stop.set()
     sampler.join()

@@ -19,7 +19,7 @@ import polars as pl
 import yaml
 
 from curation.corrupt import corrupt
-from flows.pipeline import run_curation, write_outputs
+from flows.pipeline import run_curation, write_run
 from schemas.params import params_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +51,7 @@ def main() -> None:
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["data"]["columns"]["label"] = "label"
     raw["data"]["labels"] = str(ROOT / "data/raw/categories.json")
-    params = params_from_dict(raw)
+    params = params_from_dict(raw, base_dir=ROOT)
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         (tmp_path / "train.jsonl").write_bytes(b"\n".join(lines) + b"\n")
@@ -60,14 +60,20 @@ def main() -> None:
         run = run_curation(
             tmp_path / "train.jsonl", tmp_path / "test.jsonl", params=params, show_progress=True
         )
-        write_outputs(run, tmp_path / "out")
+        write_run(run, tmp_path / "out")
         seconds = time.perf_counter() - start
-    quarantined = dict(zip(run.quarantine["line"].to_list(), run.quarantine["reason"].to_list(), strict=True))
-    removed = run.removed
+    quarantine = run.frame("quarantine")
+    quarantined = dict(zip(quarantine["line"].to_list(), quarantine["reason"].to_list(), strict=True))
+    # conflicting-label duplicates are held for review, not removed: dedup caught them all the same
+    held = run.frame("held")
+    conflicts = held.filter(pl.col("issue") == "conflicting_duplicate").select(
+        "id", pl.lit("dedup").alias("stage")
+    )
+    removed = pl.concat([run.frame("removed").select("id", "stage"), conflicts])
     removed_ids = set(removed["id"])
     copy_pairs = truth.copies
     involved = set(copy_pairs) | set(copy_pairs.values()) | set(truth.leaks)
-    clean = [i for i in run.validated["train"]["id"].to_list() if i not in involved]
+    clean = [i for i in run.frame("validated_train")["id"].to_list() if i not in involved]
     # a pair is caught when dedup/decontam removed exactly one of the two (the other kept or
     # held for a label review, which is not a duplicate decision)
     dup_removed = set(removed.filter(pl.col("stage").is_in(["dedup", "decontam"]))["id"])
@@ -79,7 +85,7 @@ def main() -> None:
         counts = by_kind.setdefault(truth.copy_edits[copy], [0, 0])
         counts[0] += caught
         counts[1] += 1
-    flagged = set(run.flags.filter(pl.col("issue") == "label_issue")["id"])
+    flagged = set(run.frame("flags").filter(pl.col("issue") == "label_issue")["id"])
     flipped = set(truth.flipped)
     result = {
         "seed": args.seed,

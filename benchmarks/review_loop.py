@@ -9,6 +9,7 @@ Label Studio's database migrations (the venv is installed beforehand and timed s
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -32,7 +33,6 @@ from flows.labelstudio import (
     stop_server,
 )
 from schemas.params import load_params
-from schemas.review_params import labelstudio_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,7 +77,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/review_loop.json")
     args = parser.parse_args()
 
-    base = labelstudio_params(load_params(args.params))
+    base = load_params(args.params).labelstudio
     result: dict[str, object] = {
         "flags": args.flags,
         "annotated": args.annotate,
@@ -95,10 +95,10 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        raw = load_params(args.params).section("labelstudio")
-        raw["server"] = {**raw.get("server", {}), "venv": str(ROOT / base.server.venv),
-                         "data_dir": str(tmp_path / "ls")}  # fmt: skip
-        cfg = labelstudio_params(raw)
+        server = dataclasses.replace(
+            base.server, venv=str(ROOT / base.server.venv), data_dir=str(tmp_path / "ls")
+        )
+        cfg = dataclasses.replace(base, server=server)
         for var in ("LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY"):
             os.environ.pop(var, None)
         t0 = time.perf_counter()

@@ -106,3 +106,34 @@ def remove_test_leaks(
         removed=removed.cast(REMOVED_SCHEMA).sort("line"),
         flags=pl.DataFrame(schema=FLAGS_SCHEMA),
     )
+
+
+def count_test_leaks(
+    train: pl.DataFrame,
+    test: pl.DataFrame,
+    *,
+    cfg: DecontamParams | None = None,
+    minhash: DedupParams | None = None,
+) -> int:
+    """Train rows that still copy a test row; the curated train must have none.
+
+    Uses decontamination's own normalisation (:func:`curation.dedup.dedup_key`), so a copy
+    disguised with zero-width characters, soft hyphens, look-alike letters or case counts
+    exactly as :func:`remove_test_leaks` would remove it.
+
+    Args:
+        train: train rows (a ``text`` column).
+        test: test rows (a ``text`` column).
+        cfg: with ``minhash``, near copies count too (the decontam rule); without, only
+            copies that are equal after normalisation.
+        minhash: the ``dedup`` section (shingles, MinHash), with ``cfg``.
+
+    Returns:
+        The number of train rows that copy some test row.
+    """
+    if cfg is not None and minhash is not None:
+        return remove_test_leaks(train, test, cfg=cfg, minhash=minhash).removed.height
+    if (cfg is None) != (minhash is None):
+        raise ValueError("count_test_leaks: pass both cfg and minhash for near copies, or neither")
+    keys = test.select(dedup_key(pl.col("text")).alias("k"))["k"].implode()
+    return int(train.select(dedup_key(pl.col("text")).is_in(keys).sum()).item())

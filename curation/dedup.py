@@ -22,6 +22,7 @@ from curation.minhash import (
     Signer,
     band_keys,
     candidate_pairs,
+    canonical_text,
     lsh_bands,
     normalize_text,
     same_key_pairs,
@@ -44,11 +45,12 @@ class StepResult(NamedTuple):
 def dedup_key(text: pl.Expr) -> pl.Expr:
     """The string two rows must share to be exact duplicates.
 
-    Texts that normalise to nothing (only punctuation) fall back to the stripped raw text, so
-    "???" and "!!!" are not called copies of each other.
+    Texts that normalise to nothing (only punctuation) fall back to their canonical form with
+    punctuation kept, so "???" and "!!!" are not called copies of each other while "?\u200b??"
+    still is a copy of "???".
     """
     norm = normalize_text(text)
-    return pl.when(norm.str.len_chars() > 0).then(norm).otherwise(text.str.strip_chars())
+    return pl.when(norm.str.len_chars() > 0).then(norm).otherwise(canonical_text(text).str.strip_chars())
 
 
 def local_signer(cfg: DedupParams) -> Signer:

@@ -1,16 +1,62 @@
 """Ingest: raw file content -> one canonical row per input record, or a quarantined line.
 
-Pure: the caller reads the bytes (or the Parquet frame); nothing here touches the disk.
-Every record keeps its 1-based line number and its raw text so that a quarantined row can be
-traced back to the exact line of the exact file.
+Pure: the caller reads the bytes; nothing here touches the disk. ``parse_input`` decides the
+format; every record keeps its 1-based line number and its raw text so that a quarantined
+row can be traced back to the exact line of the exact file.
+
+Formats (``parse_input``'s ``suffix``, case-insensitive; a trailing ``.gz`` is ignored):
+- ``.jsonl`` / ``.ndjson``: one JSON object a line.
+- ``.json``: a JSON array of objects when the content starts with ``[`` (a record's ``line``
+  is the line its element starts on, its ``raw`` the element's own text); anything else is
+  read as JSON Lines.
+- ``.csv``: a header row, then records; quoted fields may span lines.
+- ``.parquet``: typed columns; ``line`` is the 1-based row number.
+Gzip is detected from the content (its magic bytes), whatever the suffix. A UTF-8 byte order
+mark is dropped.
+
+Accounting: every line of a JSON Lines file (``bytes.splitlines``: ``\\n``, ``\\r\\n`` or
+``\\r``), and every record of a CSV file, becomes exactly one ingested or quarantined row, so
+input rows == lines (== records + blank lines for CSV). A blank or whitespace-only line is
+quarantined with reason ``blank_line``: it holds no record, but counting it keeps "input rows"
+equal to what ``wc -l`` shows; a report that wants a rate of *bad records* can leave
+``blank_line`` out.
+
+Quarantine reasons given here (see ``schemas.records.INGEST_REASONS``): ``blank_line``,
+``invalid_utf8`` (bytes that are not UTF-8, or a ``\\ud800``-style lone surrogate escape that
+no UTF-8 text can hold), ``invalid_json`` (including ``NaN``/``Infinity``, which Python's json
+accepts but JSON does not, and integers too long to convert), ``too_deep`` (nested deeper than
+``MAX_JSON_DEPTH``), ``duplicate_key`` (an object that repeats a key, which JSON parsers
+resolve differently; checked for the canonical keys, see ``_check_value``),
+``not_a_json_object``, ``wrong_field_count`` and ``malformed_csv``.
+Typed problems of a field (missing, null, wrong type: ``text_wrong_type`` ...) are decided
+later by validation from the ``*_type`` columns set here.
+
+Values that are not JSON (Parquet columns) keep a faithful text form, in ``extra`` too:
+date/time values as ISO 8601 text, durations as ISO 8601 ``P<d>DT<s>.<us>S``, Decimals as their
+exact decimal string, binary as base64, NaN/Infinity floats as the strings ``"NaN"``,
+``"Infinity"``, ``"-Infinity"``. Their ``*_type`` is ``binary``, ``datetime``, ``date``,
+``time`` or ``duration`` (a Decimal is a ``number``), so a binary or date *text* column is a
+``text_wrong_type`` quarantine.
+
+Whole-file problems raise ``InputFileError("{source}: reason")``: unknown suffix, corrupt
+gzip, unreadable Parquet, an empty file or one with no records, a CSV header without the text
+column or with repeated names, a JSON Lines file where no line is an object or no object has
+the text column, a JSON array that does not parse.
 """
 
 from __future__ import annotations
 
+import base64
 import csv
+import datetime as dt
+import gzip
 import hashlib
 import io
 import json
+import math
+import re
+import zlib
+from decimal import Decimal
 from typing import Any
 
 import polars as pl
@@ -18,30 +64,179 @@ import polars as pl
 from schemas.params import ColumnMap, DataParams
 from schemas.records import INGESTED_SCHEMA, QUARANTINE_SCHEMA
 
-# Canonical fields and the JSON type each one had in the input, so that validation can say
-# "text_not_string" instead of silently casting a number or a list to text.
+# *_type value of an absent field; validation turns it into missing_<field>
 MISSING = "missing"
+
+# Deeper JSON is quarantined (too_deep). Far deeper than any real record, and far below
+# Python's recursion limit (~1000), so this limit and not the caller's stack depth decides:
+# the same line is treated the same way wherever parse_input runs.
+MAX_JSON_DEPTH = 64
+
+GZIP_MAGIC = b"\x1f\x8b"
+UTF8_BOM = b"\xef\xbb\xbf"
+FORMATS = {"jsonl": "jsonl", "ndjson": "jsonl", "json": "json", "csv": "csv", "parquet": "parquet"}
 
 
 class InputFileError(ValueError):
     """A whole-file problem: unknown format, unreadable file, missing text column."""
 
 
+class _NonStandardJSON(ValueError):
+    """NaN, Infinity or -Infinity: accepted by Python's json module, not valid JSON."""
+
+
+class _DuplicateKey(ValueError):
+    """An object names one key twice: JSON parsers disagree on which value counts."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise _NonStandardJSON(f"{name} is not valid JSON")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    record = dict(pairs)
+    if len(record) != len(pairs):
+        seen: set[str] = set()
+        repeated = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise _DuplicateKey(f"key {repeated!r} appears more than once; parsers disagree on its value")
+    return record
+
+
+# one decoder, built once: json.loads(..., parse_constant=...) would build one a line
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+# ~35% slower (a Python call per object): used only on lines that may repeat a key
+_STRICT_DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+# a JSON string escape for a UTF-16 surrogate; only lines holding one need the Unicode check
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_WHITESPACE = re.compile(r"[ \t\n\r]*")  # JSON's whitespace
+_WHITESPACE_BYTES = re.compile(rb"[ \t\n\r]*")
+
+
+def _skip_ws(text: str, pos: int) -> int:
+    """Offset of the first character at or after ``pos`` that is not JSON whitespace."""
+    match = _WHITESPACE.match(text, pos)
+    return match.end() if match else pos
+
+
+def parse_input(
+    content: bytes, *, suffix: str, split: str, source: str, data: DataParams
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Parse one raw input file's bytes, in the format its suffix names.
+
+    Args:
+        content: the file's bytes (gzip-compressed or not).
+        suffix: the file's suffix(es), e.g. ``".jsonl"``, ``".jsonl.gz"`` or
+            ``"".join(path.suffixes)``; only the last one that is not ``.gz`` counts.
+        split: ``train`` or ``test``.
+        source: the file's name, used in every message and in the ``source`` column.
+        data: the ``data`` section of the params.
+
+    Returns:
+        (ingested, quarantine): canonical rows with ids, and records that could not become one.
+
+    Raises:
+        InputFileError: a whole-file problem, the message starts with ``"{source}: "``.
+    """
+    fmt = _format_of(suffix, source)
+    if content.startswith(GZIP_MAGIC):
+        content = _gunzip(content, source)
+    if fmt == "csv":
+        return parse_csv(content, split=split, source=source, data=data)
+    if fmt == "parquet":
+        try:
+            frame = pl.read_parquet(io.BytesIO(content))
+        except Exception as exc:  # polars raises several types for a corrupt file
+            raise InputFileError(f"{source}: unreadable Parquet ({exc})") from exc
+        return parse_frame(frame, split=split, source=source, data=data)
+    if fmt == "json":
+        match = _WHITESPACE_BYTES.match(content, len(UTF8_BOM) if content.startswith(UTF8_BOM) else 0)
+        if match and content[match.end() : match.end() + 1] == b"[":
+            return parse_json_array(content, split=split, source=source, data=data)
+    return parse_jsonl(content, split=split, source=source, data=data)
+
+
+def _format_of(suffix: str, source: str) -> str:
+    parts = [p for p in suffix.lower().split(".") if p]
+    if parts and parts[-1] == "gz":
+        parts.pop()
+    if not parts or parts[-1] not in FORMATS:
+        raise InputFileError(
+            f"{source}: unknown format '{suffix}' (expected .jsonl, .ndjson, .json, .csv or "
+            ".parquet, optionally gzip-compressed)"
+        )
+    return FORMATS[parts[-1]]
+
+
+def _gunzip(content: bytes, source: str) -> bytes:
+    try:
+        return gzip.decompress(content)
+    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
+        raise InputFileError(f"{source}: corrupt gzip data ({exc})") from exc
+
+
 def json_type(value: Any) -> str:
-    """Name the JSON type of a parsed value ("string", "number", "null", ...)."""
+    """Name the JSON type of a parsed value ("string", "number", "null", ...).
+
+    Values that JSON has no type for (from Parquet) are named by kind: "binary", "datetime",
+    "date", "time", "duration"; a Decimal is a "number".
+    """
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "bool"
-    if isinstance(value, (int, float)):
+    if isinstance(value, (int, float, Decimal)):
         return "number"
     if isinstance(value, str):
         return "string"
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return "array"
     if isinstance(value, dict):
         return "object"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "binary"
+    if isinstance(value, dt.datetime):
+        return "datetime"
+    if isinstance(value, dt.date):
+        return "date"
+    if isinstance(value, dt.time):
+        return "time"
+    if isinstance(value, dt.timedelta):
+        return "duration"
     return type(value).__name__
+
+
+def _scalar_text(value: Any) -> Any:
+    """The text form of a value JSON cannot hold (see the module docstring); others unchanged."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, (dt.date, dt.time)):  # datetime is a date
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        seconds = value.seconds + value.microseconds / 1e6
+        return f"P{value.days}DT{seconds:.6f}S"
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    return value
+
+
+def _json_safe(value: Any) -> Any:
+    """A copy of ``value`` with every non-JSON value replaced by its text form."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return _scalar_text(value)
+
+
+def _dumps(value: Any) -> str:
+    """Canonical JSON text (sorted keys, UTF-8), for JSON values and Parquet values alike."""
+    try:
+        # fast path: JSON values need no conversion; default= catches bytes, dates, Decimals
+        return json.dumps(value, ensure_ascii=False, sort_keys=True, default=_scalar_text, allow_nan=False)
+    except ValueError:  # a NaN/Infinity float (only Parquet has them: JSON lines reject them)
+        return json.dumps(_json_safe(value), ensure_ascii=False, sort_keys=True)
 
 
 def _as_text(value: Any) -> str | None:
@@ -50,7 +245,8 @@ def _as_text(value: Any) -> str | None:
     if isinstance(value, str):
         return value
     # non-strings keep a faithful representation; validation rejects them by their type column
-    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+    text = _scalar_text(value)
+    return text if isinstance(text, str) else _dumps(value)
 
 
 def _field(record: dict[str, Any], name: str) -> tuple[str | None, str]:
@@ -82,15 +278,92 @@ def _canonical(record: dict[str, Any], data: DataParams) -> dict[str, Any]:
         else:
             text, text_type = _field(record, cols.instruction)
             extra_input, extra_type = _field(record, cols.input)
-            if text_type == "string" and extra_type == "string" and extra_input.strip():
+            if text_type == "string" and extra_type == "string" and extra_input and extra_input.strip():
                 text = f"{text}\n\n{extra_input}"
             resp, resp_type = _field(record, cols.output)
             used |= {cols.instruction, cols.input, cols.output}
         row.update(text=text, text_type=text_type, response=resp, response_type=resp_type)
         row["label"], row["label_type"] = None, "null"
     extra = {k: v for k, v in record.items() if k not in used}
-    row["extra"] = json.dumps(extra, ensure_ascii=False, sort_keys=True) if extra else None
+    row["extra"] = _dumps(extra) if extra else None
     return row
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a parsed JSON value (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, level + 1)
+            stack.extend((v, level + 1) for v in item)
+    return deepest
+
+
+def _quoted_fields(data: DataParams) -> tuple[str, ...]:
+    """The canonical input keys as they appear in JSON text (quoted)."""
+    cols = data.columns
+    names: tuple[str, ...]
+    if data.task == "classification":
+        names = (cols.id, cols.text, cols.label)
+    else:
+        names = (cols.id, cols.prompt, cols.response, cols.instruction, cols.input, cols.output)
+    return tuple(json.dumps(n, ensure_ascii=False) for n in names)
+
+
+def _decode_record(raw: str, fields: tuple[str, ...]) -> tuple[Any, str | None, str]:
+    """(value, reason, detail) for one JSON text; reason is None when it parsed cleanly."""
+    try:
+        value = _DECODER.decode(raw)
+    except json.JSONDecodeError as exc:
+        return None, "invalid_json", f"{exc.msg} (column {exc.colno})"
+    except RecursionError:
+        return None, "too_deep", f"nested deeper than {MAX_JSON_DEPTH} levels"
+    except ValueError as exc:  # NaN/Infinity, or an integer too long to convert
+        return None, "invalid_json", str(exc)
+    if len(raw) > 2 * MAX_JSON_DEPTH or "\\u" in raw or _may_repeat(raw, fields):
+        reason, detail = _check_value(raw, value, fields)
+        return value, reason, detail
+    return value, None, ""
+
+
+def _may_repeat(raw: str, fields: tuple[str, ...]) -> bool:
+    for quoted in fields:
+        if raw.count(quoted) > 1:
+            return True
+    return False
+
+
+def _check_value(raw: str, value: Any, fields: tuple[str, ...]) -> tuple[str | None, str]:
+    """(reason, detail) for a parsed JSON value that is too deep, repeats a key or holds a
+    lone surrogate.
+
+    The checks are skipped, at the cost of a few substring searches, on the usual line: a
+    text of fewer than 2 * MAX_JSON_DEPTH characters or brackets cannot nest deeper than the
+    limit; a repeated key is looked for only when a canonical key's quoted name occurs twice
+    or an escape could spell one; only a ``\\u`` escape can make a lone surrogate. So a
+    repeated key that is not a canonical one keeps its last value, as Python's json does.
+    """
+    if (
+        len(raw) > 2 * MAX_JSON_DEPTH
+        and raw.count("[") + raw.count("{") > MAX_JSON_DEPTH
+        and _depth(value) > MAX_JSON_DEPTH
+    ):
+        return "too_deep", f"nested deeper than {MAX_JSON_DEPTH} levels"
+    if "\\u" in raw or _may_repeat(raw, fields):
+        try:
+            _STRICT_DECODER.decode(raw)
+        except _DuplicateKey as exc:
+            return "duplicate_key", str(exc)
+    if "\\u" in raw and _SURROGATE_ESCAPE.search(raw):
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            bad = exc.object[exc.start : exc.end].encode("unicode_escape").decode("ascii")
+            return "invalid_utf8", f"escape {bad} is a lone UTF-16 surrogate, not text"
+    return None, ""
 
 
 def _quarantine_row(split: str, source: str, line: int, raw: str, reason: str, detail: str):
@@ -136,14 +409,38 @@ class _Rows:
         return assign_ids(ingested), pl.DataFrame(bad, schema=QUARANTINE_SCHEMA)
 
 
+def _check_records(
+    ingested: pl.DataFrame, bad: list[dict[str, Any]], *, source: str, data: DataParams
+) -> None:
+    """Whole-file problems of a JSON file: nothing in it, no object, or no text column."""
+    if ingested.height == 0:
+        if all(b["reason"] == "blank_line" for b in bad):
+            raise InputFileError(f"{source}: empty file (no records)")
+        first = next(b for b in bad if b["reason"] != "blank_line")
+        raise InputFileError(
+            f"{source}: no line holds a JSON object (line {first['line']}: {first['reason']}, "
+            f"{first['detail']})"
+        )
+    if (ingested["text_type"] == MISSING).all():
+        # the first record's keys name what the file holds instead
+        _require_text_column(list(_DECODER.decode(ingested["raw"][0])), source, data)
+
+
 def parse_jsonl(content: bytes, *, split: str, source: str, data: DataParams):
-    """Parse JSON Lines content. Blank lines are skipped (they hold no record).
+    """Parse JSON Lines content; every line becomes one ingested or quarantined row.
 
     Returns:
         (ingested, quarantine): canonical rows, and lines that could not become a record
-        (invalid_utf8, invalid_json, not_a_json_object) with the raw line.
+        (blank_line, invalid_utf8, invalid_json, too_deep, not_a_json_object) with the raw line.
+
+    Raises:
+        InputFileError: no line holds a record, or no record has the text column.
     """
+    if content.startswith(UTF8_BOM):
+        content = content[len(UTF8_BOM) :]
     rows = _Rows(split, source)
+    add = rows.add
+    fields = _quoted_fields(data)
     bad: list[dict[str, Any]] = []
     for lineno, raw_bytes in enumerate(content.splitlines(), start=1):
         try:
@@ -153,25 +450,103 @@ def parse_jsonl(content: bytes, *, split: str, source: str, data: DataParams):
             bad.append(_quarantine_row(split, source, lineno, raw, "invalid_utf8", str(exc)))
             continue
         if not raw.strip():
+            bad.append(_quarantine_row(split, source, lineno, raw, "blank_line", "line holds no record"))
             continue
+        record, reason, detail = _decode_record(raw, fields)
+        if reason is None and type(record) is not dict:
+            reason, detail = "not_a_json_object", f"line is a JSON {json_type(record)}, not an object"
+        if reason is not None:
+            bad.append(_quarantine_row(split, source, lineno, raw, reason, detail))
+            continue
+        add({"line": lineno, "raw": raw, **_canonical(record, data)})
+    ingested, quarantine = rows.result(bad)
+    _check_records(ingested, bad, source=source, data=data)
+    return ingested, quarantine
+
+
+def parse_json_array(content: bytes, *, split: str, source: str, data: DataParams):
+    """Parse a JSON array of objects (e.g. a pretty-printed ``.json`` file).
+
+    Each element is one record: ``line`` is the line it starts on, ``raw`` its own text.
+    A non-object element is quarantined (``not_a_json_object``); an element that does not
+    parse leaves no way to find the next one, so it stops the file.
+
+    Raises:
+        InputFileError: not UTF-8, not an array, an element that does not parse, or no
+        element holds the text column.
+    """
+    if content.startswith(UTF8_BOM):
+        content = content[len(UTF8_BOM) :]
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = content.count(b"\n", 0, exc.start) + 1
+        raise InputFileError(f"{source}: line {line}: not UTF-8 ({exc.reason})") from exc
+    rows = _Rows(split, source)
+    bad: list[dict[str, Any]] = []
+    pos = _skip_ws(text, 0)
+    if text[pos : pos + 1] != "[":
+        raise InputFileError(f"{source}: not a JSON array")
+    pos, line, counted = pos + 1, 1, 0  # `line` is the line of offset `counted`
+    empty = text.startswith("]", _skip_ws(text, pos))
+    fields = _quoted_fields(data)
+    while not empty:
+        pos = _skip_ws(text, pos)
+        line += text.count("\n", counted, pos)
+        counted = pos
         try:
-            record = json.loads(raw)
+            value, end = _DECODER.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
-            bad.append(_quarantine_row(split, source, lineno, raw, "invalid_json", exc.msg))
+            raise InputFileError(f"{source}: line {exc.lineno}: invalid JSON array ({exc.msg})") from exc
+        except RecursionError as exc:
+            raise InputFileError(
+                f"{source}: line {line}: element nested deeper than {MAX_JSON_DEPTH} levels"
+            ) from exc
+        except ValueError as exc:  # NaN/Infinity or an integer too long to convert
+            raise InputFileError(f"{source}: line {line}: invalid JSON ({exc})") from exc
+        raw = text[pos:end]
+        reason, detail = _check_value(raw, value, fields)  # the checks of a JSON line
+        if reason is None and not isinstance(value, dict):
+            reason, detail = "not_a_json_object", f"element is a JSON {json_type(value)}, not an object"
+        if reason is not None:
+            bad.append(_quarantine_row(split, source, line, raw, reason, detail))
+        else:
+            rows.add({"line": line, "raw": raw, **_canonical(value, data)})
+        pos = _skip_ws(text, end)
+        if text.startswith(",", pos):
+            pos += 1
             continue
-        if not isinstance(record, dict):
-            detail = f"line is a JSON {json_type(record)}, not an object"
-            bad.append(_quarantine_row(split, source, lineno, raw, "not_a_json_object", detail))
-            continue
-        rows.add({"line": lineno, "raw": raw, **_canonical(record, data)})
-    return rows.result(bad)
+        if text.startswith("]", pos):
+            break
+        at = text.count("\n", 0, pos) + 1
+        raise InputFileError(f"{source}: line {at}: expected ',' or ']' in the JSON array")
+    if empty:
+        pos = _skip_ws(text, pos)
+    if _skip_ws(text, pos + 1) < len(text):
+        at = text.count("\n", 0, pos) + 1
+        raise InputFileError(f"{source}: line {at}: text after the end of the JSON array")
+    ingested, quarantine = rows.result(bad)
+    _check_records(ingested, bad, source=source, data=data)
+    return ingested, quarantine
+
+
+def _drop_line_end(line: str) -> str:
+    if line.endswith("\r\n"):
+        return line[:-2]
+    if line.endswith(("\n", "\r")):
+        return line[:-1]
+    return line
 
 
 def parse_csv(content: bytes, *, split: str, source: str, data: DataParams):
     """Parse CSV content with a header row; quoted fields may span lines.
 
+    A record's ``raw`` is exactly its own text (its physical lines, as the csv reader split
+    them, without the final line end); a blank line is quarantined as ``blank_line``.
+
     Raises:
-        InputFileError: no header, or the header lacks the text column.
+        InputFileError: no header, a header without the text column or with a repeated
+        name, or no record after the header.
     """
     try:
         text = content.decode("utf-8-sig")
@@ -183,8 +558,10 @@ def parse_csv(content: bytes, *, split: str, source: str, data: DataParams):
             raise InputFileError(f"{source}: not UTF-8 ({exc})") from exc
     else:
         bad_utf8 = set()
-    physical = text.splitlines()
-    reader = csv.reader(io.StringIO(text, newline=""))
+    # lines split where the csv reader splits them (\n, \r, \r\n), unlike str.splitlines,
+    # which also splits at U+2028, NEL, form feeds...: the reader reads these very lines
+    physical = io.StringIO(text, newline="").readlines()
+    reader = csv.reader(physical)
     try:
         header = next(reader)
     except StopIteration as exc:
@@ -192,6 +569,9 @@ def parse_csv(content: bytes, *, split: str, source: str, data: DataParams):
     except csv.Error as exc:
         raise InputFileError(f"{source}: unreadable CSV header ({exc})") from exc
     _require_text_column(header, source, data)
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if repeated:
+        raise InputFileError(f"{source}: repeated column name(s) {repeated} in the header")
     rows = _Rows(split, source)
     bad: list[dict[str, Any]] = []
     start = reader.line_num + 1
@@ -202,16 +582,17 @@ def parse_csv(content: bytes, *, split: str, source: str, data: DataParams):
             break
         except csv.Error as exc:
             end = reader.line_num
-            raw = "\n".join(physical[start - 1 : end])
+            raw = _drop_line_end("".join(physical[start - 1 : end]))
             bad.append(_quarantine_row(split, source, start, raw, "malformed_csv", str(exc)))
             start = end + 1
             continue
         end = reader.line_num
-        raw = "\n".join(physical[start - 1 : end])
+        raw = _drop_line_end(physical[start - 1] if end == start else "".join(physical[start - 1 : end]))
         lineno, start = start, end + 1
         if not fields or (len(fields) == 1 and not fields[0].strip()):
-            continue  # blank line
-        if any(n in bad_utf8 for n in range(lineno, end + 1)):
+            bad.append(_quarantine_row(split, source, lineno, raw, "blank_line", "line holds no record"))
+            continue
+        if bad_utf8 and any(n in bad_utf8 for n in range(lineno, end + 1)):
             bad.append(_quarantine_row(split, source, lineno, raw, "invalid_utf8", "bytes are not UTF-8"))
             continue
         if len(fields) != len(header):
@@ -221,6 +602,8 @@ def parse_csv(content: bytes, *, split: str, source: str, data: DataParams):
         # CSV has no types and no null: an empty field is read as null
         record = {h: (v if v != "" else None) for h, v in zip(header, fields, strict=True)}
         rows.add({"line": lineno, "raw": raw, **_canonical(record, data)})
+    if not bad and not rows.pending and not rows.frames:
+        raise InputFileError(f"{source}: no records after the CSV header")
     return rows.result(bad)
 
 
@@ -249,12 +632,17 @@ def _require_text_column(columns: list[str], source: str, data: DataParams) -> N
 
 
 def parse_frame(frame: pl.DataFrame, *, split: str, source: str, data: DataParams):
-    """Canonicalise an already-typed frame (Parquet). Line numbers are 1-based row numbers."""
+    """Canonicalise an already-typed frame (Parquet). Line numbers are 1-based row numbers.
+
+    Raises:
+        InputFileError: the frame lacks the text column, or has no rows.
+    """
     _require_text_column(frame.columns, source, data)
+    if frame.height == 0:
+        raise InputFileError(f"{source}: no rows")
     rows = _Rows(split, source)
     for lineno, record in enumerate(frame.iter_rows(named=True), start=1):
-        raw = json.dumps(record, ensure_ascii=False, sort_keys=True, default=str)
-        rows.add({"line": lineno, "raw": raw, **_canonical(record, data)})
+        rows.add({"line": lineno, "raw": _dumps(record), **_canonical(record, data)})
     return rows.result([])
 
 

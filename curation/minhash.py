@@ -9,8 +9,11 @@ permutation parameters from datasketch itself so the two can never drift apart.
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from collections.abc import Callable, Sequence
+from functools import cache
 
+import icu  # type: ignore[import-untyped]  # ICU's TR39 skeletons (the confusables data)
 import numpy as np
 import polars as pl
 from datasketch import MinHash
@@ -26,11 +29,82 @@ EMPTY_HASH = np.uint32(0xFFFFFFFF)  # datasketch's initial value; what an empty 
 _FMIX32 = (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35), np.uint32(16))
 
 
-def normalize_text(text: pl.Expr) -> pl.Expr:
-    """Normalise for duplicate detection: NFKC, case-fold, strip punctuation, collapse spaces."""
+# Invisible characters: format characters (zero-width space, soft hyphen, bidi marks, BOM,
+# word joiner, tags) and the other default-ignorables (variation selectors, Hangul fillers).
+# NFKC keeps them, so "c\u200ba\u200br\u200bd" would otherwise not equal "card".
+_INVISIBLE = r"[\p{Cf}\p{Default_Ignorable_Code_Point}]"
+# Characters a look-alike may replace: letters, marks and digits (punctuation and symbols are
+# dropped by normalisation anyway). ASCII is never rewritten: TR39 would also turn "0" into
+# "o", "1" into "l" and "m" into "rn", conflating ordinary text ("10" and "lo").
+_CONFUSABLE_DOMAIN = r"[[\p{L}\p{M}\p{N}]&[^\u0000-\u007F]]"
+# A skeleton is used only when it looks like basic Latin text: ASCII letters and digits plus
+# combining marks ("а" -> "a", "ї" -> "ï"). Other skeletons (Cyrillic "и" -> Latin small
+# capital reversed N, Arabic digits -> punctuation) would rewrite a script into nothing that
+# an attacker could be imitating, so those characters stay as they are.
+_LATIN_LOOKING = r"[[0-9a-zA-Z][\p{M}]]"
+_FIXPOINT_ROUNDS = 4  # skeleton of a skeleton: settles in one or two rounds in ICU 77
+
+
+@cache
+def confusable_skeletons() -> dict[str, str]:
+    """Character -> what it is compared as: its case fold and TR39 confusable skeleton.
+
+    Built once per process (~0.2 s) from ICU's SpoofChecker (Unicode's confusables.txt) and
+    Python's full case folding, for every non-ASCII letter, mark and digit whose image
+    differs from itself: "ß" -> "ss", Cyrillic "а" and Greek "α" -> "a", "ı" -> "i". Values
+    are NFC, case-folded and fixed points (mapping a value again changes nothing).
+    """
+    domain = list(icu.UnicodeSet(_CONFUSABLE_DOMAIN))
+    # one ICU call for all characters: the skeleton maps character by character (after NFD),
+    # and a newline (ASCII, its own skeleton) keeps them apart
+    skeletons = icu.SpoofChecker().getSkeleton(0, "\n".join(domain)).split("\n")
+    if len(skeletons) != len(domain):
+        raise RuntimeError("ICU skeletons do not line up with their characters")
+    latin_looking = icu.UnicodeSet(_LATIN_LOOKING)
+    skeleton = {
+        c: s
+        for c, s in zip(domain, skeletons, strict=True)
+        if s != unicodedata.normalize("NFD", c) and latin_looking.containsAll(s)
+    }
+
+    def image(text: str) -> str:
+        mapped = "".join(skeleton.get(ch, ch) for ch in text)
+        return unicodedata.normalize("NFC", mapped).casefold()
+
+    table = {}
+    # other characters are their own image (or are NFKC-mapped before the table applies)
+    for c in sorted({*skeleton, *(c for c in domain if c.casefold() != c)}):
+        value = c.casefold()
+        for _ in range(_FIXPOINT_ROUNDS):
+            value, before = image(value), value
+            if value == before:
+                break
+        if value != c:
+            table[c] = value
+    return table
+
+
+def canonical_text(text: pl.Expr) -> pl.Expr:
+    """What two texts must share to look the same: invisibles dropped, NFKC, case-folded,
+    confusables replaced by their skeleton (Unicode TR39). Punctuation and spacing kept."""
     return (
-        text.str.normalize("NFKC")
-        .str.to_lowercase()
+        text.str.replace_all(_INVISIBLE, "")
+        .str.normalize("NFKC")
+        .str.to_lowercase()  # Python's lower(); the table adds the rest of casefold()
+        .str.replace_many(confusable_skeletons())
+    )
+
+
+def normalize_text(text: pl.Expr) -> pl.Expr:
+    """Normalise for duplicate detection: :func:`canonical_text`, punctuation and symbols
+    stripped, whitespace collapsed.
+
+    A copy disguised with zero-width spaces, soft hyphens, Cyrillic or Greek look-alikes or
+    case tricks normalises to the same string as the original; a text in another script
+    keeps its own letters where they do not imitate Latin ones.
+    """
+    return (
+        canonical_text(text)
         .str.replace_all(r"[\p{P}\p{S}]+", " ")
         .str.replace_all(r"\s+", " ")
         .str.strip_chars()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import polars as pl
@@ -26,6 +26,71 @@ from schemas.records import FLAGS_SCHEMA
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[str], None]
+
+
+class NoiseCheck(NamedTuple):
+    """Whether label-noise detection can run on a train set, for quality.json and the gate.
+
+    ``skipped_reason`` is None when it runs, else a snake_case code:
+    ``no_rows``; ``single_class`` (one label only: nothing to confuse it with);
+    ``one_row_per_class`` (no class has two rows, so no row can be held out of its model);
+    ``single_class_fold`` (a fold would train a classifier on one class only).
+    """
+
+    checked_rows: int
+    skipped_reason: str | None
+
+
+def _folds(labels: np.ndarray, counts: np.ndarray, cfg: NoiseParams) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Seeded stratified (fit, held-out) index pairs; needs some class with two rows."""
+    # StratifiedKFold needs some class with `folds` rows; a class with fewer is still split
+    # as well as it can be (sklearn warns), so one rare class does not cost everyone folds
+    folds = min(cfg.folds, max(2, int(counts.max())))
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=cfg.seed)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        return list(splitter.split(np.zeros(len(labels)), labels))
+
+
+def _skip_reason(labels: np.ndarray, n_classes: int, cfg: NoiseParams) -> str | None:
+    """Why out-of-fold probabilities cannot be computed for these labels (None: they can)."""
+    if len(labels) == 0:
+        return "no_rows"
+    counts = np.bincount(labels, minlength=n_classes)
+    if np.count_nonzero(counts) < 2:
+        return "single_class"  # sklearn: "the number of classes has to be greater than one"
+    if counts.max() < 2:
+        return "one_row_per_class"  # StratifiedKFold: n_splits > members of every class
+    if any(len(np.unique(labels[fit])) < 2 for fit, _ in _folds(labels, counts, cfg)):
+        return "single_class_fold"
+    return None
+
+
+def _label_ids(train: pl.DataFrame, label_set: Sequence[str]) -> np.ndarray:
+    """Class id of every row (its label's position in ``label_set``)."""
+    if len(set(label_set)) != len(label_set):
+        raise ValueError("label_set has duplicate labels")
+    index = {label: i for i, label in enumerate(label_set)}
+    unknown = set(train["label"].unique()) - set(index)
+    if unknown:
+        raise ValueError(f"labels outside the label set reached noise detection: {sorted(unknown)}")
+    return np.array([index[v] for v in train["label"].to_list()], dtype=np.int64)
+
+
+def noise_check(train: pl.DataFrame, *, label_set: Sequence[str], cfg: NoiseParams) -> NoiseCheck:
+    """Whether :func:`flag_label_issues` will score these rows, and why not.
+
+    Cheap (label counts and the fold split, no model): call it beside ``flag_label_issues``
+    to publish ``noise_checked`` / ``noise_skip_reason`` (see ``curation.report``).
+
+    Raises:
+        ValueError: a ``label`` column missing, duplicate labels in ``label_set`` or labels
+            outside it.
+    """
+    if "label" not in train.columns:
+        raise ValueError("noise detection needs columns ['label']")
+    reason = _skip_reason(_label_ids(train, label_set), len(label_set), cfg)
+    return NoiseCheck(checked_rows=0 if reason else train.height, skipped_reason=reason)
 
 
 def _view_matrix(view: str, texts: Sequence[str], embeddings: np.ndarray | None) -> Any:
@@ -122,8 +187,9 @@ def out_of_fold_probabilities(
         (n x n_classes) probabilities; rows sum to 1.
 
     Raises:
-        ValueError: labels and texts differ in length, labels outside ``[0, n_classes)``, or the
-            ``embedding`` view without (matching) embeddings.
+        ValueError: labels and texts differ in length, labels outside ``[0, n_classes)``, labels
+            too few or too uniform for K folds (see :class:`NoiseCheck`), or the ``embedding``
+            view without (matching) embeddings.
     """
     n = len(texts)
     labels = np.asarray(labels)
@@ -131,14 +197,13 @@ def out_of_fold_probabilities(
         raise ValueError(f"labels shape {labels.shape} does not match {n} texts")
     if n and (labels.min() < 0 or labels.max() >= n_classes):
         raise ValueError(f"labels must be class ids in [0, {n_classes})")
-    counts = np.bincount(labels, minlength=n_classes)
-    # StratifiedKFold needs some class with `folds` rows; a class with fewer is still split
-    # as well as it can be (sklearn warns), so one rare class does not cost everyone folds
-    folds = min(cfg.folds, max(2, int(counts.max()))) if n else cfg.folds
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=cfg.seed)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
-        splits = list(splitter.split(np.zeros(n), labels))
+    if n == 0:
+        return np.zeros((0, n_classes))
+    reason = _skip_reason(labels, n_classes, cfg)
+    if reason is not None:
+        raise ValueError(f"out-of-fold probabilities need more varied labels: {reason}")
+    splits = _folds(labels, np.bincount(labels, minlength=n_classes), cfg)
+    folds = len(splits)
     probs = np.zeros((n, n_classes))
     for view in cfg.features:
         features = _view_matrix(view, texts, embeddings)
@@ -183,6 +248,8 @@ def flag_label_issues(
     Returns:
         (flags, probabilities): ``label_issue`` flags sorted by score (lowest label quality
         first) with the suggested label; and the out-of-fold probabilities (n x classes).
+        A train set too small or too uniform to hold rows out (:func:`noise_check` says why)
+        gets no flags and uniform probabilities: no model, no evidence against any label.
 
     Raises:
         ValueError: missing columns, labels outside ``label_set``, embeddings that do not match
@@ -191,17 +258,14 @@ def flag_label_issues(
     missing = {"id", "text", "text_hash", "label"} - set(train.columns)
     if missing:
         raise ValueError(f"noise detection needs columns {sorted(missing)}")
-    if len(set(label_set)) != len(label_set):
-        raise ValueError("label_set has duplicate labels")
     if embeddings is not None and embeddings.shape[0] != train.height:
         raise ValueError(f"embeddings have {embeddings.shape[0]} rows, train has {train.height}")
-    if not train.height:
-        return pl.DataFrame(schema=FLAGS_SCHEMA), np.zeros((0, len(label_set)))
-    index = {label: i for i, label in enumerate(label_set)}
-    unknown = set(train["label"].unique()) - set(index)
-    if unknown:
-        raise ValueError(f"labels outside the label set reached noise detection: {sorted(unknown)}")
-    y = np.array([index[v] for v in train["label"].to_list()], dtype=np.int64)
+    y = _label_ids(train, label_set)
+    reason = _skip_reason(y, len(label_set), cfg)
+    if reason is not None:
+        log.info("noise: skipped on %d rows (%s)", train.height, reason)
+        uniform = np.full((train.height, len(label_set)), 1.0 / max(len(label_set), 1))
+        return pl.DataFrame(schema=FLAGS_SCHEMA), uniform
     probs = out_of_fold_probabilities(
         train["text"].to_list(),
         y,
@@ -211,9 +275,7 @@ def flag_label_issues(
         progress=progress,
     )
     counts = np.bincount(y, minlength=len(label_set))
-    present = np.flatnonzero(counts)
-    if len(present) < 2:
-        return pl.DataFrame(schema=FLAGS_SCHEMA), probs
+    present = np.flatnonzero(counts)  # at least two classes: _skip_reason checked
     # cleanlab wants every column to be a class seen in the labels: restrict to present ones
     sub = probs[:, present]
     sub = sub / np.clip(sub.sum(axis=1, keepdims=True), 1e-12, None)
@@ -260,4 +322,4 @@ def flag_label_issues(
     return flags, probs
 
 
-__all__ = ["flag_label_issues", "out_of_fold_probabilities"]
+__all__ = ["NoiseCheck", "flag_label_issues", "noise_check", "out_of_fold_probabilities"]

@@ -7,22 +7,33 @@ it is ignored once the text changes - keeps, relabels or drops (``reviewer_drop`
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import polars as pl
 
-from curation.dedup import StepResult
-from schemas.records import FLAGS_SCHEMA, REMOVED_SCHEMA
+from schemas.records import FLAGS_SCHEMA, HELD_SCHEMA, REMOVED_SCHEMA
+from schemas.review_params import DECISIONS
 
 DECISIONS_SCHEMA = {"id": pl.String, "text_hash": pl.String, "decision": pl.String, "label": pl.String}
-DECISIONS = ("keep", "relabel", "drop", "unsure")
+
+
+class ReviewOutcome(NamedTuple):
+    """Where every flagged row went: curated, removed, or held for a reviewer."""
+
+    train: pl.DataFrame
+    removed: pl.DataFrame
+    held: pl.DataFrame
+    flags: pl.DataFrame
 
 
 def apply_review_policy(
+    *,
     kept: pl.DataFrame,
     removed: pl.DataFrame,
     flags: pl.DataFrame,
     validated: pl.DataFrame,
     decisions: pl.DataFrame | None = None,
-) -> StepResult:
+) -> ReviewOutcome:
     """Hold every flagged row out of training unless a reviewer decided otherwise.
 
     Args:
@@ -33,9 +44,11 @@ def apply_review_policy(
         decisions: resolved decisions (id, text_hash, decision, label), or None.
 
     Returns:
-        kept: curated train rows (kept/relabelled reviewed rows included);
-        removed: every removed row, reviewed ones now ``reviewer_drop``, open ones
-        ``pending_review``; flags: the flags with ``status`` (pending or the decision).
+        train: curated train rows (kept/relabelled reviewed rows included);
+        removed: every removed row, reviewed ones now ``reviewer_drop``;
+        held: rows waiting for a reviewer (reason ``pending_review``, their ``issue`` and
+        ``status``): out of training, not removed;
+        flags: the flags with ``status`` (pending or the decision).
     """
     if decisions is None:
         decisions = pl.DataFrame(schema=DECISIONS_SCHEMA)
@@ -107,5 +120,12 @@ def apply_review_policy(
     all_removed = pl.concat(
         [previous, new_pending.cast(REMOVED_SCHEMA), reviewer_drops.cast(REMOVED_SCHEMA)]
     ).sort("line")
+    is_held = pl.col("reason") == "pending_review"
+    held = (
+        all_removed.filter(is_held)
+        .join(waiting.select("id", "issue", "status"), on="id", how="left")
+        .select(list(HELD_SCHEMA))
+        .cast(HELD_SCHEMA)
+    )
     flags_out = flags.join(status.select("id", "status"), on="id", how="left").select(*FLAGS_SCHEMA, "status")
-    return StepResult(kept=curated, removed=all_removed, flags=flags_out)
+    return ReviewOutcome(train=curated, removed=all_removed.filter(~is_held), held=held, flags=flags_out)

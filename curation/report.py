@@ -9,7 +9,9 @@ from __future__ import annotations
 import base64
 import html
 import io
-from typing import Any
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -17,7 +19,12 @@ matplotlib.use("Agg")  # headless: no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import polars as pl  # noqa: E402
 
-from schemas.records import FLAG_ISSUES, REMOVAL_REASONS  # noqa: E402
+from schemas.records import FLAG_ISSUES  # noqa: E402
+
+if TYPE_CHECKING:
+    from curation.noise import NoiseCheck
+
+Metric = float | int | str | None
 
 
 def quality_metrics(
@@ -26,21 +33,38 @@ def quality_metrics(
     curated_train: pl.DataFrame,
     curated_test: pl.DataFrame,
     removed: pl.DataFrame,
+    held: pl.DataFrame,
     quarantine: pl.DataFrame,
     flags: pl.DataFrame,
     validated_train_rows: int,
     label_set: list[str] | None,
     test_leaks_remaining: int,
-) -> dict[str, float | int]:
+    removal_reasons: Sequence[str],
+    duplicate_reasons: Sequence[str] = ("exact_duplicate", "near_duplicate"),
+    noise: NoiseCheck | None = None,
+) -> dict[str, Metric]:
     """Flat metrics for quality.json; the accounting check proves no row was lost.
+
+    Every number is finite (strict JSON parsers reject Infinity and NaN): a ratio that is
+    undefined is null, and the count that makes it undefined is published beside it
+    (``imbalance_ratio`` is null when ``classes_missing_from_train`` > 0).
 
     Args:
         input_rows: records read per split ("train", "test"), before anything was removed.
+        held: rows held out of training for a reviewer (``pending_review``).
+        removal_reasons: every reason a step can remove a row with; each gets a count.
+        duplicate_reasons: the reasons that count towards ``duplicate_rate``.
+        noise: whether noise detection ran (``curation.noise.noise_check``); publishes
+            ``noise_checked`` (1/0), ``noise_checked_rows`` and, when skipped,
+            ``noise_skip_reason``. None: noise detection was not part of this run (no keys).
+
+    Raises:
+        ValueError: a metric came out as Infinity or NaN (a bug: it must be null instead).
     """
     q = quarantine.group_by("split").len()
     quarantined = {s: int(q.filter(pl.col("split") == s)["len"].sum()) for s in ("train", "test")}
     reasons = removed.group_by("reason").len()
-    removed_by = {r: int(reasons.filter(pl.col("reason") == r)["len"].sum()) for r in REMOVAL_REASONS}
+    removed_by = {r: int(reasons.filter(pl.col("reason") == r)["len"].sum()) for r in removal_reasons}
     flag_counts = {i: int((flags["issue"] == i).sum()) for i in FLAG_ISSUES}
     open_flags = (
         flags.filter(pl.col("status").is_in(["pending", "unsure"])) if "status" in flags.columns else flags
@@ -54,33 +78,48 @@ def quality_metrics(
     per_class = {c: 0 for c in classes}
     per_class.update(dict(zip(counts["label"].to_list(), counts["len"].to_list(), strict=True)))
     min_c, max_c = (min(per_class.values()), max(per_class.values())) if per_class else (0, 0)
-    accounted_train = curated_train.height + removed.height + quarantined["train"]
+    missing_classes = sum(1 for n in per_class.values() if n == 0)
+    accounted_train = curated_train.height + removed.height + held.height + quarantined["train"]
     accounted_test = curated_test.height + quarantined["test"]
     total_in = input_rows["train"] + input_rows["test"]
-    metrics: dict[str, float | int] = {
+    blank_lines = int((quarantine["reason"] == "blank_line").sum())
+    metrics: dict[str, Metric] = {
         "input_train_rows": input_rows["train"],
         "input_test_rows": input_rows["test"],
         "quarantined_train": quarantined["train"],
         "quarantined_test": quarantined["test"],
         "removed_total": removed.height,
         **{f"removed_{r}": n for r, n in removed_by.items()},
+        "held_for_review": held.height,
         "curated_train_rows": curated_train.height,
         "curated_test_rows": curated_test.height,
         **{f"flags_{i}": n for i, n in flag_counts.items()},
         "unresolved_conflicts": int((open_flags["issue"] == "conflicting_duplicate").sum()),
-        "pending_review": removed_by["pending_review"],
-        "duplicate_rate": _rate(
-            removed_by["exact_duplicate"] + removed_by["near_duplicate"], validated_train_rows
+        "pending_review": held.height,
+        "duplicate_rate": _rate(sum(removed_by.get(r, 0) for r in duplicate_reasons), validated_train_rows),
+        # blank lines are counted (input rows = file lines) but are no sign of a broken export
+        "blank_lines": blank_lines,
+        "quarantine_rate": _rate(
+            quarantined["train"] + quarantined["test"] - blank_lines, total_in - blank_lines
         ),
-        "quarantine_rate": _rate(quarantined["train"] + quarantined["test"], total_in),
         "label_issue_rate": _rate(flag_counts["label_issue"], validated_train_rows),
         "test_leaks_remaining": test_leaks_remaining,
         "num_classes": sum(1 for n in per_class.values() if n > 0),
         "min_class_count": min_c,
         "max_class_count": max_c,
-        "imbalance_ratio": round(max_c / min_c, 4) if min_c else float("inf") if max_c else 0.0,
+        "classes_missing_from_train": missing_classes,
+        # largest / smallest class; undefined (null) when a class has no rows or there are none
+        "imbalance_ratio": round(max_c / min_c, 4) if min_c else None,
         "accounting_ok": int(accounted_train == input_rows["train"] and accounted_test == input_rows["test"]),
     }
+    if noise is not None:
+        metrics["noise_checked"] = int(noise.skipped_reason is None)
+        metrics["noise_checked_rows"] = noise.checked_rows
+        if noise.skipped_reason is not None:
+            metrics["noise_skip_reason"] = noise.skipped_reason
+    not_finite = sorted(k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v))
+    if not_finite:
+        raise ValueError(f"quality metrics must be finite or null, not {not_finite}")
     return metrics
 
 
@@ -125,21 +164,25 @@ def render_report(
     validated_train: pl.DataFrame,
     curated_train: pl.DataFrame,
     removed: pl.DataFrame,
+    held: pl.DataFrame,
     quarantine: pl.DataFrame,
     flags: pl.DataFrame,
     top_flags: int,
+    stages: Sequence[str],
     title: str = "curagate quality report",
 ) -> str:
-    """A self-contained HTML page: counts per stage, reasons, clusters, labels, noise scores."""
+    """A self-contained HTML page: counts per stage, reasons, clusters, labels, noise scores.
+
+    Args:
+        stages: the steps that can remove rows, in pipeline order (one bar each).
+    """
     parts: list[str] = []
-    stage_names = ["input", "quarantined", "dedup", "decontam", "noise", "review", "curated"]
+    stage_names = ["input", "quarantined", *stages, "held for review", "curated"]
     stage_counts = [
         metrics["input_train_rows"],
         metrics["quarantined_train"],
-        int((removed["stage"] == "dedup").sum()),
-        int((removed["stage"] == "decontam").sum()),
-        int((removed["stage"] == "noise").sum()),
-        int((removed["stage"] == "review").sum()),
+        *(int((removed["stage"] == stage).sum()) for stage in stages),
+        held.height,
         metrics["curated_train_rows"],
     ]
     parts.append("<h2>Rows per stage (train)</h2>" + _bar(stage_names, stage_counts, "train rows by stage"))
@@ -147,6 +190,7 @@ def render_report(
         pl.concat(
             [
                 removed.select(pl.format("removed: {}", "reason").alias("why")),
+                held.select(pl.format("held: {}", "issue").alias("why")),
                 quarantine.select(pl.format("quarantined: {}", "reason").alias("why")),
             ]
         )
@@ -219,7 +263,7 @@ def render_report(
         "text-align:left;vertical-align:top}th{background:#eee}.ok{color:#080}.bad{color:#b00}"
     )
     verdict = (
-        '<p class="ok">Accounting: every input row is curated, removed or quarantined.</p>'
+        '<p class="ok">Accounting: every input row is curated, removed, held for review or quarantined.</p>'
         if metrics.get("accounting_ok")
         else '<p class="bad">Accounting FAILED: counts do not add up.</p>'
     )

@@ -3,21 +3,26 @@
 Nothing here talks to Label Studio or the disk (flows/labelstudio.py does); these functions
 turn frames into JSON-able dicts and back, so the whole round trip is testable without a server.
 
-Text is masked for PII before it is put in a task (``build_tasks`` masks itself, so a caller
-cannot forget); masking is idempotent, placeholders never match a pattern again.
+Every string that leaves for Label Studio is masked for PII (curation/pii.py) inside
+``build_tasks``, once, so a caller can neither forget it nor pay for it twice: the text, the
+``duplicate_of`` id, and the row id itself (an id that holds PII travels as a pseudonym that
+``restore_flag_ids`` maps back). Label names travel as they are (they are the label
+vocabulary); ``text_hash`` is a SHA-1 of the whole text; other columns of the flags frame
+(raw text, detail, meta ...) never leave.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 from xml.sax.saxutils import quoteattr
 
 import polars as pl
 
+from curation.pii import find_pii, mask_pii
 from schemas.review_params import DECISIONS, REVIEWS_SCHEMA, LabelStudioParams, PiiParams
 
 log = logging.getLogger(__name__)
@@ -28,6 +33,9 @@ DECISION_TAG = "decision"
 LABEL_TAG = "label"
 # Task data keys (Label Studio keeps its own task id; ours travels as flag_id).
 KEY_FIELDS = ("flag_id", "text_hash")
+# A row id that holds PII travels as PSEUDONYM_PREFIX + a salted hash (see pseudonymise_id).
+PSEUDONYM_PREFIX = "pii-"
+PSEUDONYM_HEX = 20  # 80 bits: no collision among any realistic number of flags
 
 RESOLVED_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "id": pl.String,
@@ -37,111 +45,6 @@ RESOLVED_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "n_reviews": pl.Int64,
     "disagreement": pl.Boolean,
 }
-
-# --- PII ---------------------------------------------------------------------------------
-
-_EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}")
-# Country code, check digits, then 11-30 alphanumerics, optionally in groups of four.
-_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{1,4}){3,8}\b")
-# Digit runs with single space/dash separators; Luhn decides whether it is a card.
-_CARD = re.compile(r"(?<![\w\-])\d(?:[ \-]?\d){9,22}(?![\w\-])")
-# A phone number must *look* like one, so bare digit runs (order and reference numbers) stay:
-# an international prefix (+44 ..., 0044 ...), a bracketed area code, or a grouped national
-# number starting with 0, or the 3-3-4 North-American grouping.
-_PHONE = re.compile(
-    r"(?<![\w+])(?:"
-    r"(?:\+|\b00)\d{1,3}[ \-.]?(?:\(\d{1,4}\)[ \-.]?)?\d{1,4}(?:[ \-.]?\d{1,5}){1,5}"
-    r"|\(\d{2,5}\)[ \-.]?\d{2,5}(?:[ \-.]?\d{2,5}){1,3}"
-    r"|\b0\d{2,4}[ \-.]\d{3,4}(?:[ \-.]?\d{3,4}){0,2}"
-    r"|\b\d{3}[\-.]\d{3}[\-.]\d{4}"
-    r"|\b\d{3} \d{3} \d{4}"
-    r")(?![\w\-])"
-)
-
-
-def luhn_valid(digits: str) -> bool:
-    """True if a digit string passes the Luhn checksum (payment card numbers do)."""
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch)
-        if i % 2 == 1:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return total % 10 == 0
-
-
-def iban_valid(candidate: str) -> bool:
-    """True if ``candidate`` (spaces allowed) passes the ISO 13616 mod-97 check."""
-    compact = candidate.replace(" ", "")
-    if not 15 <= len(compact) <= 34:  # shortest (Norway) and longest IBANs
-        return False
-    rearranged = compact[4:] + compact[:4]
-    number = "".join(str(int(c, 36)) for c in rearranged)
-    return int(number) % 97 == 1
-
-
-def _digits(text: str) -> str:
-    return "".join(c for c in text if c.isdigit())
-
-
-def _mask_one(text: str, cfg: PiiParams) -> tuple[str, dict[str, int]]:
-    counts = dict.fromkeys(cfg.kinds, 0)
-
-    def sub(kind: str, pattern: re.Pattern[str], accept: Callable[[str], bool], s: str) -> str:
-        def repl(m: re.Match[str]) -> str:
-            if not accept(m.group(0)):
-                return m.group(0)
-            counts[kind] += 1
-            return cfg.placeholder.format(kind=kind.upper())
-
-        return pattern.sub(repl, s)
-
-    def card_ok(s: str) -> bool:
-        d = _digits(s)
-        return cfg.card_min_digits <= len(d) <= cfg.card_max_digits and luhn_valid(d)
-
-    def phone_ok(s: str) -> bool:
-        return cfg.phone_min_digits <= len(_digits(s)) <= cfg.phone_max_digits
-
-    # Order matters: IBANs and cards contain digit runs a phone pattern could also match.
-    steps: list[tuple[str, re.Pattern[str], Callable[[str], bool]]] = [
-        ("iban", _IBAN, iban_valid),
-        ("card", _CARD, card_ok),
-        ("email", _EMAIL, lambda _s: True),
-        ("phone", _PHONE, phone_ok),
-    ]
-    for kind, pattern, accept in steps:
-        if kind in cfg.kinds:
-            text = sub(kind, pattern, accept, text)
-    return text, counts
-
-
-def mask_pii(texts: pl.Series, *, cfg: PiiParams) -> tuple[pl.Series, dict[str, int]]:
-    """Replace e-mails, phone numbers, card numbers (Luhn-checked) and IBANs (mod-97-checked).
-
-    Args:
-        texts: String series; nulls stay null.
-        cfg: Which kinds to mask and the placeholder (``[{kind}]`` -> ``[EMAIL]``).
-
-    Returns:
-        The masked series (same name and length) and the number of matches masked per kind.
-    """
-    counts = dict.fromkeys(cfg.kinds, 0)
-    if not cfg.enabled:
-        return texts.clone(), counts
-    out: list[str | None] = []
-    for value in texts.to_list():
-        if value is None:
-            out.append(None)
-            continue
-        masked, found = _mask_one(value, cfg)
-        out.append(masked)
-        for kind, n in found.items():
-            counts[kind] += n
-    return pl.Series(texts.name, out, dtype=pl.String), counts
-
 
 # --- Label Studio payloads ---------------------------------------------------------------
 
@@ -199,13 +102,26 @@ def task_keys(tasks: Iterable[dict[str, Any]]) -> set[tuple[str, str]]:
     return keys
 
 
-def select_new_flags(flags: pl.DataFrame, existing: set[tuple[str, str]]) -> pl.DataFrame:
-    """Flags whose (id, text_hash) has no task yet, first occurrence of each key, sorted."""
-    if not existing:
-        new = flags
-    else:
+def select_new_flags(
+    flags: pl.DataFrame, existing: set[tuple[str, str]], *, pii: PiiParams | None = None
+) -> pl.DataFrame:
+    """Flags whose (id, text_hash) has no task yet, first occurrence of each key, sorted.
+
+    With ``pii``, a task keyed by the pseudonym of a flag's id (an id holding PII, see
+    :func:`pseudonymise_id`) counts as that flag's task.
+    """
+    new = flags
+    if existing:
         seen = pl.DataFrame(list(existing), schema={"id": pl.String, "text_hash": pl.String}, orient="row")
         new = flags.join(seen, on=["id", "text_hash"], how="anti")
+        if pii is not None and seen["id"].str.starts_with(PSEUDONYM_PREFIX).any() and not new.is_empty():
+            pairs = new.select("id", "text").iter_rows()
+            sent_as = pl.Series("_sent", [pseudonymise_id(str(i), t or "", cfg=pii) for i, t in pairs])
+            new = (
+                new.with_columns(sent_as)
+                .join(seen.rename({"id": "_sent"}), on=["_sent", "text_hash"], how="anti")
+                .drop("_sent")
+            )
     return new.unique(["id", "text_hash"], keep="first", maintain_order=True).sort(["id", "text_hash"])
 
 
@@ -218,19 +134,55 @@ def _choice(tag: str, value: str) -> dict[str, Any]:
     }
 
 
+def pseudonymise_id(row_id: str, text: str, *, cfg: PiiParams) -> str:
+    """``row_id`` itself, or a pseudonym if it holds PII (an input id like ``a@b.com-17``).
+
+    The pseudonym hashes the id with the row's *unmasked* text, which never leaves: knowing the
+    pseudonym and guessing the id is not enough to confirm the guess.
+    """
+    return _pseudonym(row_id, text) if find_pii(row_id, cfg=cfg) else row_id
+
+
+def _pseudonym(row_id: str, text: str) -> str:
+    digest = hashlib.sha256(f"{text}\x00{row_id}".encode()).hexdigest()
+    return PSEUDONYM_PREFIX + digest[:PSEUDONYM_HEX]
+
+
+def restore_flag_ids(reviews: pl.DataFrame, flags: pl.DataFrame, *, cfg: PiiParams) -> pl.DataFrame:
+    """Map pseudonymous ids in ``reviews`` back to the flags' row ids (others unchanged).
+
+    Args:
+        reviews: Rows of reviews.parquet, as read back from Label Studio.
+        flags: The flags that were pushed (id, text_hash, text).
+        cfg: The PII options the push used.
+
+    Returns:
+        ``reviews`` with the same rows and columns; an id with no matching flag stays as it is.
+    """
+    if reviews.is_empty() or not reviews["id"].str.starts_with(PSEUDONYM_PREFIX).any():
+        return reviews
+    pairs = {
+        pseudonymise_id(str(i), t or "", cfg=cfg): str(i)
+        for i, t in flags.select("id", "text").unique().iter_rows()
+    }
+    mapping = {k: v for k, v in pairs.items() if k != v}
+    return reviews.with_columns(pl.col("id").replace(mapping))
+
+
 def build_tasks(
     flags: pl.DataFrame, labels: Sequence[str], *, cfg: LabelStudioParams
-) -> list[dict[str, Any]]:
-    """One Label Studio task per flag, text PII-masked, the suggestion as a prediction.
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """One Label Studio task per flag, PII-masked, the suggestion as a prediction.
 
     Args:
         flags: Rows of flags.parquet (id, text_hash, text, issue, score, given_label,
-            suggested_label, duplicate_of).
+            suggested_label, duplicate_of). Other columns are not sent.
         labels: The label set; a suggestion outside it is not pre-filled.
         cfg: The ``labelstudio`` section (PII options, model_version, prefill_decision).
 
     Returns:
-        JSON-able dicts ``{"data": {...}, "predictions": [...]}`` for ``import_tasks``.
+        JSON-able dicts ``{"data": {...}, "predictions": [...]}`` for ``import_tasks``, and the
+        number of PII spans masked per kind (text, ids and duplicate_of together).
 
     Raises:
         ValueError: a required column is missing.
@@ -239,23 +191,31 @@ def build_tasks(
     missing = [c for c in required if c not in flags.columns]
     if missing:
         raise ValueError(f"flags frame lacks column(s) {missing}")
-    masked, _ = mask_pii(flags["text"], cfg=cfg.pii)
-    label_set = set(labels)
     has_dup = "duplicate_of" in flags.columns
+    dup = flags["duplicate_of"] if has_dup else pl.Series("duplicate_of", [None] * flags.height, pl.String)
+    masked, counts = mask_pii(flags["text"], cfg=cfg.pii)
+    masked_dup, dup_counts = mask_pii(dup.cast(pl.String), cfg=cfg.pii)
+    label_set = set(labels)
     tasks: list[dict[str, Any]] = []
     for i, row in enumerate(flags.iter_rows(named=True)):
         suggested = row["suggested_label"]
         given = row["given_label"]
         score = None if row["score"] is None else float(row["score"])
+        flag_id = str(row["id"])
+        id_spans = find_pii(flag_id, cfg=cfg.pii)
+        if id_spans:
+            flag_id = _pseudonym(flag_id, row["text"] or "")
+            for span in id_spans:
+                counts[span.kind] += 1
         data = {
-            "flag_id": str(row["id"]),
+            "flag_id": flag_id,
             "text_hash": str(row["text_hash"]),
             "issue": row["issue"],
             "score": score,
             TEXT_TAG: masked[i] or "",
             "given_label": given or "",
             "suggested_label": suggested or "",
-            "duplicate_of": (row["duplicate_of"] if has_dup else None) or "",
+            "duplicate_of": masked_dup[i] or "",
         }
         result = []
         if suggested is not None and suggested in label_set:
@@ -266,7 +226,9 @@ def build_tasks(
         if result:
             task["predictions"] = [{"model_version": cfg.model_version, "score": score, "result": result}]
         tasks.append(task)
-    return tasks
+    for kind, n in dup_counts.items():
+        counts[kind] += n
+    return tasks, counts
 
 
 # --- annotations -> reviews -> decisions ----------------------------------------------------

@@ -12,6 +12,7 @@ from schemas.params import DataParams
 from schemas.records import QUARANTINE_SCHEMA, raw_record_schema
 
 log = logging.getLogger(__name__)
+JSON_TYPES = ("string", "number", "bool", "null", "array", "object")
 
 
 def _order_of_checks(schema) -> list[str]:
@@ -83,7 +84,15 @@ def _describe(data: DataParams) -> pl.Expr:
         .when(reason == "duplicate_id")
         .then(pl.format("id '{}' already used by an earlier line", short))
         .when(reason.str.ends_with("_wrong_type"))
-        .then(pl.format("{} is a JSON {}", reason.str.replace("_wrong_type", ""), short))
+        .then(
+            pl.format(
+                "{} is a {}{}",
+                reason.str.replace("_wrong_type", ""),
+                # Parquet values JSON has no type for (binary, datetime, ...) are not "JSON"
+                pl.when(short.is_in(JSON_TYPES)).then(pl.lit("JSON ")).otherwise(pl.lit("")),
+                short,
+            )
+        )
         .when(reason.str.starts_with("missing_"))
         .then(pl.format("field '{}' is missing", reason.str.replace("missing_", "")))
         .when(reason.str.starts_with("null_"))

@@ -1,30 +1,44 @@
-"""`curagate`: one command per stage. dvc.yaml and the Prefect flows call the same code."""
+"""`curagate`: one subcommand per pipeline step (each runs the table up to there), `curate` for
+all of them, and the gate/train/evaluate, review and orchestration commands beside them.
+
+Works in any directory: ``--params FILE``, else ./params.yaml, else built-in defaults. Every
+error a user can cause ends in a one-line message and exit code 2 (a failed gate: 1);
+``--verbose`` adds the traceback of an unexpected error.
+"""
 
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.logging import RichHandler
 
 from curation.ingest import InputFileError
-from flows.pipeline import STAGES, run_curation, write_outputs
-from schemas.params import ParamsError, load_params
+from flows.console import console, fail, load_cli_params
+from flows.files import OutputError, read_reviews
+from flows.pipeline import pipeline_steps, run_curation, write_run
+from schemas.gate import GateError
+from schemas.manifest import ManifestError
+from schemas.params import DEFAULT_CURATED_DIR, ParamsError
 
 app = typer.Typer(
     help="curagate: curate a labelled dataset, gate it on quality, train and evaluate an adapter.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
+USER_ERRORS = (InputFileError, ParamsError, OutputError, GateError, ManifestError)
 
-TrainOpt = Annotated[Path, typer.Option("--train", help="raw train file (.jsonl, .csv, .parquet)")]
-TestOpt = Annotated[Path, typer.Option("--test", help="raw held-out test file")]
+TrainOpt = Annotated[
+    Path | None, typer.Option("--train", help="raw train file (.jsonl, .csv, .parquet); default data.train")
+]
+TestOpt = Annotated[
+    Path | None, typer.Option("--test", help="raw held-out test file; default data.test (decontam needs one)")
+]
 ParamsOpt = Annotated[
-    Path | None, typer.Option("--params", help="params.yaml; without it built-in defaults apply")
+    Path | None, typer.Option("--params", help="params.yaml; default ./params.yaml, else built-in defaults")
 ]
 OutOpt = Annotated[Path, typer.Option("--out", help="output directory")]
 ReviewsOpt = Annotated[
@@ -45,41 +59,52 @@ def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) ->
 
 
 def _run(
-    stage: str, train: Path, test: Path, params: Path | None, out: Path, reviews: Path | None, quiet: bool
+    stage: str,
+    train: Path | None,
+    test: Path | None,
+    params: Path | None,
+    out: Path,
+    reviews: Path | None,
+    quiet: bool,
 ) -> None:
+    cfg = load_cli_params(params)
+    train_path = train or Path(cfg.data.train)
+    test_path = test or (Path(cfg.data.test) if cfg.data.test else None)
     try:
-        cfg = load_params(params)
+        embed = None
+        if "embedding" in cfg.noise.features:
+            from flows.embed import embed_texts as embed  # loads a model: only when asked for
         run = run_curation(
-            train,
-            test,
+            train_path,
+            test_path,
             params=cfg,
-            params_dir=params.parent if params else Path("."),
             until=stage,
-            reviews_path=reviews,
+            reviews=read_reviews(reviews or (Path(cfg.review.decisions) if cfg.review.decisions else None)),
             show_progress=not quiet,
+            embed=embed,
         )
-    except (InputFileError, ParamsError) as exc:
-        console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
-    written = write_outputs(run, out)
+        written = write_run(run, out)
+    except USER_ERRORS as exc:
+        fail(exc)
     for path in written:
         console.print(f"  wrote {path}")
     if run.metrics:
         m = run.metrics
         console.print(
             f"[bold]{m['input_train_rows']}[/] train records -> [green]{m['curated_train_rows']} curated[/], "
-            f"{m['removed_total']} removed, {m['quarantined_train']} quarantined; "
-            f"{m['flags_label_issue']} label issues, {m['flags_conflicting_duplicate']} conflicts; "
+            f"{m['removed_total']} removed, {m['held_for_review']} held for review, "
+            f"{m['quarantined_train']} quarantined; {m['flags_label_issue']} label issues, "
+            f"{m['flags_conflicting_duplicate']} conflicts; "
             f"accounting {'ok' if m['accounting_ok'] else '[red]FAILED[/]'}"
         )
 
 
 def _stage_command(stage: str, doc: str):
     def command(
-        train: TrainOpt = Path("data/raw/train.csv"),
-        test: TestOpt = Path("data/raw/test.csv"),
+        train: TrainOpt = None,
+        test: TestOpt = None,
         params: ParamsOpt = None,
-        out: OutOpt = Path("data/curated"),
+        out: OutOpt = Path(DEFAULT_CURATED_DIR),
         reviews: ReviewsOpt = None,
         quiet: QuietOpt = False,
     ) -> None:
@@ -89,35 +114,37 @@ def _stage_command(stage: str, doc: str):
     return command
 
 
-STAGE_HELP = {
-    "ingest": "Read raw train/test files; unreadable lines go to quarantine.parquet.",
-    "validate": "Ingest, then check every record against the schema (quarantine with reasons).",
-    "dedup": "... then remove exact and near duplicates (removed.parquet, flags.parquet).",
-    "decontam": "... then remove train rows that copy test rows (reason test_leak).",
-    "noise": "... then flag likely label errors with cleanlab (flags.parquet).",
-    "report": "All curation stages: train/test.parquet, removed, flags, quality.json, report.html.",
-}
-for _stage, _doc in STAGE_HELP.items():
-    app.command(_stage)(_stage_command(_stage, _doc))
-app.command("curate")(_stage_command("report", "Curate end to end: every stage, every output file."))
-assert set(STAGE_HELP) <= set(STAGES)
+for _step in pipeline_steps():
+    if _step.command:
+        app.command(_step.command_name)(_stage_command(_step.name, _step.help))
+app.command("curate")(_stage_command(pipeline_steps()[-1].name, "Curate end to end: every step, every file."))
 
 
-def _register_optional() -> None:
-    """Commands that live beside the curation CLI (training, review, orchestration)."""
-    import importlib
+def _register_commands() -> None:
+    """Commands beside the curation steps (training, review, orchestration)."""
+    from flows import orchestrate, review_commands, train_commands
 
-    for module in ("flows.train_commands", "flows.review_commands", "flows.orchestrate"):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
-        mod.register(app)
+    for module in (train_commands, review_commands, orchestrate):
+        module.register(app)
 
 
-_register_optional()
+_register_commands()
+
+
+def main() -> None:
+    """Console entry point: no traceback reaches a user unless they ask with --verbose."""
+    try:
+        app()
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # the last line of defence: a bug, reported as one
+        if "-v" in sys.argv or "--verbose" in sys.argv:
+            raise
+        console.print(
+            f"[bold red]internal error:[/] {type(exc).__name__}: {exc} (re-run with -v for details)"
+        )
+        raise SystemExit(3) from exc
+
 
 if __name__ == "__main__":
-    app()
+    main()

@@ -6,8 +6,9 @@ by curation/review.py. label-studio 1.23 pins redis<5.3, pytz<2023 and python-js
 virtualenv (``labelstudio.server.venv``), created on first ``start``.
 
 Secrets: the password and API token come from LABEL_STUDIO_PASSWORD / LABEL_STUDIO_USER_TOKEN
-when set, else they are generated once and kept in ``<data_dir>/credentials.json`` (mode 600,
-outside git). They are never logged and never put on a command line.
+when set (and are then never written to disk), else they are generated once and kept in
+``<data_dir>/credentials.json`` (mode 0600, enforced on every load; outside git). They are never
+logged and never put on a command line.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,10 +32,11 @@ from typing import Any
 import polars as pl
 
 from curation.review import (
+    PSEUDONYM_PREFIX,
     annotations_to_reviews,
     build_label_config,
     build_tasks,
-    mask_pii,
+    restore_flag_ids,
     select_new_flags,
     task_keys,
 )
@@ -46,6 +50,10 @@ LOG_FILE = "label-studio.log"
 VENV_MARKER = ".curagate-installed"
 TOKEN_BYTES = 20  # 40 hex characters, like Label Studio's own tokens
 HTTP_TIMEOUT_S = 5.0
+CREDENTIALS_MODE = 0o600  # owner read/write only
+# where each secret comes from when set; otherwise it is generated into credentials.json
+CREDENTIAL_ENV = {"password": "LABEL_STUDIO_PASSWORD", "token": "LABEL_STUDIO_USER_TOKEN"}
+START_HINT = "start one with `curagate labelstudio start` (or set LABEL_STUDIO_URL to a running server)"
 
 
 class LabelStudioError(RuntimeError):
@@ -114,24 +122,44 @@ def ensure_venv(venv: Path, package: str) -> Path:
 
 
 def load_credentials(data_dir: Path) -> dict[str, str]:
-    """Password and token: from the environment if set, else generated once into data_dir."""
+    """Password and token: from the environment if set, else generated once into data_dir.
+
+    Only generated secrets are written, to ``<data_dir>/credentials.json`` with mode 0600; a
+    secret taken from LABEL_STUDIO_PASSWORD / LABEL_STUDIO_USER_TOKEN never reaches the disk.
+    The file's mode is forced to 0600 even when it already exists (and nothing changes).
+
+    Raises:
+        LabelStudioError: the file exists but is not a JSON object (names the file).
+    """
     path = data_dir / CREDENTIALS_FILE
     stored: dict[str, str] = {}
     if path.exists():
-        stored = json.loads(path.read_text(encoding="utf-8"))
-    creds = {
-        "password": os.environ.get("LABEL_STUDIO_PASSWORD")
-        or stored.get("password")
-        or secrets.token_urlsafe(TOKEN_BYTES),
-        "token": os.environ.get("LABEL_STUDIO_USER_TOKEN")
-        or stored.get("token")
-        or secrets.token_hex(TOKEN_BYTES),
+        os.chmod(path, CREDENTIALS_MODE)
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise LabelStudioError(f"{path}: not valid JSON ({exc}); delete it to regenerate") from exc
+        if not isinstance(stored, dict):
+            raise LabelStudioError(f"{path}: expected a JSON object; delete it to regenerate")
+    env = {key: os.environ.get(var) for key, var in CREDENTIAL_ENV.items()}
+    generate = {
+        "password": lambda: secrets.token_urlsafe(TOKEN_BYTES),
+        "token": lambda: secrets.token_hex(TOKEN_BYTES),
     }
-    if creds != stored:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(creds, fh)
+    creds = {key: env[key] or stored.get(key) or generate[key]() for key in CREDENTIAL_ENV}
+    # the file holds generated secrets only: none given by the environment (an older version
+    # copied them there, those copies are removed), other keys left as they were
+    wanted = {k: v for k, v in stored.items() if k not in CREDENTIAL_ENV or v != env.get(k)}
+    wanted.update({key: creds[key] for key in CREDENTIAL_ENV if not env[key]})
+    if wanted != stored:
+        if not wanted:
+            path.unlink()
+        else:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, CREDENTIALS_MODE)
+            os.fchmod(fd, CREDENTIALS_MODE)  # O_CREAT's mode applies to a new file only
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(wanted, fh)
     return creds
 
 
@@ -281,27 +309,53 @@ def stop_server(data_dir: Path, *, timeout_s: float) -> bool:
 def connect(cfg: LabelStudioParams) -> Any:
     """SDK client from LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY, else the recorded local server.
 
+    The key falls back to LABEL_STUDIO_USER_TOKEN, then to the generated credentials file. The
+    server must answer ``/health`` before a client is returned, so an unreachable URL fails
+    here with a message rather than deep inside an SDK call.
+
     Raises:
-        LabelStudioError: no URL or key can be found.
+        LabelStudioError: no URL or key can be found, or nothing answers at the URL.
     """
     from label_studio_sdk import LabelStudio
 
     url = os.environ.get("LABEL_STUDIO_URL")
-    key = os.environ.get("LABEL_STUDIO_API_KEY")
+    key = os.environ.get("LABEL_STUDIO_API_KEY") or os.environ.get(CREDENTIAL_ENV["token"])
     data_dir = Path(cfg.server.data_dir).resolve()
     if not url:
         state = read_state(data_dir)
         if state is None:
-            raise LabelStudioError(
-                "set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY, or run `curagate labelstudio start`"
-            )
+            raise LabelStudioError(f"no Label Studio server known: set LABEL_STUDIO_URL, or {START_HINT}")
         url = state.url
+    url = url.rstrip("/")
     if not key:
         path = data_dir / CREDENTIALS_FILE
-        if not path.exists():
-            raise LabelStudioError("set LABEL_STUDIO_API_KEY (no local credentials found)")
-        key = json.loads(path.read_text(encoding="utf-8"))["token"]
+        stored = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        if not isinstance(stored, dict) or not stored.get("token"):
+            raise LabelStudioError(f"set LABEL_STUDIO_API_KEY (no token in {path})")
+        key = stored["token"]
+    if _http_status(f"{url}/health") is None:
+        raise LabelStudioError(f"cannot reach Label Studio at {url}: {START_HINT}")
     return LabelStudio(base_url=url, api_key=key)
+
+
+@contextmanager
+def _sdk_errors(ls: Any) -> Iterator[None]:
+    """Turn the SDK's transport and auth failures into a LabelStudioError naming the URL."""
+    import httpx
+    from label_studio_sdk.core.api_error import ApiError
+
+    try:
+        url = ls._client_wrapper.get_base_url()
+    except AttributeError:  # a test double
+        url = "the configured URL"
+    try:
+        yield
+    except httpx.TransportError as exc:
+        raise LabelStudioError(f"cannot reach Label Studio at {url} ({exc}): {START_HINT}") from exc
+    except ApiError as exc:
+        if exc.status_code in (401, 403):
+            raise LabelStudioError(f"Label Studio at {url} refused the API key ({exc.status_code})") from exc
+        raise LabelStudioError(f"Label Studio at {url} answered {exc.status_code}: {exc.body}") from exc
 
 
 def find_project(ls: Any, title: str) -> int | None:
@@ -355,15 +409,19 @@ def read_flags(out_dir: Path) -> tuple[pl.DataFrame, list[str]]:
 
 
 def push_flags(ls: Any, out_dir: Path, cfg: LabelStudioParams) -> PushReport:
-    """Import flags that have no task yet (keyed by id + text_hash); existing tasks untouched."""
+    """Import flags that have no task yet (keyed by id + text_hash); existing tasks untouched.
+
+    Raises:
+        LabelStudioError: the server cannot be reached or refuses the key (names the URL).
+    """
     flags, labels = read_flags(out_dir)
-    project_id = ensure_project(ls, cfg, labels)
-    existing = task_keys(list_tasks(ls, project_id, page_size=cfg.page_size, fields="task_only"))
-    new = select_new_flags(flags, existing)
-    _, pii = mask_pii(new["text"], cfg=cfg.pii)
-    tasks = build_tasks(new, labels, cfg=cfg)
-    for start in range(0, len(tasks), cfg.import_batch):
-        ls.projects.import_tasks(id=project_id, request=tasks[start : start + cfg.import_batch])
+    with _sdk_errors(ls):
+        project_id = ensure_project(ls, cfg, labels)
+        existing = task_keys(list_tasks(ls, project_id, page_size=cfg.page_size, fields="task_only"))
+        new = select_new_flags(flags, existing, pii=cfg.pii)
+        tasks, pii = build_tasks(new, labels, cfg=cfg)  # masks once, counts what it masked
+        for start in range(0, len(tasks), cfg.import_batch):
+            ls.projects.import_tasks(id=project_id, request=tasks[start : start + cfg.import_batch])
     report = PushReport(
         project_id=project_id,
         flags=flags.height,
@@ -376,17 +434,33 @@ def push_flags(ls: Any, out_dir: Path, cfg: LabelStudioParams) -> PushReport:
     return report
 
 
-def pull_reviews(ls: Any, to: Path, cfg: LabelStudioParams) -> PullReport:
+def pull_reviews(ls: Any, to: Path, cfg: LabelStudioParams, *, flags_dir: Path | None = None) -> PullReport:
     """Export completed annotations of the review project into ``to`` (reviews.parquet).
 
+    Args:
+        ls: SDK client (see :func:`connect`).
+        to: reviews.parquet to write.
+        cfg: The ``labelstudio`` section.
+        flags_dir: The curate output dir that was pushed; needed only to map the pseudonyms of
+            row ids that hold PII back to the ids (without it those reviews keep the pseudonym
+            and their rows stay pending).
+
     Raises:
-        LabelStudioError: the project does not exist (nothing was pushed yet).
+        LabelStudioError: the project does not exist (nothing was pushed yet), or the server
+            cannot be reached.
     """
-    project_id = find_project(ls, cfg.project_title)
-    if project_id is None:
-        raise LabelStudioError(f"no project titled {cfg.project_title!r}; push first")
-    tasks = list_tasks(ls, project_id, page_size=cfg.page_size)
+    with _sdk_errors(ls):
+        project_id = find_project(ls, cfg.project_title)
+        if project_id is None:
+            raise LabelStudioError(f"no project titled {cfg.project_title!r}; push first")
+        tasks = list_tasks(ls, project_id, page_size=cfg.page_size)
     reviews = annotations_to_reviews(tasks)
+    if flags_dir is not None:
+        flags, _ = read_flags(flags_dir)
+        reviews = restore_flag_ids(reviews, flags, cfg=cfg.pii)
+    pseudonymous = int(reviews["id"].str.starts_with(PSEUDONYM_PREFIX).sum())
+    if pseudonymous:
+        log.warning("%d review(s) keep a pseudonymous id (pass the flags dir to map them back)", pseudonymous)
     reviews = Review.validate(reviews.cast(REVIEWS_SCHEMA))  # type: ignore[arg-type]
     to = Path(to)
     to.parent.mkdir(parents=True, exist_ok=True)

@@ -1,17 +1,17 @@
 """Prefect flows: `curate-dataset`, `train-adapter`, `pipeline` (and `review-sync`, from
 flows/review_flow.py).
 
-Only wiring. The tasks wrap the stage functions of flows/pipeline.py and the command
-functions of flows/train_commands.py, the same code `curagate` and so `dvc repro` run;
-`pipeline` runs `dvc repro` itself, so both paths leave the same dvc.lock. Every run
-publishes a markdown artifact (quality metrics + gate verdict) and a link to report.html,
-and returns the data version (md5 of curated train.parquet) with the gate verdict.
-Runs without a server too (Prefect's ephemeral mode).
+Only wiring. `curate-dataset` runs the pipeline's table through the same loop as the CLI,
+each step as a Prefect task wrapping the step's plain function; gate, train and evaluate
+tasks wrap the functions of flows/modeling.py that the CLI commands call too. Retries go
+only on steps that touch files. `pipeline` runs `dvc repro` itself, so both paths leave
+the same dvc.lock. Every run publishes a markdown artifact (quality metrics + gate verdict)
+and a link to report.html, and returns the data version (md5 of curated train.parquet) with
+the gate verdict. Runs without a server too (Prefect's ephemeral mode).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -22,161 +22,62 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NONE
 
-from curation.gate import format_failures
-from flows import train_commands
-from flows.pipeline import (
-    CurationRun,
-    curate_stage,
-    decontam_stage,
-    dedup_stage,
-    ingest_stage,
-    noise_stage,
-    report_stage,
-    scale_hooks,
-    validate_stage,
-    write_outputs,
+from flows.files import output_frames, read_reviews, write_outputs
+from flows.modeling import evaluate_curated, gate_curated, read_json_if_present, train_curated
+from flows.pipeline import run_curation
+from flows.steps import Step
+from schemas.gate import GateRecord, format_failures
+from schemas.manifest import file_md5
+from schemas.params import (
+    DEFAULT_CURATED_DIR,
+    DEFAULT_MODEL_DIR,
+    DEFAULT_REPORTS_DIR,
+    Params,
+    find_params,
+    load_params,
 )
-from schemas.params import Params, load_params
-from schemas.scale_params import scale_params_from_dict
-from training.train import file_md5
 
-# Stage tasks pass a CurationRun (polars frames) along: hashing it for a cache key would
-# cost time for nothing, so no task caches.
-NO_CACHE: dict[str, Any] = {"cache_policy": NONE}
+IO_RETRIES = 2  # steps that read or write files may meet a transient error; compute steps never retry
 
 
-def _done(run: CurationRun, stage: str, summary: str) -> CurationRun:
-    run.stages_run.append(stage)
-    get_run_logger().info("%s: %s", stage, summary)
-    return run
+def run_as_task(step: Step, kwargs: dict[str, Any]) -> Any:
+    """The runner's step caller for Prefect: the step's own function as a task of its name.
 
-
-# ── curation stage tasks: each wraps one stage function of flows/pipeline.py ─────────────
-
-
-@task(name="ingest", retries=2, **NO_CACHE)
-def ingest_task(train: Path, test: Path, params: Params, params_dir: Path) -> CurationRun:
-    """Read both raw files into a fresh run (fresh on each retry, so retries are safe)."""
-    run = CurationRun(params=params)
-    return _done(run, "ingest", ingest_stage(run, train, test, params_dir))
-
-
-@task(name="validate", **NO_CACHE)
-def validate_task(run: CurationRun) -> CurationRun:
-    """Schema checks; failures to quarantine."""
-    return _done(run, "validate", validate_stage(run))
-
-
-@task(name="dedup", **NO_CACHE)
-def dedup_task(run: CurationRun) -> CurationRun:
-    """Exact and near duplicates out."""
-    return _done(run, "dedup", dedup_stage(run))
-
-
-@task(name="decontam", **NO_CACHE)
-def decontam_task(run: CurationRun) -> CurationRun:
-    """Train rows copying test rows out."""
-    return _done(run, "decontam", decontam_stage(run))
-
-
-@task(name="noise", **NO_CACHE)
-def noise_task(run: CurationRun) -> CurationRun:
-    """Label-issue flags from out-of-fold probabilities."""
-    return _done(run, "noise", noise_stage(run))
-
-
-@task(name="curate", retries=2, **NO_CACHE)
-def curate_task(run: CurationRun, reviews: Path | None) -> CurationRun:
-    """Review policy (reads reviews.parquet when given)."""
-    return _done(run, "curate", curate_stage(run, reviews))
-
-
-@task(name="report", **NO_CACHE)
-def report_task(run: CurationRun) -> CurationRun:
-    """quality.json metrics and the HTML report."""
-    return _done(run, "report", report_stage(run))
-
-
-@task(name="write-outputs", retries=2, **NO_CACHE)
-def write_task(run: CurationRun, out: Path) -> list[str]:
-    """Write every curated file (each checked against its pandera contract)."""
-    return [str(p) for p in write_outputs(run, out)]
-
-
-# ── gate, train, evaluate: the `curagate` command functions, as `dvc repro` runs them ──────
-
-
-def _call_command(name: str, command: Any, *, ok: tuple[int, ...] = (0,), **kwargs: Any) -> int:
-    """Call a Typer command function; its typer.Exit becomes an exit code (or an error)."""
-    try:
-        command(**kwargs)
-    except train_commands.typer.Exit as exc:
-        if exc.exit_code in ok:
-            return int(exc.exit_code)
-        raise RuntimeError(f"`curagate {name}` exited with {exc.exit_code}") from exc
-    return 0
-
-
-@task(name="gate", retries=2, **NO_CACHE)
-def gate_task(curated: Path, params_path: Path, out: Path, override: bool) -> dict[str, Any]:
-    """`curagate gate`: write gate.json (pass or fail) and return it."""
-    _call_command(
-        "gate",
-        train_commands.gate,
-        ok=(0, 1),
-        curated=curated,
-        params=params_path,
-        out=out,
-        override=override,
-    )
-    report: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
-    return report
-
-
-@task(name="check-gate", **NO_CACHE)
-def check_gate_task(curated: Path, gate: Path) -> dict[str, Any]:
-    """Refuse unless gate.json allows training for the current data version.
-
-    Raises:
-        GateError: no gate record, failed gate, or gate computed from other data.
+    No cache: a step's inputs are whole frames, and hashing them would cost more than the step.
     """
-    from training.train import check_gate
+    runnable = task(step.call, name=step.name, retries=IO_RETRIES if step.io else 0, cache_policy=NONE)
+    return runnable(**kwargs)
 
-    return check_gate(gate, curated / "quality.json", curated / "train.parquet")
+
+@task(name="write-outputs", retries=IO_RETRIES, cache_policy=NONE)
+def write_task(files: dict[str, Any], out: Path) -> list[str]:
+    """Write every curated file (each checked against its pandera contract), all or nothing."""
+    return [str(p) for p in write_outputs(files, out)]
 
 
-@task(name="train", retries=2, **NO_CACHE)
-def train_task(curated: Path, params_path: Path, gate: Path, model_dir: Path) -> dict[str, Any]:
-    """`curagate train`: adapter/ and training.json under ``model_dir``."""
-    _call_command(
-        "train",
-        train_commands.train,
-        curated=curated,
-        params=params_path,
-        gate_file=gate,
+@task(name="gate", retries=IO_RETRIES, cache_policy=NONE)
+def gate_task(curated: Path, params: Params, out: Path, override: bool) -> GateRecord:
+    """gate.json for ``curated`` (pass or fail)."""
+    return gate_curated(curated, params=params, out=out, override=override)
+
+
+@task(name="train", cache_policy=NONE)  # no retries: a failed training is looked at, not re-run
+def train_task(curated: Path, params: Params, gate: Path, model_dir: Path) -> dict[str, Any]:
+    """adapter/ and training.json under ``model_dir``, if the gate allows it."""
+    return train_curated(curated, params=params, gate=gate, model_dir=model_dir)
+
+
+@task(name="evaluate", cache_policy=NONE)
+def evaluate_task(curated: Path, params: Params, model_dir: Path, reports: Path) -> dict[str, Any]:
+    """eval.json, eval_detail.json, eval.html under ``reports``; returns eval.json's metrics."""
+    flat, _ = evaluate_curated(
+        curated,
+        params=params,
         model_dir=model_dir,
-        no_progress=True,
-    )
-    record: dict[str, Any] = json.loads((model_dir / "training.json").read_text(encoding="utf-8"))
-    return record
-
-
-@task(name="evaluate", retries=2, **NO_CACHE)
-def evaluate_task(curated: Path, params_path: Path, model_dir: Path, reports: Path) -> dict[str, Any]:
-    """`curagate evaluate`: eval.json, eval_detail.json, eval.html under ``reports``."""
-    out = reports / "eval.json"
-    _call_command(
-        "evaluate",
-        train_commands.evaluate,
-        curated=curated,
-        params=params_path,
-        model_dir=model_dir,
-        out=out,
+        out=reports / "eval.json",
         detail=reports / "eval_detail.json",
         html=reports / "eval.html",
-        no_progress=True,
     )
-    flat: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
     return flat
 
 
@@ -190,7 +91,7 @@ def _venv_env() -> dict[str, str]:
     return env
 
 
-@task(name="dvc-repro", **NO_CACHE)
+@task(name="dvc-repro", cache_policy=NONE)
 def dvc_repro_task(repo: Path, targets: list[str], force: bool) -> int:
     """`dvc repro [targets]` in ``repo``, its output streamed to the run log; returns the exit code."""
     logger = get_run_logger()
@@ -209,14 +110,12 @@ def dvc_repro_task(repo: Path, targets: list[str], force: bool) -> int:
 # ── artifacts ────────────────────────────────────────────────────────────────────────
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
-def verdict_of(gate: dict[str, Any] | None) -> str:
+def verdict_of(gate: dict[str, Any] | GateRecord | None) -> str:
     """passed | failed | overridden | missing."""
     if gate is None:
         return "missing"
+    if isinstance(gate, GateRecord):
+        gate = gate.model_dump()
     if gate.get("passed"):
         return "passed"
     return "overridden" if gate.get("allowed") else "failed"
@@ -224,7 +123,7 @@ def verdict_of(gate: dict[str, Any] | None) -> str:
 
 def quality_markdown(
     quality: dict[str, Any] | None,
-    gate: dict[str, Any] | None,
+    gate: dict[str, Any] | GateRecord | None,
     data_version: str | None,
     extra: dict[str, Any] | None = None,
 ) -> str:
@@ -247,7 +146,7 @@ def quality_markdown(
 
 def publish(
     curated: Path,
-    gate: dict[str, Any] | None,
+    gate: dict[str, Any] | GateRecord | None,
     *,
     extra: dict[str, Any] | None = None,
     eval_metrics: dict[str, Any] | None = None,
@@ -255,7 +154,9 @@ def publish(
     """Publish the quality/gate artifact and the report link; return the run summary."""
     train_file = curated / "train.parquet"
     data_version = file_md5(train_file) if train_file.is_file() else None
-    quality = _read_json(curated / "quality.json")
+    quality = read_json_if_present(curated / "quality.json")
+    if isinstance(gate, GateRecord):
+        gate = gate.model_dump()
     markdown = quality_markdown(quality, gate, data_version, extra)
     if eval_metrics:
         markdown += "\n## Evaluation\n\n| metric | value |\n|---|---|\n"
@@ -286,10 +187,10 @@ def publish(
 
 @flow(name="curate-dataset")
 def curate_dataset(
-    train: str = "data/raw/train.csv",
-    test: str = "data/raw/test.csv",
-    params_path: str = "params.yaml",
-    out: str = "data/curated",
+    train: str | None = None,
+    test: str | None = None,
+    params_path: str | None = None,
+    out: str = DEFAULT_CURATED_DIR,
     reviews: str | None = None,
     gate_out: str | None = None,
     override: bool = False,
@@ -298,54 +199,60 @@ def curate_dataset(
     """Curate raw train/test into ``out``, then gate it; returns data version + gate verdict.
 
     Args:
+        train, test: raw files; default ``data.train`` / ``data.test`` of params.yaml.
+        params_path: default ./params.yaml, else the built-in defaults.
         gate_out: gate.json path; default ``<out>/gate.json`` (where `curagate train` looks).
         fail_on_gate: end the run Failed when the gate fails (after publishing artifacts).
     """
     logger = get_run_logger()
-    params_file, out_dir = Path(params_path), Path(out)
+    params = load_params(find_params(params_path))
+    out_dir = Path(out)
     gate_path = Path(gate_out) if gate_out else out_dir / "gate.json"
-    params = load_params(params_file)
-    run = ingest_task(Path(train), Path(test), params, params_file.parent)
-    run = validate_task(run)
-    # params.yaml → scale: signatures on Dask, dedup's LSH index in Redis (same files either way)
-    with scale_hooks(scale_params_from_dict(params.section("scale")), params) as (run.signer, run.candidates):
-        run = dedup_task(run)
-        run = decontam_task(run)
-    run.signer = run.candidates = None  # free the remembered signatures before noise
-    run = noise_task(run)
-    run = curate_task(run, Path(reviews) if reviews else None)
-    run = report_task(run)
-    written = write_task(run, out_dir)
-    logger.info("wrote %d files to %s", len(written), out_dir)
-    gate = gate_task(out_dir, params_file, gate_path, override)
+    test_file = test or params.data.test
+    reviews_file = reviews or params.review.decisions
+    embed = None
+    if "embedding" in params.noise.features:
+        from flows.embed import embed_texts as embed  # loads a model: only when asked for
+    run = run_curation(
+        Path(train or params.data.train),
+        Path(test_file) if test_file else None,
+        params=params,
+        reviews=read_reviews(Path(reviews_file) if reviews_file else None),
+        show_progress=False,
+        call=run_as_task,
+        note=logger.info,
+        embed=embed,
+    )
+    written = write_task(output_frames(run.values, run.stages_run), out_dir)
+    logger.info("wrote %d files to %s; seconds per step %s", len(written), out_dir, run.stage_seconds)
+    gate = gate_task(out_dir, params, gate_path, override)
     summary = publish(out_dir, gate)
     logger.info("data version %s, gate %s", summary["data_version"], summary["gate"])
-    if fail_on_gate and not gate.get("allowed"):
+    if fail_on_gate and not gate.allowed:
         raise RuntimeError("gate failed: " + "; ".join(format_failures(gate)))
     return summary
 
 
 @flow(name="train-adapter")
 def train_adapter(
-    curated: str = "data/curated",
-    params_path: str = "params.yaml",
-    gate: str = "data/curated/gate.json",
-    model_dir: str = "models",
-    reports: str = "reports",
+    curated: str = DEFAULT_CURATED_DIR,
+    params_path: str | None = None,
+    gate: str | None = None,
+    model_dir: str = DEFAULT_MODEL_DIR,
+    reports: str = DEFAULT_REPORTS_DIR,
     evaluate: bool = True,
 ) -> dict[str, Any]:
     """Train (and evaluate) an adapter; refuses unless gate.json passed for this data version."""
     logger = get_run_logger()
-    curated_dir, gate_path = Path(curated), Path(gate)
-    report = check_gate_task(curated_dir, gate_path)
-    record = train_task(curated_dir, Path(params_path), gate_path, Path(model_dir))
+    params = load_params(find_params(params_path))
+    curated_dir = Path(curated)
+    gate_path = Path(gate) if gate else curated_dir / "gate.json"
+    record = train_task(curated_dir, params, gate_path, Path(model_dir))
     logger.info("adapter: %d steps, final loss %s", record["steps"], record["final_loss"])
-    metrics = (
-        evaluate_task(curated_dir, Path(params_path), Path(model_dir), Path(reports)) if evaluate else None
-    )
+    metrics = evaluate_task(curated_dir, params, Path(model_dir), Path(reports)) if evaluate else None
     return publish(
         curated_dir,
-        report,
+        read_json_if_present(gate_path),
         extra={"adapter": record["adapter_dir"], "final_loss": record["final_loss"]},
         eval_metrics=metrics,
     )
@@ -361,11 +268,12 @@ def pipeline(repo: str = ".", targets: list[str] | None = None, force: bool = Fa
     root = Path(repo)
     code = dvc_repro_task(root, list(targets or []), force)
     lock = root / "dvc.lock"
+    curated = root / DEFAULT_CURATED_DIR
     summary = publish(
-        root / "data" / "curated",
-        _read_json(root / "data" / "curated" / "gate.json"),
+        curated,
+        read_json_if_present(curated / "gate.json"),
         extra={"dvc_lock_md5": file_md5(lock) if lock.is_file() else None, "dvc_repro_exit": code},
-        eval_metrics=_read_json(root / "reports" / "eval.json"),
+        eval_metrics=read_json_if_present(root / DEFAULT_REPORTS_DIR / "eval.json"),
     )
     if code != 0:
         raise RuntimeError(f"dvc repro exited with {code}; gate {summary['gate']} {summary['gate_failed']}")

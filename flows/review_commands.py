@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
 
+from flows.console import load_cli_params
 from flows.labelstudio import (
     LabelStudioError,
     connect,
@@ -20,21 +21,25 @@ from flows.labelstudio import (
     start_server,
     stop_server,
 )
-from schemas.params import ParamsError, load_params
-from schemas.review_params import LabelStudioParams, labelstudio_params
+from schemas.review_params import LabelStudioParams
 
 log = logging.getLogger(__name__)
 console = Console(stderr=True)
 
-ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read `labelstudio:` from")]
+ParamsOpt = Annotated[
+    Path | None,
+    typer.Option("--params", help="params.yaml (its `labelstudio:`); default ./params.yaml or defaults"),
+]
 
 
-def _cfg(params: Path) -> LabelStudioParams:
-    try:
-        return labelstudio_params(load_params(params))
-    except ParamsError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
+def _cfg(params: Path | None) -> LabelStudioParams:
+    return load_cli_params(params).labelstudio
+
+
+def _fail(exc: Exception) -> NoReturn:
+    """Print the reason (as plain text: it may hold brackets) and exit 1, without a traceback."""
+    console.print(str(exc), style="red", markup=False, highlight=False)
+    raise typer.Exit(1) from exc
 
 
 def labelstudio_start(
@@ -42,7 +47,7 @@ def labelstudio_start(
     data_dir: Annotated[
         Path | None, typer.Option(help="data dir (default labelstudio.server.data_dir)")
     ] = None,
-    params: ParamsOpt = Path("params.yaml"),
+    params: ParamsOpt = None,
 ) -> None:
     """Start a local Label Studio (installing it into its own venv on first use)."""
     cfg = _cfg(params)
@@ -62,7 +67,7 @@ def labelstudio_stop(
     data_dir: Annotated[
         Path | None, typer.Option(help="data dir (default labelstudio.server.data_dir)")
     ] = None,
-    params: ParamsOpt = Path("params.yaml"),
+    params: ParamsOpt = None,
 ) -> None:
     """Stop the Label Studio server started from this data dir."""
     cfg = _cfg(params)
@@ -72,15 +77,14 @@ def labelstudio_stop(
 
 def review_push(
     out: Annotated[Path, typer.Option("--out", help="curate output dir with flags.parquet")],
-    params: ParamsOpt = Path("params.yaml"),
+    params: ParamsOpt = None,
 ) -> None:
     """Push new flags as Label Studio tasks (PII masked; re-runs add only new flags)."""
     cfg = _cfg(params)
     try:
         report = push_flags(connect(cfg), out, cfg)
     except (LabelStudioError, FileNotFoundError, ValueError) as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+        _fail(exc)
     console.print(
         f"project {report.project_id}: {report.flags} flags, {report.imported} imported, "
         f"{report.skipped} already there; PII masked {report.pii_masked}"
@@ -89,15 +93,18 @@ def review_push(
 
 def review_pull(
     to: Annotated[Path, typer.Option("--to", help="reviews.parquet to write")],
-    params: ParamsOpt = Path("params.yaml"),
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="the curate output dir that was pushed (maps pseudonymised ids back)"),
+    ] = None,
+    params: ParamsOpt = None,
 ) -> None:
     """Pull completed annotations into reviews.parquet."""
     cfg = _cfg(params)
     try:
-        report = pull_reviews(connect(cfg), to, cfg)
-    except LabelStudioError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+        report = pull_reviews(connect(cfg), to, cfg, flags_dir=out)
+    except (LabelStudioError, FileNotFoundError, ValueError) as exc:
+        _fail(exc)
     console.print(f"project {report.project_id}: {report.reviews} reviews -> {report.path}")
 
 

@@ -1,48 +1,30 @@
-"""CLI commands for the training half: gate, train, evaluate, sweep.
+"""`curagate gate|train|evaluate|sweep`: parse options, call flows/modeling.py, print a summary.
 
-`register(app)` adds them to the main Typer app (flows/cli.py). These only wire: read
-files, call the pure gate or the training recipe, write outputs, print a summary.
+`register(app)` adds them to the main Typer app (flows/cli.py).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-import polars as pl
 import typer
-from rich.console import Console
 
-from curation.gate import evaluate_gate, format_failures
-from schemas.params import ParamsError
-from schemas.training_params import TrainingParams, load_training_params
-
-log = logging.getLogger(__name__)
-console = Console(stderr=True)
+from flows.console import console, fail, load_cli_params
+from flows.modeling import ModelStageError, evaluate_curated, gate_curated, train_curated
+from schemas.gate import GateError, format_failures
+from schemas.params import DEFAULT_CURATED_DIR, DEFAULT_MODEL_DIR, DEFAULT_REPORTS_DIR
 
 CuratedOpt = Annotated[
-    Path, typer.Option("--curated", help="curated dir: train/test.parquet, quality.json, labels.json")
+    Path, typer.Option("--curated", help="curated dir: train/test.parquet, quality.json, manifest.json")
 ]
-ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml")]
-GateOpt = Annotated[Path, typer.Option("--gate", help="gate.json written by `curagate gate`")]
+ParamsOpt = Annotated[
+    Path | None, typer.Option("--params", help="params.yaml; default ./params.yaml, else built-in defaults")
+]
+GateOpt = Annotated[Path | None, typer.Option("--gate", help="gate.json; default <curated>/gate.json")]
 ModelDirOpt = Annotated[Path, typer.Option("--model-dir", help="holds adapter/ and training.json")]
-
-
-def _load(params: Path) -> TrainingParams:
-    try:
-        return load_training_params(params)
-    except ParamsError as exc:
-        console.print(f"[red]params error:[/red] {exc}")
-        raise typer.Exit(2) from exc
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        console.print(f"[red]{path}: not found[/red]")
-        raise typer.Exit(2)
-    return json.loads(path.read_text(encoding="utf-8"))
+NoProgressOpt = Annotated[bool, typer.Option("--no-progress")]
 
 
 def _setup_logging() -> None:
@@ -51,31 +33,26 @@ def _setup_logging() -> None:
 
 
 def gate(
-    curated: CuratedOpt = Path("data/curated"),
-    params: ParamsOpt = Path("params.yaml"),
-    out: Annotated[Path, typer.Option("--out", help="gate.json to write")] = Path("data/curated/gate.json"),
+    curated: CuratedOpt = Path(DEFAULT_CURATED_DIR),
+    params: ParamsOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", help="gate.json; default <curated>/gate.json")] = None,
     override: Annotated[
         bool, typer.Option("--override", help="allow training despite failed thresholds")
     ] = False,
 ) -> None:
-    """Check quality.json against the gate thresholds; exit 1 when any fails."""
-    from training.train import file_md5
-
-    thresholds = _load(params).gate
-    quality_path = curated / "quality.json"
-    report = evaluate_gate(_read_json(quality_path), thresholds=thresholds, override=override)
-    report["quality_file"] = str(quality_path)
-    report["quality_md5"] = file_md5(quality_path)
-    if (curated / "train.parquet").is_file():
-        report["data_md5"] = file_md5(curated / "train.parquet")  # the data version the verdict is for
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    passed = sum(c["passed"] for c in report["checks"])
-    if report["passed"]:
-        console.print(f"[green]gate passed[/green]: {passed}/{len(report['checks'])} checks -> {out}")
+    """Check quality.json (and the files behind it) against the gate thresholds; exit 1 on failure."""
+    cfg = load_cli_params(params)
+    out = out or curated / "gate.json"
+    try:
+        record = gate_curated(curated, params=cfg, out=out, override=override)
+    except GateError as exc:
+        fail(exc)
+    passed = sum(c.passed for c in record.checks)
+    if record.passed:
+        console.print(f"[green]gate passed[/green]: {passed}/{len(record.checks)} checks -> {out}")
         return
-    console.print(f"[red]gate failed[/red]: {len(report['failed'])} threshold(s) -> {out}")
-    for line in format_failures(report):
+    console.print(f"[red]gate failed[/red]: {len(record.failed)} check(s) -> {out}")
+    for line in format_failures(record):
         console.print(f"  {line}")
     if override:
         console.print("[yellow]--override: training allowed anyway; recorded in gate.json[/yellow]")
@@ -84,24 +61,25 @@ def gate(
 
 
 def train(
-    curated: CuratedOpt = Path("data/curated"),
-    params: ParamsOpt = Path("params.yaml"),
-    gate_file: GateOpt = Path("data/curated/gate.json"),
-    model_dir: ModelDirOpt = Path("models"),
-    no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
+    curated: CuratedOpt = Path(DEFAULT_CURATED_DIR),
+    params: ParamsOpt = None,
+    gate_file: GateOpt = None,
+    model_dir: ModelDirOpt = Path(DEFAULT_MODEL_DIR),
+    no_progress: NoProgressOpt = False,
 ) -> None:
-    """Train a LoRA adapter on curated train.parquet, if gate.json allows it."""
-    from training.train import GateError, train_from_curated
-
+    """Train a LoRA adapter on curated train.parquet, if gate.json allows it for this data."""
     _setup_logging()
-    settings = _load(params).train
+    cfg = load_cli_params(params)
     try:
-        record = train_from_curated(
-            curated, settings, model_dir, gate_path=gate_file, show_progress=not no_progress
+        record = train_curated(
+            curated,
+            params=cfg,
+            gate=gate_file or curated / "gate.json",
+            model_dir=model_dir,
+            show_progress=not no_progress,
         )
     except GateError as exc:
-        console.print(f"[red]training refused:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        fail(f"training refused: {exc}", code=1)
     console.print(
         f"adapter -> {record['adapter_dir']}: {record['train_examples']} examples, "
         f"{record['steps']} steps, {record['train_seconds']:.0f}s, "
@@ -111,39 +89,35 @@ def train(
 
 
 def evaluate(
-    curated: CuratedOpt = Path("data/curated"),
-    params: ParamsOpt = Path("params.yaml"),
-    model_dir: ModelDirOpt = Path("models"),
-    out: Annotated[Path, typer.Option("--out", help="flat metrics for DVC")] = Path("reports/eval.json"),
-    detail: Annotated[Path, typer.Option("--detail", help="per-class, confusions, errors")] = Path(
-        "reports/eval_detail.json"
+    curated: CuratedOpt = Path(DEFAULT_CURATED_DIR),
+    params: ParamsOpt = None,
+    model_dir: ModelDirOpt = Path(DEFAULT_MODEL_DIR),
+    out: Annotated[Path, typer.Option("--out", help="flat metrics for DVC")] = Path(
+        f"{DEFAULT_REPORTS_DIR}/eval.json"
     ),
-    html: Annotated[Path, typer.Option("--html", help="HTML section with plots")] = Path("reports/eval.html"),
-    no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
+    detail: Annotated[Path, typer.Option("--detail", help="per-class, confusions, errors")] = Path(
+        f"{DEFAULT_REPORTS_DIR}/eval_detail.json"
+    ),
+    html: Annotated[Path, typer.Option("--html", help="HTML section with plots")] = Path(
+        f"{DEFAULT_REPORTS_DIR}/eval.html"
+    ),
+    no_progress: NoProgressOpt = False,
 ) -> None:
-    """Compare the base model (label-list prompt) with the adapter on the test split."""
-    from training.evaluate import evaluate_adapter, write_eval_outputs
-    from training.train import ADAPTER_DIR, TRAINING_JSON, read_label_set
-
+    """Compare the base model with the adapter on the held-out test split."""
     _setup_logging()
-    settings = _load(params).evaluate
-    record = _read_json(model_dir / TRAINING_JSON)
-    if record.get("task") != "classification":
-        console.print("[red]evaluate scores classification adapters only[/red]")
-        raise typer.Exit(2)
-    test = pl.read_parquet(curated / "test.parquet")
-    label_set = read_label_set(curated, test) or []
-    result = evaluate_adapter(
-        test,
-        model_dir / ADAPTER_DIR,
-        settings,
-        label_set=label_set,
-        training_record=record,
-        show_progress=not no_progress,
-    )
-    flat = write_eval_outputs(
-        result, eval_json=out, detail_json=detail, html_path=html, training_record=record
-    )
+    cfg = load_cli_params(params)
+    try:
+        flat, result = evaluate_curated(
+            curated,
+            params=cfg,
+            model_dir=model_dir,
+            out=out,
+            detail=detail,
+            html=html,
+            show_progress=not no_progress,
+        )
+    except ModelStageError as exc:
+        fail(exc)
     for side, r in result["sides"].items():
         console.print(
             f"{side:8s} prompt={r['prompt_form']:7s} accuracy {r['accuracy']:.3f} "
@@ -153,28 +127,28 @@ def evaluate(
 
 
 def sweep(
-    curated: CuratedOpt = Path("data/curated"),
-    params: ParamsOpt = Path("params.yaml"),
+    curated: CuratedOpt = Path(DEFAULT_CURATED_DIR),
+    params: ParamsOpt = None,
     uncurated: Annotated[
         Path | None,
         typer.Option("--uncurated", help="a second dir (train/test.parquet) to compare with"),
     ] = None,
-    out: Annotated[Path, typer.Option("--out", help="output dir")] = Path("reports/sweep"),
-    no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
+    out: Annotated[Path, typer.Option("--out", help="output dir")] = Path(f"{DEFAULT_REPORTS_DIR}/sweep"),
+    no_progress: NoProgressOpt = False,
 ) -> None:
     """Learning curve: adapter accuracy vs train examples (curated vs uncurated)."""
     from training.sweep import run_sweep
 
     _setup_logging()
-    settings = _load(params)
+    cfg = load_cli_params(params)
     datasets = {"curated": curated}
     if uncurated is not None:
         datasets["uncurated"] = uncurated
     result = run_sweep(
         datasets,
-        settings.train,
-        settings.evaluate,
-        settings.sweep,
+        cfg.train,
+        cfg.evaluate,
+        cfg.sweep,
         out_dir=out,
         test_dir=curated,
         show_progress=not no_progress,

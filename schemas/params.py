@@ -7,67 +7,20 @@ typo in params.yaml fails at start with the key's name instead of silently using
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from schemas.review_params import LabelStudioParams
+from schemas.scale_params import ScaleParams
+from schemas.training_params import EvaluateParams, GateParams, SweepParams, TrainParams
+from schemas.typed import ParamsError, build, check_fraction, check_near_duplicate_rule
+
 TaskKind = Literal["classification", "instruction"]
-
-
-class ParamsError(ValueError):
-    """params.yaml (or a section of it) is invalid; the message names the key."""
-
-
-def _build(cls: type, raw: Any, where: str) -> Any:
-    """Construct dataclass ``cls`` from a mapping, rejecting unknown keys with their path."""
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ParamsError(f"{where}: expected a mapping, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ParamsError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
-    kwargs: dict[str, Any] = {}
-    for name, value in raw.items():
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(typing.cast(type, hint), value, f"{where}.{name}")
-        elif typing.get_origin(hint) is tuple and isinstance(value, list):
-            kwargs[name] = tuple(value)
-        elif hint is float and isinstance(value, int) and not isinstance(value, bool):
-            kwargs[name] = float(value)
-        elif typing.get_origin(hint) in (typing.Union, types.UnionType) and isinstance(value, list):
-            kwargs[name] = tuple(value)
-        else:
-            kwargs[name] = value
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ParamsError(f"{where}: {exc}") from exc
-
-
-def _check_fraction(where: str, **values: float) -> None:
-    for name, value in values.items():
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"{name}={value} must be within [0, 1] ({where})")
-
-
-def _check_near_duplicate_rule(
-    where: str, lsh_threshold: float, threshold: float, max_char_edits: int
-) -> None:
-    """The candidate search (LSH) must reach at least as far as the rule that verifies it."""
-    _check_fraction(where, threshold=threshold, lsh_threshold=lsh_threshold)
-    if lsh_threshold > threshold:
-        raise ValueError("lsh_threshold must not exceed threshold (candidates would be lost)")
-    if max_char_edits < 0:
-        raise ValueError("max_char_edits must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -87,7 +40,7 @@ class ColumnMap:
 @dataclass(frozen=True)
 class DataParams:
     train: str = "data/raw/train.jsonl"
-    test: str = "data/raw/test.jsonl"
+    test: str | None = None  # no test split: stages that need one (decontam) say so
     task: TaskKind = "classification"
     columns: ColumnMap = field(default_factory=ColumnMap)
     # a list of labels, a path to a JSON/YAML/text file, or None (= labels seen in test)
@@ -99,6 +52,8 @@ class DataParams:
             raise ValueError(f"task={self.task!r} must be 'classification' or 'instruction'")
         if self.max_text_chars <= 0:
             raise ValueError("max_text_chars must be positive")
+        if self.labels == ():
+            raise ValueError("labels: an empty label set would quarantine every row; use null (= from test)")
 
 
 @dataclass(frozen=True)
@@ -120,7 +75,7 @@ class DedupParams:
             raise ValueError(f"shingle={self.shingle!r} must be 'char' or 'word'")
         if self.ngram < 1 or self.num_perm < 2:
             raise ValueError("ngram must be >= 1 and num_perm >= 2")
-        _check_near_duplicate_rule("dedup", self.lsh_threshold, self.threshold, self.max_char_edits)
+        check_near_duplicate_rule("dedup", self.lsh_threshold, self.threshold, self.max_char_edits)
 
 
 @dataclass(frozen=True)
@@ -131,7 +86,7 @@ class DecontamParams:
     word_order: bool = True
 
     def __post_init__(self) -> None:
-        _check_near_duplicate_rule("decontam", self.lsh_threshold, self.threshold, self.max_char_edits)
+        check_near_duplicate_rule("decontam", self.lsh_threshold, self.threshold, self.max_char_edits)
 
 
 @dataclass(frozen=True)
@@ -179,7 +134,7 @@ class NoiseParams:
         }
         if self.filter_by not in filters:
             raise ValueError(f"filter_by={self.filter_by!r} not in {sorted(filters)}")
-        _check_fraction("noise", min_self_confidence=self.min_self_confidence)
+        check_fraction("noise", min_self_confidence=self.min_self_confidence)
 
 
 @dataclass(frozen=True)
@@ -198,8 +153,9 @@ class ReportParams:
 
 
 @dataclass(frozen=True)
-class CurationParams:
-    """The sections the curation stages read."""
+class Params:
+    """The whole params.yaml, every section typed. Built once by an entry point
+    (:func:`load_params`); each stage receives only its own section."""
 
     data: DataParams = field(default_factory=DataParams)
     dedup: DedupParams = field(default_factory=DedupParams)
@@ -207,32 +163,53 @@ class CurationParams:
     noise: NoiseParams = field(default_factory=NoiseParams)
     review: ReviewParams = field(default_factory=ReviewParams)
     report: ReportParams = field(default_factory=ReportParams)
+    gate: GateParams = field(default_factory=GateParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    sweep: SweepParams = field(default_factory=SweepParams)
+    scale: ScaleParams = field(default_factory=ScaleParams)
+    labelstudio: LabelStudioParams = field(default_factory=LabelStudioParams)
+    # where the values came from: relative paths inside (data.labels) resolve against it
+    base_dir: Path = field(default=Path("."), compare=False, repr=False)
+    source: str = field(default="built-in defaults", compare=False)
 
 
-@dataclass(frozen=True)
-class Params(CurationParams):
-    """The whole params.yaml. Sections other stages own are kept as raw mappings here and
-    typed by their own dataclasses where they are read (gate, train, evaluate, labelstudio)."""
-
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def section(self, name: str) -> dict[str, Any]:
-        return dict(self.extra.get(name) or {})
+# where the CLI, dvc.yaml and the Prefect flows put things unless told otherwise
+DEFAULT_CURATED_DIR = "data/curated"
+DEFAULT_MODEL_DIR = "models"
+DEFAULT_REPORTS_DIR = "reports"
+SECTIONS = tuple(f.name for f in dataclasses.fields(Params) if f.name not in ("base_dir", "source"))
+PARAMS_FILE = "params.yaml"
 
 
-CURATION_SECTIONS = tuple(f.name for f in dataclasses.fields(CurationParams))
+def params_from_dict(raw: Any, where: str = "params", base_dir: Path = Path(".")) -> Params:
+    """Build :class:`Params` from a parsed params.yaml (None = every default).
 
-
-def params_from_dict(raw: dict[str, Any] | None, where: str = "params") -> Params:
-    """Build :class:`Params` from a parsed params.yaml mapping."""
-    raw = dict(raw or {})
-    typed = {k: raw.pop(k) for k in CURATION_SECTIONS if k in raw}
-    base = _build(CurationParams, typed, where)
-    return Params(**{f: getattr(base, f) for f in CURATION_SECTIONS}, extra=raw)
+    Raises:
+        ParamsError: not a mapping, an unknown section or key, or a value of the wrong type.
+    """
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ParamsError(
+            f"{where}: expected a mapping of sections ({', '.join(SECTIONS)}) at the top level, "
+            f"got {type(raw).__name__}"
+        )
+    unknown = sorted(str(k) for k in raw if k not in SECTIONS)
+    if unknown:  # a misspelt section (`dedupe:`) would otherwise be silently ignored
+        close = difflib.get_close_matches(unknown[0], SECTIONS, n=1)
+        maybe = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ParamsError(f"{where}: unknown section(s) {unknown}{maybe}; known: {list(SECTIONS)}")
+    params = build(Params, raw, where)
+    return dataclasses.replace(params, base_dir=base_dir, source=where)
 
 
 def load_params(path: str | Path | None) -> Params:
-    """Load params.yaml; ``None`` gives the built-in defaults (columns id, text, label)."""
+    """Load params.yaml; ``None`` gives the built-in defaults (columns id, text, label).
+
+    Raises:
+        ParamsError: unreadable file, invalid YAML, or an invalid value (naming its key).
+    """
     if path is None:
         return params_from_dict({})
     path = Path(path)
@@ -240,30 +217,53 @@ def load_params(path: str | Path | None) -> Params:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise ParamsError(f"{path}: params file not found") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ParamsError(f"{path}: cannot read params file ({exc})") from exc
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
-    return params_from_dict(raw, where=str(path))
+    return params_from_dict(raw, where=str(path), base_dir=path.parent)
+
+
+def find_params(explicit: str | Path | None, cwd: Path | None = None) -> Path | None:
+    """The params file an entry point uses: ``--params``, else ./params.yaml, else none (defaults)."""
+    if explicit is not None:
+        return Path(explicit)
+    candidate = (cwd or Path.cwd()) / PARAMS_FILE
+    return candidate if candidate.is_file() else None
 
 
 def load_label_set(labels: tuple[str, ...] | str | None, base_dir: Path) -> list[str] | None:
-    """Resolve ``data.labels``: a list as is, or a JSON/YAML/plain-text file (one a line)."""
+    """Resolve ``data.labels``: a list as is, or a JSON/YAML/plain-text file (one a line).
+
+    Raises:
+        ParamsError: the file is unreadable, not valid JSON/YAML, or not a non-empty list of labels.
+    """
     if labels is None:
         return None
     if isinstance(labels, tuple):
+        if not labels:
+            raise ParamsError("data.labels: an empty label set would quarantine every row; use null")
         return [str(x) for x in labels]
     path = Path(labels)
     if not path.is_absolute():
         path = base_dir / path
     try:
         text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ParamsError(f"{path}: cannot read label set ({exc.strerror})") from exc
-    if path.suffix == ".json":
-        parsed = json.loads(text)
-    elif path.suffix in (".yaml", ".yml"):
-        parsed = yaml.safe_load(text)
-    else:
-        parsed = [line.strip() for line in text.splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ParamsError(f"{path}: cannot read label set (data.labels): {exc}") from exc
+    try:
+        if path.suffix == ".json":
+            parsed = json.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            parsed = yaml.safe_load(text)
+        else:
+            parsed = [line.strip() for line in text.splitlines() if line.strip()]
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ParamsError(
+            f"{path}: label set (data.labels) is not valid {path.suffix[1:].upper()}: {exc}"
+        ) from exc
     if not isinstance(parsed, list) or not parsed:
-        raise ParamsError(f"{path}: label set must be a non-empty list")
+        raise ParamsError(f"{path}: label set (data.labels) must be a non-empty list")
+    if not all(isinstance(x, str | int) and not isinstance(x, bool) for x in parsed):
+        raise ParamsError(f"{path}: label set (data.labels) must list strings (or integer class ids)")
     return [str(x) for x in parsed]

@@ -69,15 +69,38 @@ FLAGS_SCHEMA = pl.Schema(
     }
 )
 
-# Reasons a row can leave, by stage; quality.json reports a count for each.
-REMOVAL_REASONS = (
-    "exact_duplicate",
-    "near_duplicate",
-    "test_leak",
-    "pending_review",
-    "reviewer_drop",
+# Rows out of training until a reviewer decides (held.parquet): neither curated nor removed.
+HELD_SCHEMA = pl.Schema(
+    {
+        "id": pl.String,
+        "split": pl.String,
+        "line": pl.Int64,
+        "issue": pl.String,
+        "status": pl.String,
+        "reason": pl.String,
+        "duplicate_of": pl.String,
+        "detail": pl.String,
+        "text": pl.String,
+        "label": pl.String,
+    }
 )
+
+# The reason a detector gives a row it holds for review (it becomes a held row, not a removed one).
+HOLD_REASON = "pending_review"
 FLAG_ISSUES = ("label_issue", "conflicting_duplicate")
+SNAKE_CASE = r"^[a-z][a-z0-9_]*$"
+# Reasons the ingest stage quarantines a line with (curation/ingest.py); validation adds the
+# names of the raw-record checks below (missing_text, text_wrong_type, ...).
+INGEST_REASONS = (
+    "blank_line",
+    "invalid_utf8",
+    "invalid_json",
+    "too_deep",
+    "duplicate_key",
+    "not_a_json_object",
+    "wrong_field_count",
+    "malformed_csv",
+)
 
 
 def _type_check(field: str, allowed: Sequence[str]) -> list[pa.Check]:
@@ -165,13 +188,29 @@ class CuratedExample(pa.DataFrameModel):
 
 
 class RemovedRow(pa.DataFrameModel):
-    """A row of removed.parquet: why a valid train row is not in train.parquet."""
+    """A row of removed.parquet: why a valid train row is not in train.parquet.
+
+    Stages and reasons come from the pipeline's table of steps (each step declares its
+    reasons, and the runner checks them); here they must be snake_case codes.
+    """
 
     id: str
-    stage: str = pa.Field(isin=["dedup", "decontam", "noise", "review"])
-    reason: str = pa.Field(isin=list(REMOVAL_REASONS))
+    stage: str = pa.Field(str_matches=SNAKE_CASE)
+    reason: str = pa.Field(str_matches=SNAKE_CASE, ne=HOLD_REASON)
     duplicate_of: str = pa.Field(nullable=True)
     detail: str = pa.Field(nullable=True)
+
+    class Config:
+        strict = False
+
+
+class HeldRow(pa.DataFrameModel):
+    """A row of held.parquet: a valid train row out of training until a reviewer decides."""
+
+    id: str = pa.Field(unique=True)
+    issue: str = pa.Field(isin=list(FLAG_ISSUES))
+    status: str = pa.Field(isin=["pending", "unsure"])
+    reason: str = pa.Field(isin=[HOLD_REASON])
 
     class Config:
         strict = False

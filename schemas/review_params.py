@@ -1,18 +1,17 @@
 """Typed ``labelstudio:`` section of params.yaml, and the row contract of reviews.parquet.
 
 The section belongs to the review loop only (server, project, task payload, PII masking), so it
-is typed here, next to its reader, and built with the same strict ``_build`` as the rest.
+is typed here, next to its reader; `schemas.params.load_params` builds it with the rest.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import pandera.polars as pa
+import phonenumbers
 import polars as pl
-
-from schemas.params import Params, ParamsError, _build
 
 PII_KINDS = ("email", "phone", "card", "iban")
 DECISIONS = ("keep", "relabel", "drop", "unsure")
@@ -21,15 +20,28 @@ LabelLayout = Literal["select", "inline", "vertical"]
 
 @dataclass(frozen=True)
 class PiiParams:
-    """What is masked before any text leaves for Label Studio."""
+    """What is masked before any text leaves for Label Studio (curation/pii.py decides how)."""
 
     enabled: bool = True
     kinds: tuple[str, ...] = PII_KINDS
     placeholder: str = "[{kind}]"
     phone_min_digits: int = 8
     phone_max_digits: int = 15
+    phone_regions: tuple[str, ...] = ("GB", "US")
     card_min_digits: int = 13
     card_max_digits: int = 19
+    context_chars: int = 32
+    card_keywords: tuple[str, ...] = (
+        "card", "visa", "mastercard", "amex", "maestro", "debit", "credit", "cc", "pan",
+    )  # fmt: skip
+    phone_keywords: tuple[str, ...] = (
+        "call", "phone", "tel", "mobile", "cell", "ring", "text", "sms", "whatsapp", "fax", "dial",
+        "contact", "reach",
+    )  # fmt: skip
+    reference_keywords: tuple[str, ...] = (
+        "order", "ref", "reference", "invoice", "tracking", "transaction", "txn", "booking",
+        "confirmation", "ticket", "case", "parcel", "receipt",
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         bad = sorted(set(self.kinds) - set(PII_KINDS))
@@ -37,10 +49,17 @@ class PiiParams:
             raise ValueError(f"pii.kinds {bad} not in {list(PII_KINDS)}")
         if "{kind}" not in self.placeholder:
             raise ValueError("pii.placeholder must contain '{kind}'")
+        if any(c.isdigit() or c == "@" for c in self.placeholder):
+            raise ValueError("pii.placeholder must hold no digit and no '@' (masking must be idempotent)")
         if not 0 < self.phone_min_digits <= self.phone_max_digits:
             raise ValueError("need 0 < phone_min_digits <= phone_max_digits")
         if not 0 < self.card_min_digits <= self.card_max_digits:
             raise ValueError("need 0 < card_min_digits <= card_max_digits")
+        unknown = [r for r in self.phone_regions if r not in phonenumbers.SUPPORTED_REGIONS]
+        if not self.phone_regions or unknown:
+            raise ValueError(f"pii.phone_regions {unknown or []}: need ISO 3166 codes like GB, US")
+        if self.context_chars < 0:
+            raise ValueError("pii.context_chars must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -87,16 +106,6 @@ class LabelStudioParams:
             raise ValueError("import_batch and page_size must be >= 1")
 
 
-def labelstudio_params(params: Params | dict[str, Any] | None) -> LabelStudioParams:
-    """Type the ``labelstudio:`` section (from loaded :class:`Params` or a raw mapping).
-
-    Raises:
-        ParamsError: unknown key or bad value, naming it.
-    """
-    raw = params.section("labelstudio") if isinstance(params, Params) else params
-    return _build(LabelStudioParams, raw, "labelstudio")
-
-
 REVIEWS_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "id": pl.String,
     "text_hash": pl.String,
@@ -128,9 +137,7 @@ __all__ = [
     "PII_KINDS",
     "REVIEWS_SCHEMA",
     "LabelStudioParams",
-    "ParamsError",
     "PiiParams",
     "Review",
     "ServerParams",
-    "labelstudio_params",
 ]

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from schemas.params import _build
-
 
 @dataclass(frozen=True)
 class ScaleParams:
@@ -32,8 +30,3 @@ class ScaleParams:
         if self.redis_host is None:
             return None
         return {"host": self.redis_host, "port": self.redis_port, "db": self.redis_db}
-
-
-def scale_params_from_dict(raw: dict[str, Any] | None, where: str = "scale") -> ScaleParams:
-    """Build :class:`ScaleParams` from the parsed ``scale`` mapping (unknown keys rejected)."""
-    return _build(ScaleParams, raw, where)

@@ -1,17 +1,14 @@
 """Typed sections of params.yaml read by the gate and the training side: gate, train,
-evaluate, sweep. Frozen dataclasses, checked on construction, built with the same
-`_build` as the curation sections so unknown keys fail with their path.
+evaluate, sweep. Frozen dataclasses, checked on construction; `schemas.params.load_params`
+builds them with the rest of params.yaml (strict types, unknown keys fail with their path).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
-
-from schemas.params import ParamsError, _build, _check_fraction
+from schemas.typed import check_fraction as _check_fraction
 
 PromptForm = Literal["short", "labels"]
 PROMPT_FORMS = ("short", "labels")
@@ -32,6 +29,7 @@ class GateParams:
     max_test_leaks: int = 0
     max_imbalance_ratio: float = 10.0
     require_accounting: bool = True
+    require_noise_check: bool = True
 
     def __post_init__(self) -> None:
         _check_fraction(
@@ -123,9 +121,9 @@ class BaselineParams:
     svm_c: float = 0.5
 
     def __post_init__(self) -> None:
-        for name, (low, high) in (("word_ngrams", self.word_ngrams), ("char_ngrams", self.char_ngrams)):
-            if not 1 <= low <= high:
-                raise ValueError(f"{name}={list((low, high))} must be [min, max] with 1 <= min <= max")
+        for name, pair in (("word_ngrams", self.word_ngrams), ("char_ngrams", self.char_ngrams)):
+            if len(pair) != 2 or not 1 <= pair[0] <= pair[1]:
+                raise ValueError(f"{name}={list(pair)} must be [min, max] with 1 <= min <= max")
         if self.svm_c <= 0:
             raise ValueError("svm_c must be > 0")
 
@@ -185,36 +183,3 @@ class SweepParams:
                 raise ValueError(f"fraction {value} must be within (0, 1]")
         if self.sample_size is not None and self.sample_size < 1:
             raise ValueError("sample_size must be >= 1 or null")
-
-
-@dataclass(frozen=True)
-class TrainingParams:
-    """The sections the gate, train, evaluate and sweep commands read."""
-
-    gate: GateParams = field(default_factory=GateParams)
-    train: TrainParams = field(default_factory=TrainParams)
-    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
-    sweep: SweepParams = field(default_factory=SweepParams)
-
-
-TRAINING_SECTIONS = ("gate", "train", "evaluate", "sweep")
-
-
-def training_params_from_dict(raw: dict[str, Any] | None, where: str = "params") -> TrainingParams:
-    """Build :class:`TrainingParams` from a parsed params.yaml, ignoring other sections."""
-    raw = raw or {}
-    return _build(TrainingParams, {k: raw[k] for k in TRAINING_SECTIONS if k in raw}, where)
-
-
-def load_training_params(path: str | Path | None) -> TrainingParams:
-    """Load the gate/train/evaluate/sweep sections of params.yaml; None gives the defaults."""
-    if path is None:
-        return TrainingParams()
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ParamsError(f"{path}: params file not found") from exc
-    except yaml.YAMLError as exc:
-        raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
-    return training_params_from_dict(raw, where=str(path))

@@ -23,6 +23,8 @@ OUTPUTS = (
     "removed.parquet",
     "quarantine.parquet",
     "flags.parquet",
+    "held.parquet",
+    "manifest.json",
     "quality.json",
     "labels.json",
 )
@@ -79,14 +81,17 @@ def test_every_input_row_is_accounted_for(corrupted, curated) -> None:
     quality = json.loads((out / "quality.json").read_text())
     train = pl.read_parquet(out / "train.parquet")
     removed = pl.read_parquet(out / "removed.parquet")
+    held = pl.read_parquet(out / "held.parquet")
     quarantine = pl.read_parquet(out / "quarantine.parquet")
     test = pl.read_parquet(out / "test.parquet")
     assert quality["accounting_ok"] == 1
     assert quality["input_train_rows"] == n_train and quality["input_test_rows"] == n_test
-    assert train.height + removed.height + quarantine.filter(pl.col("split") == "train").height == n_train
+    quarantined_train = quarantine.filter(pl.col("split") == "train").height
+    assert train.height + removed.height + held.height + quarantined_train == n_train
     assert test.height + quarantine.filter(pl.col("split") == "test").height == n_test
     # exactly one destination per row
     assert not set(train["id"]) & set(removed["id"])
+    assert not (set(train["id"]) | set(removed["id"])) & set(held["id"])
     assert removed["id"].n_unique() == removed.height
 
 
@@ -102,11 +107,12 @@ def test_flagged_rows_are_held_out_of_training(curated) -> None:
     out = curated[0]
     train_ids = set(pl.read_parquet(out / "train.parquet")["id"])
     flags = pl.read_parquet(out / "flags.parquet")
-    removed = pl.read_parquet(out / "removed.parquet")
+    held = pl.read_parquet(out / "held.parquet")
     assert flags.height > 0
     assert not train_ids & set(flags["id"])
-    pending = set(removed.filter(pl.col("reason") == "pending_review")["id"])
+    pending = set(held.filter(pl.col("reason") == "pending_review")["id"])
     assert set(flags["id"]) == pending
+    assert "pending_review" not in set(pl.read_parquet(out / "removed.parquet")["reason"])
     assert set(flags["issue"]) <= {"label_issue", "conflicting_duplicate"}
 
 
@@ -190,7 +196,7 @@ def test_whole_file_error_exits_with_a_message(tmp_path: Path) -> None:
 
 def test_remembered_signatures_compute_each_text_once() -> None:
     from curation.minhash import signatures
-    from flows.pipeline import RememberedSignatures
+    from flows.signing import RememberedSignatures
 
     calls: list[list[str]] = []
 

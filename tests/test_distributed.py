@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from schemas.params import DedupParams, ParamsError
-from schemas.scale_params import ScaleParams, scale_params_from_dict
+from schemas.params import DedupParams, ParamsError, params_from_dict
+from schemas.scale_params import ScaleParams
 
 
 @pytest.fixture(scope="module")
@@ -46,15 +46,15 @@ def test_shard_bounds_cover_everything_in_order() -> None:
 
 
 def test_scale_params_reject_bad_values() -> None:
-    assert scale_params_from_dict({"runner": "dask", "shards": 2}).shards == 2
+    assert params_from_dict({"scale": {"runner": "dask", "shards": 2}}).scale.shards == 2
     assert ScaleParams(redis_host="h", redis_port=7000).redis_config() == {"host": "h", "port": 7000, "db": 0}
     assert ScaleParams().redis_config() is None
     with pytest.raises(ParamsError, match="runner"):
-        scale_params_from_dict({"runner": "ray"})
+        params_from_dict({"scale": {"runner": "ray"}})
     with pytest.raises(ParamsError, match="unknown key"):
-        scale_params_from_dict({"shard": 2})
+        params_from_dict({"scale": {"shard": 2}})
     with pytest.raises(ParamsError, match="dask_address"):
-        scale_params_from_dict({"runner": "local", "dask_address": "tcp://x:8786"})
+        params_from_dict({"scale": {"runner": "local", "dask_address": "tcp://x:8786"}})
 
 
 def test_params_yaml_scale_section_loads() -> None:
@@ -63,7 +63,7 @@ def test_params_yaml_scale_section_loads() -> None:
     from schemas.params import load_params
 
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
-    scale = scale_params_from_dict(params.section("scale"))
+    scale = params.scale
     assert scale.runner in ("local", "dask")
     assert scale.shards >= 1
 

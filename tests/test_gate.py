@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import polars as pl
 import pytest
 import typer
 from typer.testing import CliRunner
 
-from curation.gate import evaluate_gate, format_failures
 from flows.train_commands import register
-from schemas.params import ParamsError
-from schemas.training_params import GateParams, training_params_from_dict
+from schemas.gate import evaluate_gate, format_failures
+from schemas.manifest import describe_files, write_manifest
+from schemas.params import ParamsError, params_from_dict
+from schemas.training_params import GateParams
 
 GOOD_QUALITY = {
     "input_train_rows": 1100,
@@ -129,9 +131,9 @@ def test_optional_threshold_and_accounting_switch() -> None:
 
 def test_gate_params_reject_bad_values_and_unknown_keys() -> None:
     with pytest.raises(ParamsError, match="max_duplicate_rate"):
-        training_params_from_dict({"gate": {"max_duplicate_rate": 1.5}})
+        params_from_dict({"gate": {"max_duplicate_rate": 1.5}})
     with pytest.raises(ParamsError, match="unknown key"):
-        training_params_from_dict({"gate": {"max_dupes": 0.1}})
+        params_from_dict({"gate": {"max_dupes": 0.1}})
 
 
 def _cli() -> typer.Typer:
@@ -149,6 +151,10 @@ def _write_curated(tmp_path: Path, quality: dict) -> tuple[Path, Path]:
     curated = tmp_path / "curated"
     curated.mkdir()
     (curated / "quality.json").write_text(json.dumps(quality), encoding="utf-8")
+    pl.DataFrame({"id": [f"r{i}" for i in range(quality["curated_train_rows"])]}).write_parquet(
+        curated / "train.parquet"
+    )
+    write_manifest(curated, describe_files(curated, ["quality.json", "train.parquet"]))
     params = tmp_path / "params.yaml"
     params.write_text("gate:\n  min_examples: 1000\n  max_test_leaks: 0\n", encoding="utf-8")
     return curated, params

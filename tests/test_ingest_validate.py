@@ -8,9 +8,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from curation.ingest import InputFileError, parse_csv, parse_frame, parse_jsonl
+from curation.ingest import InputFileError, parse_csv, parse_frame, parse_input, parse_jsonl
 from curation.validate import validate_records
-from flows.pipeline import read_input
+from flows.files import read_input
 from schemas.params import DataParams, params_from_dict
 
 LABELS = ["card_arrival", "lost_or_stolen_card"]
@@ -21,7 +21,7 @@ def _run(lines: list[bytes], data: DataParams = DATA, labels=LABELS):
     ingested, bad = parse_jsonl(b"\n".join(lines), split="train", source="t.jsonl", data=data)
     valid, invalid = validate_records(ingested, data=data, labels=labels)
     quarantine = pl.concat([bad, invalid])
-    assert valid.height + quarantine.height == sum(1 for line in lines if line.strip())
+    assert valid.height + quarantine.height == len(lines)  # blank lines are quarantined too
     return valid, quarantine
 
 
@@ -134,24 +134,26 @@ def test_instruction_data_maps_instruction_input_output() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "content", "message"),
+    ("suffix", "content", "message"),
     [
-        ("data.txt", b"hello", "unknown format '.txt'"),
-        ("missing.jsonl", None, "file not found"),
-        ("no_text.csv", b"query,category\nhi,card_arrival\n", "missing text column 'text'"),
-        ("empty.csv", b"", "empty CSV file"),
-        ("broken.parquet", b"not parquet at all", "unreadable Parquet"),
+        (".txt", b"hello", "unknown format '.txt'"),
+        (".csv", b"query,category\nhi,card_arrival\n", "missing text column 'text'"),
+        (".csv", b"", "empty CSV file"),
+        (".parquet", b"not parquet at all", "unreadable Parquet"),
     ],
 )
-def test_whole_file_problems_name_the_file(
-    tmp_path: Path, name: str, content: bytes | None, message: str
-) -> None:
-    path = tmp_path / name
-    if content is not None:
-        path.write_bytes(content)
+def test_whole_file_problems_name_the_file(suffix: str, content: bytes, message: str) -> None:
+    source = f"data/raw/train{suffix}"
     with pytest.raises(InputFileError) as err:
-        read_input(path, split="train", params=params_from_dict({}))
-    assert str(path) in str(err.value) and message in str(err.value)
+        parse_input(content, suffix=suffix, split="train", source=source, data=DATA)
+    assert str(err.value).startswith(f"{source}: ") and message in str(err.value)
+
+
+def test_a_missing_file_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "missing.jsonl"
+    with pytest.raises(InputFileError, match="file not found") as err:
+        read_input(path, split="train", data=params_from_dict({}).data)
+    assert str(path) in str(err.value)
 
 
 def test_records_are_framed_in_chunks_with_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -170,5 +172,6 @@ def test_records_are_framed_in_chunks_with_the_same_result(monkeypatch: pytest.M
     chunked_csv = parse_csv(csv_content, split="train", source="t.csv", data=DATA)
     for a, b in ((whole, chunked), (whole_csv, chunked_csv)):
         assert a[0].equals(b[0]) and a[1].equals(b[1])
-    assert whole[0].height == 23 and whole[1]["line"].to_list() == [6]
+    assert whole[0].height == 23 and whole[1]["line"].to_list() == [6, 18]
+    assert whole[1]["reason"].to_list() == ["invalid_json", "blank_line"]
     assert whole[0]["id"].n_unique() == 23  # repeated texts get -2, -3... across chunk edges

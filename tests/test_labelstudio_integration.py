@@ -27,7 +27,8 @@ from flows.labelstudio import (
     start_server,
     stop_server,
 )
-from schemas.review_params import LabelStudioParams, Review, labelstudio_params
+from schemas.params import params_from_dict
+from schemas.review_params import LabelStudioParams, Review
 
 pytestmark = pytest.mark.slow
 
@@ -90,7 +91,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerSta
     }
     params = data_dir / "params.yaml"
     params.write_text(yaml.safe_dump(raw), encoding="utf-8")
-    cfg = labelstudio_params(raw["labelstudio"])
+    cfg = params_from_dict({"labelstudio": raw["labelstudio"]}).labelstudio
     with pytest.MonkeyPatch.context() as mp:
         # the client must find the server through the recorded state, not a developer's env
         mp.delenv("LABEL_STUDIO_URL", raising=False)
@@ -110,7 +111,9 @@ def _choice(tag: str, value: str) -> dict:
 
 def test_push_annotate_pull_push_again(server: tuple[ServerState, Path], tmp_path: Path) -> None:
     state, params_path = server
-    cfg: LabelStudioParams = labelstudio_params(yaml.safe_load(params_path.read_text())["labelstudio"])
+    cfg: LabelStudioParams = params_from_dict(
+        {"labelstudio": yaml.safe_load(params_path.read_text())["labelstudio"]}
+    ).labelstudio
     assert _http_status(f"{state.url}/health") == 200
     out = tmp_path / "curated"
     out.mkdir()
@@ -181,7 +184,9 @@ def test_push_annotate_pull_push_again(server: tuple[ServerState, Path], tmp_pat
 
 def test_start_is_reused_and_stop_stops(server: tuple[ServerState, Path]) -> None:
     state, params_path = server
-    cfg = labelstudio_params(yaml.safe_load(params_path.read_text())["labelstudio"])
+    cfg = params_from_dict(
+        {"labelstudio": yaml.safe_load(params_path.read_text())["labelstudio"]}
+    ).labelstudio
     data_dir = Path(state.data_dir)
     again = start_server(cfg.server, port=state.port, data_dir=data_dir)
     assert again.pid == state.pid  # already running: recorded server reused

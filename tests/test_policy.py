@@ -91,16 +91,19 @@ def _setup():
 
 def test_without_decisions_every_flagged_row_is_held() -> None:
     kept, removed, flags, validated = _setup()
-    result = apply_review_policy(kept, removed, flags, validated, None)
-    assert result.kept["id"].to_list() == ["r0"]
-    assert dict(zip(result.removed["id"], result.removed["reason"], strict=True)) == {
+    result = apply_review_policy(kept=kept, removed=removed, flags=flags, validated=validated, decisions=None)
+    assert result.train["id"].to_list() == ["r0"]
+    assert result.removed.height == 0  # held rows are not removed: held.parquet is their own state
+    assert dict(zip(result.held["id"], result.held["reason"], strict=True)) == {
         "r1": "pending_review",
         "r2": "pending_review",
         "r3": "pending_review",
         "r4": "pending_review",
     }
     assert set(result.flags["status"]) == {"pending"}
-    assert result.kept.height + result.removed.height == validated.height
+    assert set(result.held["status"]) == {"pending"}
+    assert set(result.held["issue"]) == {"label_issue", "conflicting_duplicate"}
+    assert result.train.height + result.removed.height + result.held.height == validated.height
 
 
 def test_decisions_relabel_keep_drop_and_are_keyed_by_text_hash() -> None:
@@ -114,12 +117,15 @@ def test_decisions_relabel_keep_drop_and_are_keyed_by_text_hash() -> None:
         ],
         schema=DECISIONS_SCHEMA,
     )
-    result = apply_review_policy(kept, removed, flags, validated, decisions)
-    labels = dict(zip(result.kept["id"], result.kept["label"], strict=True))
+    result = apply_review_policy(
+        kept=kept, removed=removed, flags=flags, validated=validated, decisions=decisions
+    )
+    labels = dict(zip(result.train["id"], result.train["label"], strict=True))
     assert labels == {"r0": "a", "r1": "b", "r4": "a"}
     reasons = dict(zip(result.removed["id"], result.removed["reason"], strict=True))
-    assert reasons == {"r2": "reviewer_drop", "r3": "pending_review"}
-    assert result.kept.height + result.removed.height == validated.height
+    assert reasons == {"r2": "reviewer_drop"}
+    assert dict(zip(result.held["id"], result.held["reason"], strict=True)) == {"r3": "pending_review"}
+    assert result.train.height + result.removed.height + result.held.height == validated.height
     status = dict(zip(result.flags["id"], result.flags["status"], strict=True))
     assert status == {"r1": "relabel", "r2": "drop", "r3": "pending", "r4": "keep"}
 
@@ -130,4 +136,4 @@ def test_unknown_decision_is_rejected() -> None:
         [{"id": "r1", "text_hash": "h1", "decision": "approve", "label": None}], schema=DECISIONS_SCHEMA
     )
     with pytest.raises(ValueError, match="unknown review decision"):
-        apply_review_policy(kept, removed, flags, validated, bad)
+        apply_review_policy(kept=kept, removed=removed, flags=flags, validated=validated, decisions=bad)

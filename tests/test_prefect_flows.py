@@ -16,12 +16,12 @@ import yaml
 
 from flows.prefect_flows import (
     curate_dataset,
-    file_md5,
     pipeline,
     quality_markdown,
     train_adapter,
     verdict_of,
 )
+from schemas.manifest import file_md5
 from tests.conftest import ROOT
 from tests.tiny_project import CURATED_FILES, make_tiny_project, sh, tiny_params, write_tiny_data
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.prefect_flows import file_md5
+from schemas.manifest import file_md5
 from tests.tiny_project import CURATED_FILES, tiny_params, venv_env, write_tiny_data
 
 pytestmark = pytest.mark.slow

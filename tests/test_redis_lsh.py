@@ -145,7 +145,7 @@ def test_curate_with_the_index_in_redis_gives_the_same_files(
     import yaml
 
     from benchmarks.synth import generate
-    from flows.pipeline import run_curation, write_outputs
+    from flows.pipeline import run_curation, write_run
     from schemas.params import params_from_dict
     from tests.conftest import ROOT
 
@@ -177,7 +177,7 @@ def test_curate_with_the_index_in_redis_gives_the_same_files(
             tmp_path / "train.jsonl", tmp_path / "test.jsonl", params=params, show_progress=False
         )
         assert len(calls) == (name == "redis")  # the index in Redis gave dedup its candidates
-        write_outputs(run, tmp_path / name)
+        write_run(run, tmp_path / name)
         outs[name] = tmp_path / name
     removed = pl.read_parquet(outs["memory"] / "removed.parquet")
     assert (removed["reason"] == "near_duplicate").sum() > 20  # the injected copies are found

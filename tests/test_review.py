@@ -1,9 +1,15 @@
-"""Unit tests of the pure review functions: PII masks, label config, tasks, reviews, decisions."""
+"""Unit tests of the review loop: label config, tasks (PII-masked), reviews, decisions, and the
+Label Studio wiring (credentials, an unreachable server) without a real server."""
 
 from __future__ import annotations
 
+import json
+import socket
+import stat
+import types
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -13,109 +19,22 @@ from curation.review import (
     annotations_to_reviews,
     build_label_config,
     build_tasks,
-    iban_valid,
-    luhn_valid,
-    mask_pii,
+    pseudonymise_id,
     resolve_decisions,
+    restore_flag_ids,
     select_new_flags,
     task_keys,
 )
-from schemas.params import ParamsError
+from schemas.params import ParamsError, params_from_dict
 from schemas.review_params import (
     REVIEWS_SCHEMA,
     LabelStudioParams,
     PiiParams,
     Review,
-    labelstudio_params,
 )
 
-PII = PiiParams()
 CFG = LabelStudioParams()
 LABELS = ["card_arrival", "lost_or_stolen_card", "top_up_failed"]
-
-
-def _mask(text: str, cfg: PiiParams = PII) -> tuple[str, dict[str, int]]:
-    masked, counts = mask_pii(pl.Series("text", [text]), cfg=cfg)
-    return masked[0], counts
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("write to john.doe+bank@example.co.uk please", "write to [EMAIL] please"),
-        ("UPPER.Case@Mail.ORG", "[EMAIL]"),
-        ("call +44 20 7946 0958 now", "call [PHONE] now"),
-        ("call +1-202-555-0173", "call [PHONE]"),
-        ("ring 0044 20 7946 0958", "ring [PHONE]"),
-        ("us (555) 123-4567", "us [PHONE]"),
-        ("us 555-123-4567", "us [PHONE]"),
-        ("us 555.123.4567", "us [PHONE]"),
-        ("uk 07700 900123", "uk [PHONE]"),
-        ("uk 020 7946 0958", "uk [PHONE]"),
-        ("card 4111 1111 1111 1111 expired", "card [CARD] expired"),
-        ("card 4111-1111-1111-1111", "card [CARD]"),
-        ("card 4111111111111111", "card [CARD]"),
-        ("amex 378282246310005", "amex [CARD]"),
-        ("iban GB82 WEST 1234 5698 7654 32 ok", "iban [IBAN] ok"),
-        ("iban DE89370400440532013000", "iban [IBAN]"),
-        ("iban FR14 2004 1010 0505 0001 3M02 606", "iban [IBAN]"),
-    ],
-)
-def test_mask_pii_masks_varied_formats(text: str, expected: str) -> None:
-    masked, counts = _mask(text)
-    assert masked == expected
-    assert sum(counts.values()) == 1
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "my order number is 12345678",
-        "order #A-1029384 has not arrived",
-        "reference 1234567890123",  # 13 digits, fails Luhn
-        "card 4111 1111 1111 1112",  # Luhn fails: a typo, not a card
-        "tracking 1Z999AA10123456784",
-        "iban GB82 WEST 1234 5698 7654 33",  # mod-97 fails
-        "I was charged 1,250.00 EUR on 2024-03-15",
-        "my pin 1234 and cvv 123",
-        "transfer 500 to account 12345",
-        "version 1.23.2 is out",
-        "not an email: user@localhost",
-    ],
-)
-def test_mask_pii_leaves_look_alikes(text: str) -> None:
-    masked, counts = _mask(text)
-    assert masked == text
-    assert sum(counts.values()) == 0
-
-
-def test_mask_pii_counts_nulls_and_config() -> None:
-    texts = pl.Series("text", ["a@b.com and c@d.org", None, "+44 20 7946 0958", "plain"])
-    masked, counts = mask_pii(texts, cfg=PII)
-    assert masked.to_list() == ["[EMAIL] and [EMAIL]", None, "[PHONE]", "plain"]
-    assert counts == {"email": 2, "phone": 1, "card": 0, "iban": 0}
-    assert masked.name == "text"
-    # only some kinds, a custom placeholder, or off
-    only_email = PiiParams(kinds=("email",), placeholder="<{kind}>")
-    masked, counts = mask_pii(texts, cfg=only_email)
-    assert masked[0] == "<EMAIL> and <EMAIL>"
-    assert masked[2] == "+44 20 7946 0958"
-    assert counts == {"email": 2}
-    masked, counts = mask_pii(texts, cfg=PiiParams(enabled=False))
-    assert masked.to_list() == texts.to_list()
-    assert sum(counts.values()) == 0
-
-
-def test_mask_pii_is_idempotent() -> None:
-    once, _ = _mask("mail a@b.com card 4111111111111111 tel +44 20 7946 0958")
-    twice, counts = _mask(once)
-    assert twice == once
-    assert sum(counts.values()) == 0
-
-
-def test_checksums() -> None:
-    assert luhn_valid("4111111111111111") and not luhn_valid("4111111111111112")
-    assert iban_valid("GB82 WEST 1234 5698 7654 32") and not iban_valid("GB82WEST12345698765433")
 
 
 def test_label_config_is_valid_xml_with_all_labels() -> None:
@@ -158,7 +77,8 @@ def _flags() -> pl.DataFrame:
 
 
 def test_build_tasks_masks_and_prefills_suggestion() -> None:
-    tasks = build_tasks(_flags(), LABELS, cfg=CFG)
+    tasks, counts = build_tasks(_flags(), LABELS, cfg=CFG)
+    assert counts == {"email": 1, "phone": 0, "card": 0, "iban": 0}
     assert len(tasks) == 3
     first = tasks[0]
     assert first["data"]["text"] == "card lost, mail me [EMAIL]"
@@ -184,7 +104,7 @@ def test_build_tasks_masks_and_prefills_suggestion() -> None:
 
 def test_build_tasks_can_prefill_decision() -> None:
     cfg = LabelStudioParams(prefill_decision=True)
-    tasks = build_tasks(_flags().head(1), LABELS, cfg=cfg)
+    tasks, _ = build_tasks(_flags().head(1), LABELS, cfg=cfg)
     tags = {r["from_name"]: r["value"]["choices"] for r in tasks[0]["predictions"][0]["result"]}
     assert tags == {"label": ["lost_or_stolen_card"], "decision": ["relabel"]}
 
@@ -335,14 +255,14 @@ def test_resolve_decisions_keys_on_text_hash_and_checks_input() -> None:
 
 
 def test_labelstudio_params_typed_and_strict() -> None:
-    cfg = labelstudio_params({"project_title": "p", "pii": {"kinds": ["email"]}})
+    cfg = params_from_dict({"labelstudio": {"project_title": "p", "pii": {"kinds": ["email"]}}}).labelstudio
     assert cfg.project_title == "p" and cfg.pii.kinds == ("email",)
     with pytest.raises(ParamsError, match="colour"):
-        labelstudio_params({"colour": "red"})
+        params_from_dict({"labelstudio": {"colour": "red"}})
     with pytest.raises(ParamsError, match="kinds"):
-        labelstudio_params({"pii": {"kinds": ["ssn"]}})
+        params_from_dict({"labelstudio": {"pii": {"kinds": ["ssn"]}}})
     with pytest.raises(ParamsError, match="port"):
-        labelstudio_params({"server": {"port": 0}})
+        params_from_dict({"labelstudio": {"server": {"port": 0}}})
 
 
 def test_params_yaml_section_loads() -> None:
@@ -351,7 +271,7 @@ def test_params_yaml_section_loads() -> None:
     from schemas.params import load_params
 
     root = Path(__file__).resolve().parents[1]
-    cfg = labelstudio_params(load_params(root / "params.yaml"))
+    cfg = load_params(root / "params.yaml").labelstudio
     assert cfg.server.venv == ".venv-labelstudio"
     assert set(cfg.pii.kinds) == {"email", "phone", "card", "iban"}
 
@@ -372,3 +292,227 @@ def test_register_adds_sub_apps() -> None:
         result = runner.invoke(app, args)
         assert result.exit_code == 0, result.output
         assert all(w in result.output for w in words)
+
+
+# --- everything that leaves is masked, once ------------------------------------------------
+
+_SECRETS = ("jane.doe@example.com", "4111 1111 1111 1111", "+44 20 7946 0958", "GB82 WEST 1234 5698 7654 32")
+
+
+def _pii_flags() -> pl.DataFrame:
+    """Flags whose id, duplicate_of and extra columns (raw, detail, meta) all hold PII."""
+    return pl.DataFrame(
+        {
+            "id": ["jane.doe@example.com-1", "r2"],
+            "text_hash": ["h1", "h2"],
+            "text": ["card 4111 1111 1111 1111 lost", "call +44 20 7946 0958"],
+            "issue": ["label_issue", "conflicting_duplicate"],
+            "score": [0.2, 0.6],
+            "given_label": ["card_arrival", "card_arrival"],
+            "suggested_label": ["lost_or_stolen_card", None],
+            "duplicate_of": [None, "jane.doe@example.com-1"],
+            "raw": ['{"text": "card 4111 1111 1111 1111 lost"}', "GB82 WEST 1234 5698 7654 32"],
+            "detail": ["near copy of +44 20 7946 0958", None],
+            "meta": ["from jane.doe@example.com", None],
+        }
+    )
+
+
+def test_build_tasks_masks_every_field_that_leaves() -> None:
+    flags = _pii_flags()
+    tasks, counts = build_tasks(flags, LABELS, cfg=CFG)
+    sent = json.dumps(tasks)
+    leaked = [s for s in _SECRETS if s in sent or s.replace(" ", "") in sent]
+    assert leaked == []
+    assert "example.com" not in sent  # not even a part of the id
+    assert set(tasks[0]["data"]) == {
+        "flag_id", "text_hash", "issue", "score", "text", "given_label", "suggested_label", "duplicate_of",
+    }  # fmt: skip
+    pseudonym = tasks[0]["data"]["flag_id"]
+    assert pseudonym == pseudonymise_id("jane.doe@example.com-1", flags["text"][0], cfg=CFG.pii)
+    assert pseudonym.startswith("pii-") and tasks[1]["data"]["flag_id"] == "r2"
+    assert tasks[1]["data"]["duplicate_of"] == "[EMAIL]-1"
+    # text card + text phone, id e-mail + duplicate_of e-mail
+    assert counts == {"email": 2, "phone": 1, "card": 1, "iban": 0}
+
+
+def test_pseudonymous_ids_round_trip_and_are_not_pushed_twice() -> None:
+    flags = _pii_flags()
+    tasks, _ = build_tasks(flags, LABELS, cfg=CFG)
+    for task_id, task in enumerate(tasks, start=1):
+        task["id"] = task_id
+        task["annotations"] = [_ann("keep", None, "2026-01-01T10:00:00Z")]
+    reviews = annotations_to_reviews(tasks)
+    assert reviews["id"].str.starts_with("pii-").sum() == 1
+    restored = restore_flag_ids(reviews, flags, cfg=CFG.pii)
+    assert sorted(restored["id"].to_list()) == ["jane.doe@example.com-1", "r2"]
+    assert restored.drop("id").equals(reviews.drop("id"))
+    existing = task_keys(tasks)
+    assert select_new_flags(flags, existing, pii=CFG.pii).is_empty()
+    # without the PII options, the pseudonymised flag looks new
+    assert select_new_flags(flags, existing)["id"].to_list() == ["jane.doe@example.com-1"]
+
+
+class _FakeLS:
+    """The few SDK calls push and pull make, recorded; ``fail`` is raised by every call."""
+
+    def __init__(self, fail: Exception | None = None) -> None:
+        self.fail = fail
+        self.imported: list[dict] = []
+        self.projects = self
+        self.tasks = types.SimpleNamespace(list=self._tasks)
+
+    def _check(self) -> None:
+        if self.fail is not None:
+            raise self.fail
+
+    def list(self, title: str) -> list:  # projects.list
+        self._check()
+        return [types.SimpleNamespace(id=7, title=title)] if self.imported else []
+
+    def create(self, **kwargs: object) -> types.SimpleNamespace:
+        self._check()
+        return types.SimpleNamespace(id=7)
+
+    def get(self, id: int) -> types.SimpleNamespace:  # noqa: A002 (the SDK's name)
+        return types.SimpleNamespace(label_config="")
+
+    def import_tasks(self, id: int, request: list[dict]) -> None:  # noqa: A002
+        self.imported.extend(request)
+
+    def _tasks(self, **kwargs: object) -> list[dict]:
+        self._check()
+        return [{"id": i, **t} for i, t in enumerate(self.imported, start=1)]
+
+
+def _write_out(tmp_path: Path, flags: pl.DataFrame) -> Path:
+    flags.write_parquet(tmp_path / "flags.parquet")
+    (tmp_path / "labels.json").write_text(json.dumps(LABELS), encoding="utf-8")
+    return tmp_path
+
+
+def test_push_masks_once_and_reports_counts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import curation.review as review
+    from flows.labelstudio import push_flags
+
+    calls: list[str] = []
+    real = review.mask_pii
+
+    def counting(texts: pl.Series, *, cfg: PiiParams) -> tuple[pl.Series, dict[str, int]]:
+        calls.append(texts.name)
+        return real(texts, cfg=cfg)
+
+    monkeypatch.setattr(review, "mask_pii", counting)
+    out = _write_out(tmp_path, _pii_flags())
+    ls = _FakeLS()
+    report = push_flags(ls, out, CFG)
+    assert calls.count("text") == 1
+    assert report.imported == 2 and report.pii_masked == {"email": 2, "phone": 1, "card": 1, "iban": 0}
+    assert "4111" not in json.dumps(ls.imported)
+    again = push_flags(ls, out, CFG)  # the pseudonymised flag is recognised, nothing re-imported
+    assert again.imported == 0 and again.skipped == 2
+
+
+def test_push_and_pull_turn_transport_errors_into_labelstudio_errors(tmp_path: Path) -> None:
+    import httpx
+
+    from flows.labelstudio import LabelStudioError, pull_reviews, push_flags
+
+    out = _write_out(tmp_path, _flags())
+    ls = _FakeLS(fail=httpx.ConnectError("connection refused"))
+    with pytest.raises(LabelStudioError, match="curagate labelstudio start"):
+        push_flags(ls, out, CFG)
+    with pytest.raises(LabelStudioError, match="cannot reach"):
+        pull_reviews(ls, tmp_path / "reviews.parquet", CFG)
+
+
+def test_pull_maps_pseudonyms_back_with_the_flags_dir(tmp_path: Path) -> None:
+    from flows.labelstudio import pull_reviews, push_flags
+
+    out = _write_out(tmp_path, _pii_flags())
+    ls = _FakeLS()
+    push_flags(ls, out, CFG)
+    for task in ls.imported:
+        task["annotations"] = [_ann("drop", None, "2026-01-02T10:00:00Z")]
+    pull_reviews(ls, tmp_path / "with.parquet", CFG, flags_dir=out)
+    pull_reviews(ls, tmp_path / "without.parquet", CFG)
+    ids_with = sorted(pl.read_parquet(tmp_path / "with.parquet")["id"].to_list())
+    ids_without = pl.read_parquet(tmp_path / "without.parquet")["id"].to_list()
+    assert ids_with == ["jane.doe@example.com-1", "r2"]
+    assert sum(i.startswith("pii-") for i in ids_without) == 1
+
+
+# --- credentials and an unreachable server --------------------------------------------------
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_credentials_generated_with_mode_600(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.labelstudio import load_credentials
+
+    monkeypatch.delenv("LABEL_STUDIO_PASSWORD", raising=False)
+    monkeypatch.delenv("LABEL_STUDIO_USER_TOKEN", raising=False)
+    creds = load_credentials(tmp_path)
+    path = tmp_path / "credentials.json"
+    assert _mode(path) == 0o600
+    assert json.loads(path.read_text()) == creds and len(creds["token"]) == 40
+    assert load_credentials(tmp_path) == creds  # generated once
+    path.chmod(0o644)  # an existing, too-open file is tightened
+    assert load_credentials(tmp_path) == creds
+    assert _mode(path) == 0o600
+
+
+def test_env_secrets_never_reach_the_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.labelstudio import load_credentials
+
+    monkeypatch.setenv("LABEL_STUDIO_PASSWORD", "env-password")
+    monkeypatch.setenv("LABEL_STUDIO_USER_TOKEN", "env-token")
+    assert load_credentials(tmp_path) == {"password": "env-password", "token": "env-token"}
+    assert not (tmp_path / "credentials.json").exists()
+    # only the token from env: the password is generated and stored, the token is not
+    monkeypatch.delenv("LABEL_STUDIO_PASSWORD")
+    creds = load_credentials(tmp_path)
+    stored = json.loads((tmp_path / "credentials.json").read_text())
+    assert creds["token"] == "env-token" and set(stored) == {"password"}
+    assert stored["password"] == creds["password"]
+    # a copy of an env secret left by an older version is removed; mode tightened
+    path = tmp_path / "credentials.json"
+    path.write_text(json.dumps({"password": creds["password"], "token": "env-token"}))
+    path.chmod(0o644)
+    load_credentials(tmp_path)
+    assert "env-token" not in path.read_text() and _mode(path) == 0o600
+
+
+def _closed_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_review_commands_with_unreachable_url_fail_cleanly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from flows.review_commands import register
+
+    url = f"http://127.0.0.1:{_closed_port()}"
+    monkeypatch.setenv("LABEL_STUDIO_URL", url)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "k")
+    out = _write_out(tmp_path, _flags())
+    params = Path(__file__).resolve().parents[1] / "params.yaml"
+    app = typer.Typer()
+    register(app)
+    runner = CliRunner()
+    for args in (
+        ["review", "push", "--out", str(out), "--params", str(params)],
+        ["review", "pull", "--to", str(tmp_path / "r.parquet"), "--params", str(params)],
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1, result.output
+        assert isinstance(result.exception, SystemExit)  # typer.Exit, not a traceback
+        text = " ".join(result.output.split())
+        assert url in text and "curagate labelstudio start" in text
+        assert "Traceback" not in result.output

@@ -23,12 +23,14 @@ CURATED_FILES = (
     "train.parquet",
     "test.parquet",
     "removed.parquet",
+    "held.parquet",
     "flags.parquet",
     "quarantine.parquet",
     "labels.json",
     "quality.json",
+    "manifest.json",
 )
-CODE = ("curation", "schemas", "training", "flows/pipeline.py")  # dvc.yaml deps must exist
+CODE = ("curation", "schemas", "training", "flows")  # dvc.yaml deps must exist
 
 
 def venv_env(**extra: str) -> dict[str, str]:
@@ -72,6 +74,23 @@ def tiny_params() -> dict[str, Any]:
     params["noise"]["folds"] = 3
     params["gate"].update(min_examples=50, min_per_class=5)
     return params
+
+
+def curate_tiny(dest: Path, **param_overrides: dict[str, Any]) -> Path:
+    """Tiny raw data under ``dest/raw`` curated in process into ``dest/curated`` (returned)."""
+    from flows.pipeline import run_curation, write_run
+    from schemas.params import params_from_dict
+
+    write_tiny_data(dest / "raw")
+    raw = tiny_params()
+    raw["data"]["labels"] = str(dest / "raw" / "categories.json")
+    for section, values in param_overrides.items():
+        raw[section] = {**raw.get(section, {}), **values}
+    params = params_from_dict(raw, base_dir=dest)
+    (dest / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    run = run_curation(dest / "raw/train.csv", dest / "raw/test.csv", params=params, show_progress=False)
+    write_run(run, dest / "curated")
+    return dest / "curated"
 
 
 def make_tiny_project(dest: Path, *, stages: tuple[str, ...] = ("curate", "gate", "label_counts")) -> Path:

@@ -37,11 +37,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from scipy.stats import bootstrap
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
+from schemas.manifest import file_md5
 from schemas.training_params import EvaluateParams
 from training.baseline import fit_predict_baseline
 from training.decoding import LabelTrie, generate_batched, label_trie, strip_answer
 from training.prompts import answer_suffix, build_prompt, parse_label
-from training.train import file_md5, select_examples
+from training.train import select_examples
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,10 @@ from typing import Any
 
 import polars as pl
 
+from schemas.manifest import file_md5
 from schemas.training_params import EvaluateParams, SweepParams, TrainParams
 from training.evaluate import evaluate_adapter, png_base64
-from training.train import ADAPTER_DIR, file_md5, read_label_set, train_adapter
+from training.train import ADAPTER_DIR, read_label_set, train_adapter
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,6 @@ gate hashes, device, loss curve, tokens/s, peak memory, wall time and the gate o
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -28,7 +27,9 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from transformers import get_linear_schedule_with_warmup
 
-from schemas.training_params import TrainParams
+from schemas.gate import check_gate
+from schemas.manifest import file_md5
+from schemas.training_params import GateParams, TrainParams
 from training.model import load_base_model
 from training.prompts import Encoded, build_prompt, collate, encode_example
 
@@ -36,52 +37,6 @@ log = logging.getLogger(__name__)
 
 ADAPTER_DIR = "adapter"
 TRAINING_JSON = "training.json"
-
-
-class GateError(RuntimeError):
-    """Training refused: the gate did not pass, or its record is stale."""
-
-
-# ── file helpers ─────────────────────────────────────────────────────────────────────
-
-
-def file_md5(path: Path) -> str:
-    """md5 of a file's bytes: the same digest DVC records for a single file."""
-    digest = hashlib.md5()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def check_gate(gate_path: Path, quality_path: Path, data_path: Path | None = None) -> dict[str, Any]:
-    """Refuse to train unless gate.json allows it and was computed from this quality.json
-    (and, when ``data_path`` is given and the gate recorded it, from this train.parquet).
-
-    Returns:
-        The gate report (its ``override`` flag is copied into training.json).
-
-    Raises:
-        GateError: gate.json missing, failed without override, or stale.
-    """
-    if not gate_path.is_file():
-        raise GateError(f"{gate_path}: no gate record; run `curagate gate` first")
-    report = json.loads(gate_path.read_text(encoding="utf-8"))
-    if not report.get("allowed", False):
-        failed = ", ".join(report.get("failed", [])) or "unknown"
-        raise GateError(f"{gate_path}: gate failed ({failed}); fix the data or pass --override")
-    if not quality_path.is_file():
-        raise GateError(f"{quality_path}: quality.json missing")
-    current = file_md5(quality_path)
-    if report.get("quality_md5") != current:
-        raise GateError(
-            f"{gate_path} was computed from quality.json md5 {report.get('quality_md5')}, "
-            f"but {quality_path} is now {current}: re-run `curagate gate`"
-        )
-    # the same counts can come from different data (e.g. a relabel): compare the data too
-    if data_path is not None and report.get("data_md5") and report["data_md5"] != file_md5(data_path):
-        raise GateError(f"{gate_path} was computed for other data than {data_path}: re-run `curagate gate`")
-    return report
 
 
 def read_label_set(curated_dir: Path, frame: pl.DataFrame | None = None) -> list[str] | None:
@@ -333,15 +288,17 @@ def train_from_curated(
     model_dir: Path,
     *,
     gate_path: Path | None,
+    gate: GateParams | None = None,
     show_progress: bool = True,
 ) -> dict[str, Any]:
     """Entry point for `curagate train`: check the gate, then train on curated train.parquet.
 
     Args:
-        curated_dir: holds train.parquet, quality.json, labels.json.
+        curated_dir: holds train.parquet, quality.json, labels.json, manifest.json.
         params: the `train:` section.
         model_dir: gets adapter/ and training.json.
         gate_path: gate.json to honour; None skips the gate (tests, sweeps on raw data).
+        gate: the `gate:` thresholds the verdict is re-derived with (default: built-in).
 
     Raises:
         GateError: the gate refuses training.
@@ -355,12 +312,12 @@ def train_from_curated(
         "gate_override": None,
     }
     if gate_path is not None:
-        report = check_gate(gate_path, curated_dir / "quality.json", curated_dir / "train.parquet")
+        record = check_gate(gate_path, curated_dir, thresholds=gate or GateParams())
         extra.update(
             gate_file=str(gate_path),
             gate_md5=file_md5(gate_path),
-            gate_override=bool(report.get("override")),
-            gate_passed=bool(report.get("passed")),
+            gate_override=record.override,
+            gate_passed=record.passed,
         )
     frame = pl.read_parquet(train_path)
     label_set = read_label_set(curated_dir, frame)

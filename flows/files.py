@@ -1,0 +1,302 @@
+"""A curation run's files: reading the raw inputs, and writing the outputs all or nothing.
+
+Outputs are written into a fresh directory beside ``--out``, sealed with manifest.json, and
+swapped in by rename under a lock, the way DVC's cache and SQLite's journal make a write
+atomic: a reader sees the previous run or the new one, never a mix, and gate and train
+verify the manifest before they trust a file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import polars as pl
+from filelock import FileLock, Timeout
+
+from curation.ingest import InputFileError, parse_input
+from schemas.manifest import MANIFEST_FILE, describe_files, write_manifest
+from schemas.params import DataParams, load_label_set
+from schemas.records import (
+    HELD_SCHEMA,
+    HOLD_REASON,
+    INGESTED_SCHEMA,
+    QUARANTINE_SCHEMA,
+    CuratedExample,
+    Flag,
+    HeldRow,
+    QuarantinedLine,
+    RemovedRow,
+)
+
+log = logging.getLogger(__name__)
+
+INTERNAL_COLUMNS = (
+    "split",
+    "source",
+    "line",
+    "raw",
+    "source_id",
+    "text_type",
+    "label_type",
+    "response_type",
+    "extra",
+)
+# names a curate run writes (besides `<step>_train.parquet`); anything else in --out is kept
+CURATE_FILES = (
+    "train.parquet",
+    "test.parquet",
+    "removed.parquet",
+    "held.parquet",
+    "flags.parquet",
+    "quarantine.parquet",
+    "labels.json",
+    "quality.json",
+    "report.html",
+    MANIFEST_FILE,
+)
+
+
+class OutputError(RuntimeError):
+    """The output directory cannot be written (not a directory, locked by another run)."""
+
+
+# ── inputs ───────────────────────────────────────────────────────────────────────────
+
+
+def read_input(path: Path, *, split: str, data: DataParams) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Read one raw file into (ingested, quarantine); whole-file problems raise InputFileError."""
+    if not path.is_file():
+        raise InputFileError(f"{path}: file not found" if not path.exists() else f"{path}: not a file")
+    suffix = "".join(path.suffixes).lower()  # "train.jsonl.gz": the format and the gzip
+    return parse_input(_read_bytes(path), suffix=suffix, split=split, source=str(path), data=data)
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InputFileError(f"{path}: cannot read ({exc.strerror})") from exc
+
+
+class Ingested(NamedTuple):
+    train: pl.DataFrame
+    test: pl.DataFrame
+    quarantine: pl.DataFrame
+    input_rows: dict[str, int]
+    label_set: list[str] | None
+
+
+def ingest_step(*, train_path: Path, test_path: Path | None, data: DataParams, params_dir: Path) -> Ingested:
+    """Read the raw train (and test) file; lines that are not records go to quarantine."""
+    frames: dict[str, pl.DataFrame] = {}
+    quarantine = [pl.DataFrame(schema=QUARANTINE_SCHEMA)]
+    input_rows = {}
+    for split, path in (("train", train_path), ("test", test_path)):
+        if path is None:  # no test split: an empty one (decontam refuses to run without one)
+            frames[split], input_rows[split] = pl.DataFrame(schema=INGESTED_SCHEMA), 0
+            continue
+        ingested, quarantined = read_input(path, split=split, data=data)
+        frames[split] = ingested
+        input_rows[split] = ingested.height + quarantined.height
+        quarantine.append(quarantined)
+    label_set = infer_label_set(data, params_dir, frames["test"] if test_path else frames["train"])
+    return Ingested(frames["train"], frames["test"], pl.concat(quarantine), input_rows, label_set)
+
+
+def infer_label_set(data: DataParams, params_dir: Path, seen_in: pl.DataFrame) -> list[str] | None:
+    """The label set from params.yaml, or (when absent) the labels seen in the test split."""
+    if data.task != "classification":
+        return None
+    explicit = load_label_set(data.labels, params_dir)
+    if explicit is not None:
+        return explicit
+    seen = seen_in.filter(pl.col("label_type").is_in(["string", "number"]))["label"]
+    labels = sorted(seen.drop_nulls().unique().to_list())
+    if not labels:
+        raise InputFileError("no label set: data.labels is null and the input has no labels")
+    return labels
+
+
+def read_reviews(path: Path | None) -> pl.DataFrame | None:
+    """reviews.parquet from `curagate review pull`, or None."""
+    if path is None:
+        return None
+    if not path.is_file():
+        raise InputFileError(f"{path}: reviews file not found")
+    try:
+        return pl.read_parquet(path)
+    except Exception as exc:  # polars raises several types for a corrupt file
+        raise InputFileError(f"{path}: unreadable reviews Parquet ({exc})") from exc
+
+
+# ── outputs ──────────────────────────────────────────────────────────────────────────
+
+
+def public_rows(frame: pl.DataFrame) -> pl.DataFrame:
+    """Curated rows as users see them: internal columns dropped, extra input columns restored."""
+    out = frame.sort("line")
+    if "extra" in out.columns and out["extra"].drop_nulls().len():
+        try:
+            extras = out.select(pl.col("extra").str.json_decode()).unnest("extra")
+            clash = [c for c in extras.columns if c in out.columns]
+            out = pl.concat([out, extras.drop(clash)], how="horizontal")
+        except pl.exceptions.PolarsError as exc:  # mixed types across rows: keep the JSON text
+            log.warning("extra columns kept as JSON text (%s)", exc)
+            out = out.with_columns(pl.col("extra").alias("extra_json"))
+    drop = [c for c in INTERNAL_COLUMNS if c in out.columns]
+    if "response" in out.columns and out["response"].null_count() == out.height:
+        drop.append("response")
+    return out.drop(drop)
+
+
+def output_frames(values: dict[str, Any], stages_run: list[str]) -> dict[str, pl.DataFrame | str]:
+    """The files of the steps that ran: name -> frame (parquet) or text (json, html)."""
+    files: dict[str, pl.DataFrame | str] = {}
+    files["quarantine.parquet"] = QuarantinedLine.validate(
+        values["quarantine"].sort("split", "source", "line")
+    )
+    removed, held = values["removed"], values.get("held")
+    if held is not None:  # the review policy ran: the curated split exists
+        files["train.parquet"] = CuratedExample.validate(public_rows(values["train"]))
+        files["test.parquet"] = CuratedExample.validate(public_rows(values["test"]))
+    elif values.get("train") is not None:
+        files[f"{stages_run[-1]}_train.parquet"] = values["train"].sort("line")
+    if "dedup" in stages_run:
+        if held is None:  # stopped before the policy: rows a detector holds are held, not removed
+            held = pending_rows(removed, values["flags"])
+            removed = removed.filter(pl.col("reason") != HOLD_REASON)
+        files["removed.parquet"] = RemovedRow.validate(removed.sort("line", "id")).drop("split")
+        files["flags.parquet"] = Flag.validate(values["flags"].sort("issue", "id"))
+    if held is not None:
+        files["held.parquet"] = HeldRow.validate(held.sort("line", "id")).drop("split")
+    if values.get("label_set") is not None:
+        files["labels.json"] = json.dumps(values["label_set"], indent=1) + "\n"
+    if values.get("metrics"):
+        files["quality.json"] = json.dumps(values["metrics"], indent=2, sort_keys=True) + "\n"
+    if values.get("report_html") is not None:
+        files["report.html"] = values["report_html"]
+    return files
+
+
+def pending_rows(removed: pl.DataFrame, flags: pl.DataFrame) -> pl.DataFrame:
+    """Rows a detector holds for review (before the review policy ran), as held rows."""
+    issues = flags.select("id", "issue").unique("id", keep="first", maintain_order=True)
+    return (
+        removed.filter(pl.col("reason") == HOLD_REASON)
+        .join(issues, on="id", how="left")
+        .with_columns(pl.lit("pending").alias("status"))
+        .select(list(HELD_SCHEMA))
+        .cast(HELD_SCHEMA)
+    )
+
+
+def write_outputs(files: dict[str, pl.DataFrame | str], out_dir: Path) -> list[Path]:
+    """Write ``files`` into ``out_dir`` all or nothing, sealed with manifest.json.
+
+    Files already in ``out_dir`` that a curate run does not write (gate.json, reviews.parquet,
+    your own) are kept; a previous run's curate files are replaced as a whole.
+
+    Raises:
+        OutputError: ``out_dir`` is a file, or another run holds its lock.
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"{out_dir}: exists and is not a directory; choose another --out")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with output_lock(out_dir):
+        recover(out_dir)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.new-", dir=out_dir.parent))
+        try:
+            for name, content in files.items():
+                path = staging / name
+                if isinstance(content, pl.DataFrame):
+                    content.write_parquet(path, statistics=False)
+                else:
+                    path.write_text(content, encoding="utf-8")
+            write_manifest(staging, describe_files(staging, list(files)))
+            _carry_over(out_dir, staging)
+            _fsync_dir(staging)
+            _swap_in(staging, out_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    return [out_dir / name for name in [*files, MANIFEST_FILE]]
+
+
+def _is_curate_file(name: str) -> bool:
+    return name in CURATE_FILES or name.endswith("_train.parquet")
+
+
+def _carry_over(out_dir: Path, staging: Path) -> None:
+    """Keep what others put in ``out_dir`` (gate.json, reviews.parquet): hard links, no copies."""
+    if not out_dir.is_dir():
+        return
+    for entry in out_dir.iterdir():
+        if _is_curate_file(entry.name):
+            continue
+        target = staging / entry.name
+        if entry.is_dir():
+            shutil.copytree(entry, target, symlinks=True)
+            continue
+        try:
+            os.link(entry, target)
+        except OSError:
+            shutil.copy2(entry, target)
+
+
+def _swap_in(staging: Path, out_dir: Path) -> None:
+    """Replace ``out_dir`` by ``staging`` with two renames (recover() mends a crash between them)."""
+    old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+    if out_dir.exists():
+        os.rename(out_dir, old)
+    os.rename(staging, out_dir)
+    _fsync_dir(out_dir.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover(out_dir: Path) -> None:
+    """Mend what a killed run left beside ``out_dir``: put the previous run back if the swap
+    was cut between its two renames, and remove half-written staging directories."""
+    parent = out_dir.parent
+    olds = sorted(parent.glob(f".{out_dir.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if not out_dir.exists() and olds:
+        log.warning("%s: restoring the previous complete run from %s (a run was killed)", out_dir, olds[-1])
+        os.rename(olds.pop(), out_dir)
+    for leftover in [*olds, *parent.glob(f".{out_dir.name}.new-*")]:
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+@contextmanager
+def output_lock(out_dir: Path) -> Iterator[None]:
+    """One writer per output directory; a second one fails at once and says why."""
+    lock_path = out_dir.parent / f".{out_dir.name}.lock"
+    lock = FileLock(str(lock_path), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout as exc:
+        raise OutputError(
+            f"{out_dir}: another curagate run is writing here (lock {lock_path}); wait for it to finish"
+        ) from exc
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make the directory's entries durable (a rename is only as safe as its directory)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,89 @@
+"""How a run computes MinHash signatures and finds LSH candidates: here, on Dask, or via Redis.
+
+The runner opens :func:`scale_hooks` for a whole run and hands its signer and candidate source
+to the steps that read them (dedup, decontam); they give identical results either way.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+
+import numpy as np
+import polars as pl
+
+from curation.dedup import CandidateSource, local_signer
+from curation.minhash import Signer
+from schemas.params import DedupParams
+from schemas.scale_params import ScaleParams
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def scale_hooks(scale: ScaleParams, dedup: DedupParams) -> Iterator[tuple[Signer, CandidateSource | None]]:
+    """How a run computes MinHash signatures and LSH candidates (``params.yaml → scale``).
+
+    Signatures: here, or sharded on Dask (``scale.runner``). Candidates: banded in memory by
+    dedup itself (None), or from an index that Prefect tasks build in Redis
+    (``scale.redis_host``). Either way they are identical, so the curated files are too; and
+    the signatures are remembered, so decontam reuses those dedup computed.
+    """
+    local = RememberedSignatures(local_signer(dedup))
+    if scale.runner != "dask" and scale.redis_host is None:
+        yield local, None
+        return
+    # imports prefect, dask and redis: only when asked for
+    from flows.distributed import distributed_signatures, on_dask, redis_candidate_pairs
+
+    with on_dask(scale) if scale.runner == "dask" else nullcontext(scale) as scale:
+        log.info(
+            "scale: signatures %s, LSH index %s", scale.dask_address or "here", scale.redis_host or "here"
+        )
+        signer = local
+        if scale.runner == "dask":
+            signer = RememberedSignatures(lambda texts: distributed_signatures(texts, cfg=dedup, scale=scale))
+        candidates = None
+        if scale.redis_host is not None:
+            cfg = dedup
+
+            def candidates(sig: np.ndarray) -> list[np.ndarray]:
+                return [redis_candidate_pairs(sig, threshold=cfg.lsh_threshold, seed=cfg.seed, scale=scale)]
+
+        yield signer, candidates
+
+
+class RememberedSignatures:
+    """A signer that keeps what it computed and computes only texts it has not seen.
+
+    Dedup signs the distinct normalised train texts; decontam then signs the normalised texts
+    of the rows dedup kept, all of which dedup has signed already.
+    """
+
+    def __init__(self, compute: Signer) -> None:
+        self.compute = compute
+        self.known = pl.DataFrame(schema={"text": pl.String, "_row": pl.Int64})
+        self.signatures: np.ndarray | None = None
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        query = pl.DataFrame({"text": list(texts)}, schema={"text": pl.String})
+        rows = query.join(self.known, on="text", how="left", maintain_order="left")["_row"]
+        missing = query.filter(rows.is_null())["text"].unique(maintain_order=True)
+        if len(missing):
+            fresh = self.compute(missing.to_list())
+            start = 0 if self.signatures is None else len(self.signatures)
+            self.signatures = fresh if self.signatures is None else np.concatenate([self.signatures, fresh])
+            added = pl.DataFrame({"text": missing, "_row": np.arange(start, start + len(missing))})
+            self.known = pl.concat([self.known, added])
+            if len(missing) == len(query):  # all new and distinct: already in query order
+                return fresh
+            rows = query.join(self.known, on="text", how="left", maintain_order="left")["_row"]
+        if self.signatures is None:  # no texts at all
+            return self.compute([])
+        return self.signatures[rows.to_numpy()]
+
+    def forget(self) -> None:
+        """Drop what was remembered (the signatures of a million texts are ~0.5 GB)."""
+        self.known = self.known.clear()
+        self.signatures = None

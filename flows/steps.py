@@ -1,0 +1,268 @@
+"""The curation pipeline as data: one table of steps, run by flows/pipeline.py.
+
+Each :class:`Step` names the plain function it calls, the run values that function reads
+(passed as keyword arguments: frames, params sections, the signer) and the reasons it may
+remove rows with. A step returns either a :class:`~curation.dedup.StepResult` (kept,
+removed, flags: the filter steps) or a NamedTuple whose fields replace run values of the
+same name. The CLI (one subcommand per step: "run the table up to here"), `dvc repro`
+(which runs `curagate curate`) and the `curate-dataset` Prefect flow (one task per step)
+all run this table through the one loop.
+
+Adding a step = one entry here + its function in curation/ (see the README's "Add a step").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import polars as pl
+
+from curation.decontam import count_test_leaks, remove_test_leaks
+from curation.dedup import CandidateSource, StepResult, drop_duplicates
+from curation.minhash import Signer
+from curation.policy import apply_review_policy
+from curation.review import resolve_decisions
+from curation.validate import validate_records
+from schemas.params import (
+    DataParams,
+    DecontamParams,
+    DedupParams,
+    NoiseParams,
+    ReportParams,
+    ReviewParams,
+)
+from schemas.records import FLAGS_SCHEMA
+
+
+@dataclass(frozen=True)
+class Step:
+    """One row of the pipeline table."""
+
+    name: str
+    help: str  # one line: the CLI's help for `curagate <name>`
+    call: Callable[..., Any]  # a plain function; keyword arguments named in `reads`
+    reads: tuple[str, ...]
+    reasons: tuple[str, ...] = ()  # reason codes of the rows it removes (quality.json counts each)
+    io: bool = False  # touches files or the network: safe to retry (Prefect retries only these)
+    command: bool = True  # a `curagate <name>` subcommand that runs the table up to here
+
+    @property
+    def command_name(self) -> str:
+        return self.name.replace("_", "-")
+
+
+# ── the steps' functions: adapters from run values to the pure curation functions ───────
+
+
+class Validated(NamedTuple):
+    train: pl.DataFrame
+    test: pl.DataFrame
+    validated_train: pl.DataFrame
+    quarantine: pl.DataFrame  # added to the run's quarantine
+
+
+class Reviewed(NamedTuple):
+    train: pl.DataFrame
+    removed: pl.DataFrame  # replaces the run's removed rows (reviewed ones are now reviewer_drop)
+    held: pl.DataFrame
+    flags: pl.DataFrame  # replaces the run's flags (now with a status)
+    decisions: pl.DataFrame | None
+
+
+class Reported(NamedTuple):
+    metrics: dict[str, Any]
+    report_html: str
+
+
+def validate_step(
+    *, train: pl.DataFrame, test: pl.DataFrame, label_set: list[str] | None, data: DataParams
+) -> Validated:
+    """Check every record against the raw-record contract; failures go to quarantine."""
+    valid_train, bad_train = validate_records(train, data=data, labels=label_set)
+    if test.height == 0:  # no test split (or an empty one): nothing to check
+        return Validated(valid_train, test, valid_train, bad_train)
+    valid_test, bad_test = validate_records(test, data=data, labels=label_set)
+    return Validated(valid_train, valid_test, valid_train, pl.concat([bad_train, bad_test]))
+
+
+def dedup_step(
+    *,
+    train: pl.DataFrame,
+    dedup: DedupParams,
+    signer: Signer,
+    candidates: CandidateSource | None,
+    progress: Callable[[str], None] | None,
+) -> StepResult:
+    """Exact and near duplicates out; conflicting-label duplicates held for review."""
+    return drop_duplicates(train, cfg=dedup, signer=signer, candidates=candidates, progress=progress)
+
+
+def decontam_step(
+    *, train: pl.DataFrame, test: pl.DataFrame, decontam: DecontamParams, dedup: DedupParams, signer: Signer
+) -> StepResult:
+    """Train rows copying test rows out (the test split is never changed)."""
+    return remove_test_leaks(train, test, cfg=decontam, minhash=dedup, signer=signer)
+
+
+class Flagged(NamedTuple):
+    flags: pl.DataFrame  # the run's flags with this step's added
+    noise_check: Any  # curation.noise.NoiseCheck: whether it ran, and why not (quality.json, gate)
+
+
+def noise_step(
+    *,
+    train: pl.DataFrame,
+    flags: pl.DataFrame,
+    label_set: list[str] | None,
+    data: DataParams,
+    noise: NoiseParams,
+    progress: Callable[[str], None] | None,
+    embed: Callable[[list[str]], Any] | None,
+) -> Flagged:
+    """Flag likely label errors from out-of-fold probabilities (train only; flags, no removals)."""
+    # sklearn + cleanlab: loaded when noise runs
+    from curation.noise import NoiseCheck, flag_label_issues, noise_check
+
+    if data.task != "classification" or not noise.enabled:
+        return Flagged(flags, NoiseCheck(0, "disabled"))
+    check = noise_check(train, label_set=label_set or [], cfg=noise)
+    if check.skipped_reason is not None:
+        return Flagged(flags, check)
+    embeddings = embed(train["text"].to_list()) if "embedding" in noise.features and embed else None
+    found, _ = flag_label_issues(
+        train, label_set=label_set or [], cfg=noise, embeddings=embeddings, progress=progress
+    )
+    return Flagged(pl.concat([flags, found.select(list(FLAGS_SCHEMA))]), check)
+
+
+def review_step(
+    *,
+    train: pl.DataFrame,
+    removed: pl.DataFrame,
+    flags: pl.DataFrame,
+    validated_train: pl.DataFrame,
+    reviews: pl.DataFrame | None,
+    review: ReviewParams,
+) -> Reviewed:
+    """Apply the review policy: flagged rows held unless a reviewer decided."""
+    decisions = resolve_decisions(reviews, policy=review.conflict_policy) if reviews is not None else None
+    outcome = apply_review_policy(
+        kept=train, removed=removed, flags=flags, validated=validated_train, decisions=decisions
+    )
+    return Reviewed(*outcome, decisions=decisions)
+
+
+def report_step(
+    *,
+    input_rows: dict[str, int],
+    train: pl.DataFrame,
+    test: pl.DataFrame,
+    removed: pl.DataFrame,
+    held: pl.DataFrame,
+    quarantine: pl.DataFrame,
+    flags: pl.DataFrame,
+    validated_train: pl.DataFrame,
+    label_set: list[str] | None,
+    decisions: pl.DataFrame | None,
+    noise_check: Any,
+    removal_reasons: tuple[str, ...],
+    removal_stages: tuple[str, ...],
+    report: ReportParams,
+) -> Reported:
+    """Quality metrics (with the accounting check) and the HTML report."""
+    from curation.report import quality_metrics, render_report  # matplotlib: loaded when reporting
+
+    metrics = quality_metrics(
+        input_rows=input_rows,
+        curated_train=train,
+        curated_test=test,
+        removed=removed,
+        held=held,
+        quarantine=quarantine,
+        flags=flags,
+        validated_train_rows=validated_train.height,
+        label_set=label_set,
+        test_leaks_remaining=count_test_leaks(train, test),
+        removal_reasons=removal_reasons,
+        noise=noise_check,
+    )
+    if decisions is not None:
+        metrics["reviews_applied"] = int(decisions.height)
+        metrics["reviews_disagreements"] = int(decisions["disagreement"].sum())
+    html = render_report(
+        metrics=metrics,
+        validated_train=validated_train,
+        curated_train=train,
+        removed=removed,
+        held=held,
+        quarantine=quarantine,
+        flags=flags,
+        top_flags=report.top_flags,
+        stages=removal_stages,
+    )
+    return Reported(metrics, html)
+
+
+# ── the table ────────────────────────────────────────────────────────────────────────
+# ingest is the loop's own first step (it reads the files: flows/pipeline.py read_inputs);
+# these run after it, in this order.
+
+STEPS: list[Step] = [
+    Step(
+        "validate",
+        "Ingest, then check every record against the schema (quarantine with reasons).",
+        validate_step,
+        reads=("train", "test", "label_set", "data"),
+    ),
+    Step(
+        "dedup",
+        "... then remove exact and near duplicates (removed.parquet, flags.parquet).",
+        dedup_step,
+        reads=("train", "dedup", "signer", "candidates", "progress"),
+        reasons=("exact_duplicate", "near_duplicate"),
+    ),
+    Step(
+        "decontam",
+        "... then remove train rows that copy test rows (reason test_leak).",
+        decontam_step,
+        reads=("train", "test", "decontam", "dedup", "signer"),
+        reasons=("test_leak",),
+    ),
+    Step(
+        "noise",
+        "... then flag likely label errors with cleanlab (flags.parquet).",
+        noise_step,
+        reads=("train", "flags", "label_set", "data", "noise", "progress", "embed"),
+    ),
+    Step(
+        "review",
+        "... then apply reviewers' decisions: flagged rows held (held.parquet) until decided.",
+        review_step,
+        reads=("train", "removed", "flags", "validated_train", "reviews", "review"),
+        reasons=("reviewer_drop",),
+        command=False,  # `curagate review` is push/pull; `curagate curate --reviews F` applies them
+    ),
+    Step(
+        "report",
+        "All curation stages: train/test.parquet, removed, held, flags, quality.json, report.html.",
+        report_step,
+        reads=(
+            "input_rows",
+            "train",
+            "test",
+            "removed",
+            "held",
+            "quarantine",
+            "flags",
+            "validated_train",
+            "label_set",
+            "decisions",
+            "noise_check",
+            "removal_reasons",
+            "removal_stages",
+            "report",
+        ),
+    ),
+]
