@@ -108,14 +108,44 @@ class TrainParams:
         _check_fraction("train", warmup_ratio=self.warmup_ratio)
 
 
+PromoteMetric = Literal["accuracy", "macro_f1"]
+PROMOTE_METRICS = ("accuracy", "macro_f1")
+
+
+@dataclass(frozen=True)
+class BaselineParams:
+    """The classic baseline: word + character TF-IDF into a linear SVM (scikit-learn)."""
+
+    word_ngrams: tuple[int, int] = (1, 2)
+    char_ngrams: tuple[int, int] = (2, 5)
+    svm_c: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name, pair in (("word_ngrams", self.word_ngrams), ("char_ngrams", self.char_ngrams)):
+            if len(pair) != 2 or not 1 <= pair[0] <= pair[1]:
+                raise ValueError(f"{name}={list(pair)} must be [min, max] with 1 <= min <= max")
+        if self.svm_c <= 0:
+            raise ValueError("svm_c must be > 0")
+
+
 @dataclass(frozen=True)
 class EvaluateParams:
-    """How base and adapter are compared on the held-out test split."""
+    """How base, adapter and the classic baseline are compared on the held-out test split."""
 
-    sample_size: int | None = 200
+    sample_size: int | None = 1000
     seed: int = 0
     base_prompt: PromptForm = "labels"
     max_new_tokens: int | None = None
+    batch_size: int = 16
+    free_generation_rows: int = 16
+    bootstrap_samples: int = 1000
+    confidence: float = 0.95
+    promote_metric: PromoteMetric = "accuracy"
+    promote_margin: float = 0.05
+    require_beat_baseline: bool = False
+    baseline: BaselineParams = field(default_factory=BaselineParams)
+    instruction_generated_rows: int = 8
+    instruction_max_new_tokens: int = 64
     top_confused: int = 10
     num_errors: int = 20
     threads: int | None = None
@@ -123,10 +153,19 @@ class EvaluateParams:
     def __post_init__(self) -> None:
         if self.base_prompt not in PROMPT_FORMS:
             raise ValueError(f"base_prompt={self.base_prompt!r} must be one of {PROMPT_FORMS}")
+        if self.promote_metric not in PROMOTE_METRICS:
+            raise ValueError(f"promote_metric={self.promote_metric!r} must be one of {PROMOTE_METRICS}")
         if self.sample_size is not None and self.sample_size < 1:
             raise ValueError("sample_size must be >= 1 or null (whole test split)")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise ValueError("max_new_tokens must be >= 1 or null (longest label + 1)")
+        if self.batch_size < 1 or self.bootstrap_samples < 1 or self.instruction_max_new_tokens < 1:
+            raise ValueError("batch_size, bootstrap_samples, instruction_max_new_tokens must be >= 1")
+        if self.free_generation_rows < 0 or self.instruction_generated_rows < 0:
+            raise ValueError("free_generation_rows, instruction_generated_rows must be >= 0")
+        if not 0.0 < self.confidence < 1.0:
+            raise ValueError(f"confidence={self.confidence} must be within (0, 1)")
+        _check_fraction("evaluate", promote_margin=self.promote_margin)
 
 
 @dataclass(frozen=True)

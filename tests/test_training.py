@@ -171,14 +171,31 @@ def test_tiny_real_training_saves_reloads_and_changes_outputs(tmp_path: Path) ->
     detail = evaluate_adapter(
         frame,
         tmp_path / "adapter",
-        EvaluateParams(sample_size=4, seed=0, max_new_tokens=4, threads=1),
+        EvaluateParams(
+            sample_size=4,
+            seed=0,
+            max_new_tokens=4,
+            threads=1,
+            batch_size=2,
+            free_generation_rows=2,
+            bootstrap_samples=200,
+        ),  # fmt: skip
         label_set=sorted(TOY),
         training_record=record,
+        train=frame,
         device="cpu",
         show_progress=False,
     )
     assert detail["sides"]["base"]["prompt_form"] == "labels"
     assert detail["sides"]["adapter"]["prompt_form"] == "short"
+    # valid by construction: both models answer over the label trie
+    assert detail["sides"]["base"]["invalid_rate"] == 0.0 == detail["sides"]["adapter"]["invalid_rate"]
+    assert detail["sides"]["adapter"]["free_generation"]["rows"] == 2
+    assert detail["sides"]["baseline"]["train_rows"] == 8
+    assert set(detail["comparisons"]) == {"adapter_vs_base", "adapter_vs_baseline"}
+    low, high = detail["sides"]["adapter"]["accuracy_ci"]
+    assert low <= detail["sides"]["adapter"]["accuracy"] <= high
+    assert detail["verdict"]["verdict"] in ("promote", "reject") and detail["verdict"]["reasons"]
     flat = write_eval_outputs(
         detail,
         eval_json=tmp_path / "eval.json",
@@ -186,7 +203,8 @@ def test_tiny_real_training_saves_reloads_and_changes_outputs(tmp_path: Path) ->
         html_path=tmp_path / "eval.html",
         training_record=record,
     )
-    assert {"base_accuracy", "adapter_accuracy", "base_macro_f1", "adapter_macro_f1"} <= set(flat)
+    assert {"base_accuracy", "adapter_accuracy", "base_macro_f1", "adapter_macro_f1", "baseline_accuracy",
+            "adapter_minus_base_accuracy_low", "verdict", "verdict_promote"} <= set(flat)  # fmt: skip
     assert "data:image/png;base64," in (tmp_path / "eval.html").read_text()
 
 
