@@ -64,27 +64,38 @@ def evaluate_curated(
     Raises:
         ModelStageError: no training record, or a task evaluate cannot score.
     """
-    from training.evaluate import evaluate_adapter, write_eval_outputs
+    from training.evaluate import evaluate_adapter, evaluate_instruction_adapter, write_eval_outputs
     from training.train import ADAPTER_DIR, TRAINING_JSON, read_label_set
 
     try:
         record = read_json_object(model_dir / TRAINING_JSON, "training record")
     except GateError as exc:
         raise ModelStageError(f"{exc}; run `curagate train` first") from exc
-    if record.get("task") != "classification":
-        raise ModelStageError(f"{model_dir / TRAINING_JSON}: evaluate scores classification adapters only")
-    test_path = curated / "test.parquet"
-    if not test_path.is_file():
-        raise ModelStageError(f"{test_path}: not found; run `curagate curate` first")
+    test_path, train_path = curated / "test.parquet", curated / "train.parquet"
+    for path in (test_path, train_path):
+        if not path.is_file():
+            raise ModelStageError(f"{path}: not found; run `curagate curate` first")
     test = pl.read_parquet(test_path)
-    result = evaluate_adapter(
-        test,
-        model_dir / ADAPTER_DIR,
-        params.evaluate,
-        label_set=read_label_set(curated, test) or [],
-        training_record=record,
-        show_progress=show_progress,
-    )
+    if record.get("task") == "instruction":
+        result = evaluate_instruction_adapter(
+            test,
+            model_dir / ADAPTER_DIR,
+            params.evaluate,
+            training_record=record,
+            show_progress=show_progress,
+        )
+    elif record.get("task") == "classification":
+        result = evaluate_adapter(
+            test,
+            model_dir / ADAPTER_DIR,
+            params.evaluate,
+            label_set=read_label_set(curated, test) or [],
+            training_record=record,
+            train=pl.read_parquet(train_path),  # the classic baseline learns from the same rows
+            show_progress=show_progress,
+        )
+    else:
+        raise ModelStageError(f"{model_dir / TRAINING_JSON}: unknown task {record.get('task')!r}")
     flat = write_eval_outputs(
         result, eval_json=out, detail_json=detail, html_path=html, training_record=record
     )

@@ -118,12 +118,18 @@ def evaluate(
         )
     except ModelStageError as exc:
         fail(exc)
-    for side, r in result["sides"].items():
-        console.print(
-            f"{side:8s} prompt={r['prompt_form']:7s} accuracy {r['accuracy']:.3f} "
-            f"macro-F1 {r['macro_f1']:.3f} invalid {r['invalid_rate']:.3f}"
-        )
-    console.print(f"eval -> {out}, {detail}, {html}; gain {flat.get('accuracy_gain')}")
+    for side, r in result.get("sides", {}).items():
+        if "accuracy" in r:
+            low, high = r.get("accuracy_ci", (None, None))
+            interval = f" [{low:.3f}, {high:.3f}]" if low is not None else ""
+            console.print(
+                f"{side:8s} accuracy {r['accuracy']:.3f}{interval} macro-F1 {r['macro_f1']:.3f} "
+                f"invalid {r['invalid_rate']:.3f}"
+            )
+        else:  # instruction data: answer-token loss
+            console.print(f"{side:8s} " + ", ".join(f"{k} {v}" for k, v in r.items() if isinstance(v, float)))
+    console.print(f"verdict: {flat.get('verdict')} ({flat.get('verdict_reasons')})")
+    console.print(f"eval -> {out}, {detail}, {html}")
 
 
 def sweep(
