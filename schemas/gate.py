@@ -314,6 +314,9 @@ def check_gate(gate_path: Path, curated: Path, *, thresholds: GateParams) -> Gat
                 f"{gate_path} was made for {name} md5 {made_for}, but {curated / name} is now {now}: "
                 "re-run `curagate gate`"
             )
+    if not record.allowed:
+        failed = "; ".join(format_failures(record)) or "unknown"
+        raise GateError(f"{gate_path}: gate failed ({failed}); fix the data or `curagate gate --override`")
     if not current.allowed:
         failed = "; ".join(format_failures(current)) or "unknown"
         raise GateError(
