@@ -92,9 +92,13 @@ class TrainParams:
     quantize_4bit: bool = True
     gradient_checkpointing: bool = True
     log_every: int = 10
-    threads: int | None = None
+    threads: int | None = None  # None: every usable core
+    lm_head_answers_only: bool = True
+    group_by_length: bool = True
 
     def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise ValueError("threads must be >= 1 or null (every usable core)")
         if self.prompt not in PROMPT_FORMS:
             raise ValueError(f"prompt={self.prompt!r} must be one of {PROMPT_FORMS}")
         if self.learning_rate <= 0 or self.epochs <= 0:
