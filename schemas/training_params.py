@@ -62,7 +62,7 @@ class LoraParams:
 
     r: int = 16
     alpha: int = 32
-    dropout: float = 0.05
+    dropout: float = 0.0
     target_modules: tuple[str, ...] | str = "all-linear"
 
     def __post_init__(self) -> None:

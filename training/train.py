@@ -112,6 +112,13 @@ def peak_memory_bytes(device: str) -> int:
     """Peak accelerator memory on CUDA, else this process's peak resident set size."""
     if device == "cuda":
         return int(torch.cuda.max_memory_allocated())
+    # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across exec, so a process started by a
+    # big parent (a test runner, a flow) would report the parent's peak
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
     # ru_maxrss is KiB on Linux, bytes on macOS
     scale = 1 if sys.platform == "darwin" else 1024
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale)
