@@ -11,7 +11,8 @@ and today's settings against the new ones, interleaved in one process.
      old           threads 1, full-vocab logits, shuffled batches, LoRA dropout 0.05 (main before #12)
      new_same      old + LM head at answer positions only, the same batches and dropout
                    masks (its loss curve must match old's: same maths, less work)
-     new           new_same + length-grouped batches + LoRA dropout 0 (the new params.yaml)
+     new           new_same + length-grouped batches + LoRA dropout 0 + pieces of <= 384
+                   padded tokens (the new params.yaml)
      new_all_cores new at every usable core (threads: null)
    Per step: collation, forward, backward, optimizer time; tokens/s, examples/s, loss.
 3. Peak RSS per variant: a child process runs a few steps of one variant alone.
@@ -40,7 +41,13 @@ import torch  # noqa: E402
 
 from training.model import load_base_model  # noqa: E402
 from training.prompts import build_prompt, collate, encode_example  # noqa: E402
-from training.train import causal_lm_loss, epoch_batches, usable_cores  # noqa: E402
+from training.train import (
+    causal_lm_loss,
+    epoch_batches,
+    split_by_tokens,
+    supervised_count,
+    usable_cores,
+)  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "banking77" / "train.csv"
@@ -54,10 +61,34 @@ TOKENS = 384  # batch 8 x ~48 tokens: the matmul height of a real step
 MATMUL_SECONDS = 2.0
 
 VARIANTS = {
-    "old": {"threads": 1, "answers_only": False, "group_by_length": False, "lora_dropout": 0.05},
-    "new_same": {"threads": 1, "answers_only": True, "group_by_length": False, "lora_dropout": 0.05},
-    "new": {"threads": 1, "answers_only": True, "group_by_length": True, "lora_dropout": 0.0},
-    "new_all_cores": {"threads": None, "answers_only": True, "group_by_length": True, "lora_dropout": 0.0},
+    "old": {
+        "threads": 1,
+        "answers_only": False,
+        "group_by_length": False,
+        "lora_dropout": 0.05,
+        "max_batch_tokens": None,
+    },
+    "new_same": {
+        "threads": 1,
+        "answers_only": True,
+        "group_by_length": False,
+        "lora_dropout": 0.05,
+        "max_batch_tokens": None,
+    },
+    "new": {
+        "threads": 1,
+        "answers_only": True,
+        "group_by_length": True,
+        "lora_dropout": 0.0,
+        "max_batch_tokens": 384,
+    },
+    "new_all_cores": {
+        "threads": None,
+        "answers_only": True,
+        "group_by_length": True,
+        "lora_dropout": 0.0,
+        "max_batch_tokens": 384,
+    },
 }
 
 
@@ -131,13 +162,24 @@ class Run:
                                        group_by_length=self.settings["group_by_length"])  # fmt: skip
         idx = self.queue.pop(0)
         torch.set_rng_state(self.rng_state)
-        t0 = time.perf_counter()
-        batch = collate([self.examples[i] for i in idx], pad_id=self.pad_id)
-        tensors = {k: torch.tensor(v) for k, v in batch.items()}
-        t1 = time.perf_counter()
-        loss = causal_lm_loss(self.model, tensors, answers_only=self.settings["answers_only"])
-        t2 = time.perf_counter()
-        loss.backward()
+        total = sum(supervised_count(self.examples[i]) for i in idx)
+        tokens = padded = 0
+        collate_s = forward_s = backward_s = 0.0
+        losses = []
+        for piece in split_by_tokens(idx, self.lengths, self.settings["max_batch_tokens"]):
+            t0 = time.perf_counter()
+            batch = collate([self.examples[i] for i in piece], pad_id=self.pad_id)
+            tensors = {k: torch.tensor(v) for k, v in batch.items()}
+            t1 = time.perf_counter()
+            loss = causal_lm_loss(self.model, tensors, answers_only=self.settings["answers_only"])
+            share = sum(supervised_count(self.examples[i]) for i in piece) / total
+            t2 = time.perf_counter()
+            (loss * share).backward()
+            t3 = time.perf_counter()
+            losses.append(loss.item() * share)
+            tokens += int(tensors["attention_mask"].sum())
+            padded += int(tensors["attention_mask"].numel())
+            collate_s, forward_s, backward_s = collate_s + t1 - t0, forward_s + t2 - t1, backward_s + t3 - t2
         t3 = time.perf_counter()
         torch.nn.utils.clip_grad_norm_(self.params, 1.0)
         self.optimizer.step()
@@ -145,9 +187,8 @@ class Run:
         t4 = time.perf_counter()
         self.rng_state = torch.get_rng_state()
         self.steps.append({
-            "loss": round(loss.item(), 5), "tokens": int(tensors["attention_mask"].sum()),
-            "padded_tokens": int(tensors["attention_mask"].numel()), "examples": len(idx),
-            "collate_s": t1 - t0, "forward_s": t2 - t1, "backward_s": t3 - t2, "optimizer_s": t4 - t3,
+            "loss": round(sum(losses), 5), "tokens": tokens, "padded_tokens": padded, "examples": len(idx),
+            "collate_s": collate_s, "forward_s": forward_s, "backward_s": backward_s, "optimizer_s": t4 - t3,
         })  # fmt: skip
 
     def summary(self) -> dict:
@@ -214,7 +255,12 @@ def main() -> None:
         for _ in range(args.steps):
             run.step()
         peak = peak_rss_bytes()
-        print(json.dumps({"variant": args.child, "steps": args.steps, "peak_rss_bytes": peak}))
+        seconds = run.summary()["seconds"]
+        print(
+            json.dumps(
+                {"variant": args.child, "steps": args.steps, "peak_rss_bytes": peak, "seconds": seconds}
+            )
+        )
         return
     del loaded
 

@@ -95,8 +95,11 @@ class TrainParams:
     threads: int | None = None  # None: every usable core
     lm_head_answers_only: bool = True
     group_by_length: bool = True
+    max_batch_tokens: int | None = 384  # None: a micro-batch runs in one forward pass
 
     def __post_init__(self) -> None:
+        if self.max_batch_tokens is not None and self.max_batch_tokens < self.max_length:
+            raise ValueError(f"max_batch_tokens={self.max_batch_tokens} must be >= max_length or null")
         if self.threads is not None and self.threads < 1:
             raise ValueError("threads must be >= 1 or null (every usable core)")
         if self.prompt not in PROMPT_FORMS:

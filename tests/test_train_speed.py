@@ -11,7 +11,14 @@ import torch
 
 from schemas.training_params import TrainParams
 from training.prompts import IGNORE_INDEX, Encoded, collate
-from training.train import causal_lm_loss, epoch_batches, set_threads, usable_cores
+from training.train import (
+    causal_lm_loss,
+    epoch_batches,
+    set_threads,
+    split_by_tokens,
+    supervised_count,
+    usable_cores,
+)
 
 
 def _tiny_lora_model() -> torch.nn.Module:
@@ -98,3 +105,35 @@ def test_threads_default_to_every_usable_core() -> None:
         torch.set_num_threads(before)
     with pytest.raises(ValueError, match="threads"):
         TrainParams(threads=0)
+
+
+def test_split_by_tokens_caps_padded_size_and_keeps_every_row() -> None:
+    lengths = [30, 5, 12, 30, 7, 20, 9, 3]
+    pieces = split_by_tokens(list(range(8)), lengths, 40)
+    assert sorted(i for p in pieces for i in p) == list(range(8))
+    assert all(len(p) * max(lengths[i] for i in p) <= 40 for p in pieces if len(p) > 1)
+    assert split_by_tokens([0, 1], lengths, None) == [[0, 1]]
+
+
+def test_pieces_weighted_by_supervised_tokens_give_the_whole_batch_gradient() -> None:
+    model, batch = _tiny_lora_model(), _batch()
+    whole_loss, whole_grads = _loss_and_grads(model, batch, answers_only=True)
+    rows = [
+        Encoded(ids[mask].tolist(), labels[mask].tolist(), truncated=False)
+        for ids, labels, mask in zip(
+            batch["input_ids"], batch["labels"], batch["attention_mask"].bool(), strict=True
+        )
+    ]
+    lengths = [len(r.input_ids) for r in rows]
+    total = sum(supervised_count(r) for r in rows)
+    model.zero_grad(set_to_none=True)
+    pieced_loss = 0.0
+    for piece in split_by_tokens([0, 1, 2], lengths, max(lengths)):  # one row per piece
+        tensors = {k: torch.tensor(v) for k, v in collate([rows[i] for i in piece], pad_id=0).items()}
+        share = sum(supervised_count(rows[i]) for i in piece) / total
+        loss = causal_lm_loss(model, tensors, answers_only=True) * share
+        loss.backward()
+        pieced_loss += float(loss)
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert pieced_loss == pytest.approx(float(whole_loss), rel=1e-5)
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(grads, whole_grads, strict=True))

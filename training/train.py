@@ -203,6 +203,30 @@ def epoch_batches(
     return batches
 
 
+def split_by_tokens(idx: list[int], lengths: list[int], max_tokens: int | None) -> list[list[int]]:
+    """Cut a micro-batch into pieces whose padded size (rows x longest row) fits ``max_tokens``.
+
+    Activation memory grows with the padded size, and length grouping gathers the longest
+    rows into one batch (8 x 114 tokens on Banking77): pieces cap the peak while
+    ``supervised_count`` weighting keeps the gradient of the whole batch. A row longer
+    than ``max_tokens`` becomes a piece of its own.
+    """
+    if max_tokens is None:
+        return [idx]
+    pieces: list[list[int]] = [[]]
+    for i in sorted(idx, key=lambda i: lengths[i], reverse=True):
+        piece = pieces[-1]
+        if piece and lengths[piece[0]] * (len(piece) + 1) > max_tokens:
+            pieces.append(piece := [])
+        piece.append(i)
+    return pieces
+
+
+def supervised_count(example: Encoded) -> int:
+    """Positions whose next token is supervised: the terms of this example's loss."""
+    return sum(label != IGNORE_INDEX for label in example.labels[1:])
+
+
 def causal_lm_loss(
     model: torch.nn.Module, batch: dict[str, torch.Tensor], *, answers_only: bool
 ) -> torch.Tensor:
@@ -339,12 +363,16 @@ def train_adapter(
                         lengths, params.batch_size, rng, group_by_length=params.group_by_length
                     )
                 idx = queue.pop(0)
-                batch = collate([examples[i] for i in idx], pad_id=tokenizer.pad_token_id)
-                tensors = {k: torch.tensor(v, device=device) for k, v in batch.items()}
-                loss = causal_lm_loss(model, tensors, answers_only=params.lm_head_answers_only)
-                (loss / params.grad_accum).backward()
-                step_loss += loss.item() / params.grad_accum
-                tokens_seen += int(tensors["attention_mask"].sum())
+                # the mean loss over the micro-batch's supervised tokens, piece by piece
+                total = sum(supervised_count(examples[i]) for i in idx)
+                for piece in split_by_tokens(idx, lengths, params.max_batch_tokens):
+                    batch = collate([examples[i] for i in piece], pad_id=tokenizer.pad_token_id)
+                    tensors = {k: torch.tensor(v, device=device) for k, v in batch.items()}
+                    loss = causal_lm_loss(model, tensors, answers_only=params.lm_head_answers_only)
+                    share = sum(supervised_count(examples[i]) for i in piece) / total / params.grad_accum
+                    (loss * share).backward()
+                    step_loss += loss.item() * share
+                    tokens_seen += int(tensors["attention_mask"].sum())
             torch.nn.utils.clip_grad_norm_(
                 [p for p in model.parameters() if p.requires_grad], params.max_grad_norm
             )
