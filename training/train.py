@@ -134,8 +134,9 @@ def usable_cores() -> int:
 def set_threads(threads: int | None) -> int:
     """Set torch's intra-op threads: ``threads``, or every usable core when None.
 
-    fp32 matmuls scale with cores (benchmarks/train_cpu.py: 2 threads ~1.9x one on 2
-    cores); pin fewer only when other heavy processes share the machine.
+    Every core is fastest on an idle machine; on a CPU shared with other busy processes
+    extra threads spin-wait for each other (benchmarks/train_cpu.py measured 2 threads at
+    0.3-0.5x of one on a loaded 2-core box), so params.yaml can pin one.
 
     Returns:
         The thread count now in effect.
