@@ -60,7 +60,7 @@ class LoraParams:
 
     r: int = 16
     alpha: int = 32
-    dropout: float = 0.05
+    dropout: float = 0.0
     target_modules: tuple[str, ...] | str = "all-linear"
 
     def __post_init__(self) -> None:
@@ -90,9 +90,16 @@ class TrainParams:
     quantize_4bit: bool = True
     gradient_checkpointing: bool = True
     log_every: int = 10
-    threads: int | None = None
+    threads: int | None = None  # None: every usable core
+    lm_head_answers_only: bool = True
+    group_by_length: bool = True
+    max_batch_tokens: int | None = 384  # None: a micro-batch runs in one forward pass
 
     def __post_init__(self) -> None:
+        if self.max_batch_tokens is not None and self.max_batch_tokens < self.max_length:
+            raise ValueError(f"max_batch_tokens={self.max_batch_tokens} must be >= max_length or null")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError("threads must be >= 1 or null (every usable core)")
         if self.prompt not in PROMPT_FORMS:
             raise ValueError(f"prompt={self.prompt!r} must be one of {PROMPT_FORMS}")
         if self.learning_rate <= 0 or self.epochs <= 0:

@@ -10,6 +10,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from training.prompts import (  # noqa: E402
     IGNORE_INDEX,
+    INSTRUCTION_SYSTEM,
     SHORT_SYSTEM,
     build_prompt,
     collate,
@@ -49,6 +50,17 @@ def test_labels_prompt_lists_every_label(tokenizer) -> None:
 def test_instruction_prompt_is_a_user_turn(tokenizer) -> None:
     prompt = build_prompt(tokenizer, "Say hi", task="instruction", form="short", label_set=None)
     assert "<|im_start|>user\nSay hi<|im_end|>" in prompt
+
+
+@pytest.mark.parametrize(("task", "form"), [("classification", "short"), ("instruction", "short")])
+def test_no_prompt_gets_the_templates_hidden_default_system_message(tokenizer, task, form) -> None:
+    # without a system turn SmolLM2's template injects "You are a helpful AI assistant named
+    # SmolLM, trained by Hugging Face" (17 tokens on every example)
+    prompt = build_prompt(tokenizer, "Say hi", task=task, form=form, label_set=LABELS)
+    assert "SmolLM" not in prompt
+    assert prompt.count("<|im_start|>system") == 1
+    expected = SHORT_SYSTEM if task == "classification" else INSTRUCTION_SYSTEM
+    assert prompt.startswith(f"<|im_start|>system\n{expected}<|im_end|>")
 
 
 def test_loss_is_masked_to_answer_tokens_only(tokenizer) -> None:

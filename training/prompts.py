@@ -10,7 +10,11 @@ Two classification prompt forms, both through the model's chat template:
   training uses by default (prompt length dominates CPU cost).
 
 Instruction data (prompt/response) uses the user turn for the prompt and the assistant
-turn for the response, with the template's default system message.
+turn for the response, after a short explicit system message.
+
+Every prompt carries an explicit system message: without one SmolLM2's chat template
+injects its own ("You are a helpful AI assistant named SmolLM, trained by Hugging Face",
+17 tokens), which costs CPU time on every example and differs between models.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from transformers import PreTrainedTokenizerBase
 IGNORE_INDEX = -100  # label id the cross-entropy loss skips
 
 SHORT_SYSTEM = "Reply with the intent label only."
+INSTRUCTION_SYSTEM = "You are a helpful assistant."
 LABELS_SYSTEM = (
     "Classify the user's message into exactly one of these intent labels and reply with "
     "the label only, spelled exactly as listed:\n{labels}"
@@ -60,8 +65,8 @@ def classification_messages(
 
 
 def instruction_messages(prompt: str) -> list[dict[str, str]]:
-    """Chat messages for an instruction example (the template adds its default system)."""
-    return [{"role": "user", "content": prompt}]
+    """Chat messages (system + user) for an instruction example."""
+    return [{"role": "system", "content": INSTRUCTION_SYSTEM}, {"role": "user", "content": prompt}]
 
 
 def render_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]]) -> str:

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import random
 import resource
 import sys
@@ -31,12 +32,13 @@ from schemas.gate import check_gate
 from schemas.manifest import file_md5
 from schemas.training_params import GateParams, TrainParams
 from training.model import load_base_model
-from training.prompts import Encoded, build_prompt, collate, encode_example
+from training.prompts import IGNORE_INDEX, Encoded, build_prompt, collate, encode_example
 
 log = logging.getLogger(__name__)
 
 ADAPTER_DIR = "adapter"
 TRAINING_JSON = "training.json"
+LENGTH_GROUP_BATCHES = 50  # micro-batches per length-sorted mega-batch (transformers uses 50)
 
 
 def read_label_set(curated_dir: Path, frame: pl.DataFrame | None = None) -> list[str] | None:
@@ -65,16 +67,37 @@ def peak_memory_bytes(device: str) -> int:
     """Peak accelerator memory on CUDA, else this process's peak resident set size."""
     if device == "cuda":
         return int(torch.cuda.max_memory_allocated())
+    # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across exec, so a process started by a
+    # big parent (a test runner, a flow) would report the parent's peak
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
     # ru_maxrss is KiB on Linux, bytes on macOS
     scale = 1 if sys.platform == "darwin" else 1024
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale)
 
 
-def set_threads(threads: int | None) -> None:
-    """Pin torch's intra-op threads; on a small CPU shared with other processes one thread
-    avoids spin-waiting workers, which can be several times faster than the default."""
-    if threads is not None:
-        torch.set_num_threads(threads)
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, not the whole machine)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def set_threads(threads: int | None) -> int:
+    """Set torch's intra-op threads: ``threads``, or every usable core when None.
+
+    Every core is fastest on an idle machine; on a CPU shared with other busy processes
+    extra threads spin-wait for each other (benchmarks/train_cpu.py measured 2 threads at
+    0.3-0.5x of one on a loaded 2-core box), so params.yaml can pin one.
+
+    Returns:
+        The thread count now in effect.
+    """
+    torch.set_num_threads(threads if threads is not None else usable_cores())
+    return torch.get_num_threads()
 
 
 def seed_everything(seed: int) -> None:
@@ -110,6 +133,77 @@ def encode_frame(
         prompt = build_prompt(tokenizer, text, task=task, form=params.prompt, label_set=label_set)
         encoded.append(encode_example(tokenizer, prompt, str(answer), max_length=params.max_length))
     return encoded
+
+
+def epoch_batches(
+    lengths: list[int], batch_size: int, rng: random.Random, *, group_by_length: bool
+) -> list[list[int]]:
+    """One epoch of micro-batches (example indices), shuffled with ``rng``.
+
+    With ``group_by_length`` the shuffled order is cut into mega-batches of
+    ``LENGTH_GROUP_BATCHES`` micro-batches, each sorted by length before it is split, so a
+    micro-batch holds similar lengths and dynamic padding wastes little (as transformers'
+    ``group_by_length``); the micro-batches are then shuffled again so long and short ones
+    interleave.
+    """
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    if not group_by_length:
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    mega = batch_size * LENGTH_GROUP_BATCHES
+    batches: list[list[int]] = []
+    for start in range(0, len(order), mega):
+        chunk = sorted(order[start : start + mega], key=lambda i: lengths[i], reverse=True)
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def split_by_tokens(idx: list[int], lengths: list[int], max_tokens: int | None) -> list[list[int]]:
+    """Cut a micro-batch into pieces whose padded size (rows x longest row) fits ``max_tokens``.
+
+    Activation memory grows with the padded size, and length grouping gathers the longest
+    rows into one batch (8 x 114 tokens on Banking77): pieces cap the peak while
+    ``supervised_count`` weighting keeps the gradient of the whole batch. A row longer
+    than ``max_tokens`` becomes a piece of its own.
+    """
+    if max_tokens is None:
+        return [idx]
+    pieces: list[list[int]] = [[]]
+    for i in sorted(idx, key=lambda i: lengths[i], reverse=True):
+        piece = pieces[-1]
+        if piece and lengths[piece[0]] * (len(piece) + 1) > max_tokens:
+            pieces.append(piece := [])
+        piece.append(i)
+    return pieces
+
+
+def supervised_count(example: Encoded) -> int:
+    """Positions whose next token is supervised: the terms of this example's loss."""
+    return sum(label != IGNORE_INDEX for label in example.labels[1:])
+
+
+def causal_lm_loss(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], *, answers_only: bool
+) -> torch.Tensor:
+    """Mean next-token cross-entropy over the supervised positions (labels != -100).
+
+    With ``answers_only`` the decoder runs once and the LM head (576 x 49,152 for SmolLM2,
+    a fifth of the model's FLOPs per position) is applied only where a label is
+    supervised: the answer, ~7 of ~43 tokens of a Banking77 prompt. This skips the full
+    batch x seq x vocab logits, their softmax and their gradient; the loss is the same
+    as the model's own (``model(**batch).loss``, used when ``answers_only`` is False).
+    """
+    if not answers_only:
+        return model(**batch).loss
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    hidden = base.get_decoder()(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+    ).last_hidden_state
+    targets = batch["labels"][:, 1:]  # position t predicts token t + 1
+    keep = targets != IGNORE_INDEX
+    logits = base.get_output_embeddings()(hidden[:, :-1][keep])
+    return torch.nn.functional.cross_entropy(logits.float(), targets[keep])
 
 
 def make_optimizer(model: torch.nn.Module, params: TrainParams, device: str, quantized: bool):
@@ -150,7 +244,7 @@ def train_adapter(
     from peft import LoraConfig, get_peft_model
 
     started = time.perf_counter()
-    set_threads(params.threads)
+    threads = set_threads(params.threads)
     seed_everything(params.seed)
     task = task_of(frame)
 
@@ -198,9 +292,11 @@ def train_adapter(
         optimizer, int(params.warmup_ratio * total_steps), total_steps
     )
 
-    # 4. Loop: shuffle each epoch with the seed, right-pad per micro-batch, clip, step.
+    # 4. Loop: shuffle each epoch with the seed (length-grouped micro-batches when set),
+    # pad each micro-batch to its own longest row, clip, step.
     rng = random.Random(params.seed)
-    order: list[int] = []
+    lengths = [len(e.input_ids) for e in examples]
+    queue: list[list[int]] = []
     losses: list[dict[str, float]] = []
     tokens_seen = 0
     model.train()
@@ -218,17 +314,21 @@ def train_adapter(
         for step in range(total_steps):
             step_loss = 0.0
             for _ in range(params.grad_accum):
-                if len(order) < params.batch_size:
-                    refill = list(range(len(examples)))
-                    rng.shuffle(refill)
-                    order.extend(refill)
-                idx, order = order[: params.batch_size], order[params.batch_size :]
-                batch = collate([examples[i] for i in idx], pad_id=tokenizer.pad_token_id)
-                tensors = {k: torch.tensor(v, device=device) for k, v in batch.items()}
-                out = model(**tensors)
-                (out.loss / params.grad_accum).backward()
-                step_loss += out.loss.item() / params.grad_accum
-                tokens_seen += int(tensors["attention_mask"].sum())
+                if not queue:
+                    queue = epoch_batches(
+                        lengths, params.batch_size, rng, group_by_length=params.group_by_length
+                    )
+                idx = queue.pop(0)
+                # the mean loss over the micro-batch's supervised tokens, piece by piece
+                total = sum(supervised_count(examples[i]) for i in idx)
+                for piece in split_by_tokens(idx, lengths, params.max_batch_tokens):
+                    batch = collate([examples[i] for i in piece], pad_id=tokenizer.pad_token_id)
+                    tensors = {k: torch.tensor(v, device=device) for k, v in batch.items()}
+                    loss = causal_lm_loss(model, tensors, answers_only=params.lm_head_answers_only)
+                    share = sum(supervised_count(examples[i]) for i in piece) / total / params.grad_accum
+                    (loss * share).backward()
+                    step_loss += loss.item() * share
+                    tokens_seen += int(tensors["attention_mask"].sum())
             torch.nn.utils.clip_grad_norm_(
                 [p for p in model.parameters() if p.requires_grad], params.max_grad_norm
             )
@@ -254,7 +354,7 @@ def train_adapter(
         "base_model_source": loaded.source,
         "device": device,
         "quantized_4bit": loaded.quantized,
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": threads,
         "train_examples": len(examples),
         "truncated_prompts": truncated,
         "steps": total_steps,
