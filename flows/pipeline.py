@@ -184,7 +184,7 @@ def _merge(values: dict[str, Any], step: Step, output: Any) -> str:
 
 def _describe(fields: dict[str, Any]) -> str:
     parts = []
-    for key in ("train", "test", "held", "quarantine"):
+    for key in ("train", "test", "held", "quarantine", "flags"):
         if isinstance(fields.get(key), pl.DataFrame):
             parts.append(f"{fields[key].height} {key}")
     if "metrics" in fields:
