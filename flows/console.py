@@ -7,6 +7,7 @@ from typing import NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from schemas.params import Params, ParamsError, find_params, load_params
 
@@ -15,7 +16,7 @@ console = Console(stderr=True)
 
 def fail(exc: BaseException | str, code: int = 2) -> NoReturn:
     """Print a one-line error and exit with ``code`` (2: bad input or config; 1: refused)."""
-    console.print(f"[bold red]error:[/] {exc}")
+    console.print(f"[bold red]error:[/] {escape(str(exc))}")  # a label like [positive] is text
     raise typer.Exit(code) from (exc if isinstance(exc, BaseException) else None)
 
 

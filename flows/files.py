@@ -8,6 +8,7 @@ verify the manifest before they trust a file.
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ from typing import Any, NamedTuple
 import polars as pl
 from filelock import FileLock, Timeout
 
-from curation.ingest import InputFileError, parse_input
+from curation.ingest import InputFileError, assign_ids, parse_input
 from schemas.manifest import MANIFEST_FILE, describe_files, write_manifest
 from schemas.params import DataParams, load_label_set
 from schemas.records import (
@@ -101,7 +102,7 @@ def ingest_step(*, train_path: Path, test_path: Path | None, data: DataParams, p
     input_rows = {}
     for split, path in (("train", train_path), ("test", test_path)):
         if path is None:  # no test split: an empty one (decontam refuses to run without one)
-            frames[split], input_rows[split] = pl.DataFrame(schema=INGESTED_SCHEMA), 0
+            frames[split], input_rows[split] = assign_ids(pl.DataFrame(schema=INGESTED_SCHEMA)), 0
             continue
         ingested, quarantined = read_input(path, split=split, data=data)
         frames[split] = ingested
@@ -209,10 +210,17 @@ def write_outputs(files: dict[str, pl.DataFrame | str], out_dir: Path) -> list[P
     """
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"{out_dir}: exists and is not a directory; choose another --out")
+    shown, out_dir = out_dir, out_dir.resolve()  # a symlinked --out: its target is swapped
+    cwd = Path.cwd().resolve()
+    if out_dir == cwd or out_dir in cwd.parents:
+        raise OutputError(f"{shown}: --out must be a directory of its own, not this one or a parent of it")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with output_lock(out_dir):
         recover(out_dir)
         staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.new-", dir=out_dir.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it 0700; others read curated data
         try:
             for name, content in files.items():
                 path = staging / name
@@ -220,10 +228,14 @@ def write_outputs(files: dict[str, pl.DataFrame | str], out_dir: Path) -> list[P
                     content.write_parquet(path, statistics=False)
                 else:
                     path.write_text(content, encoding="utf-8")
+                _fsync_file(path)
             write_manifest(staging, describe_files(staging, list(files)))
             _carry_over(out_dir, staging)
             _fsync_dir(staging)
             _swap_in(staging, out_dir)
+        except OSError as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise OutputError(f"{shown}: cannot write the outputs ({exc})") from exc
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -264,12 +276,12 @@ def _swap_in(staging: Path, out_dir: Path) -> None:
 def recover(out_dir: Path) -> None:
     """Mend what a killed run left beside ``out_dir``: put the previous run back if the swap
     was cut between its two renames, and remove half-written staging directories."""
-    parent = out_dir.parent
-    olds = sorted(parent.glob(f".{out_dir.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    parent, name = out_dir.parent, glob.escape(out_dir.name)
+    olds = sorted(parent.glob(f".{name}.old-*"), key=lambda p: p.stat().st_mtime)
     if not out_dir.exists() and olds:
         log.warning("%s: restoring the previous complete run from %s (a run was killed)", out_dir, olds[-1])
         os.rename(olds.pop(), out_dir)
-    for leftover in [*olds, *parent.glob(f".{out_dir.name}.new-*")]:
+    for leftover in [*olds, *parent.glob(f".{name}.new-*")]:
         shutil.rmtree(leftover, ignore_errors=True)
 
 
@@ -288,6 +300,11 @@ def output_lock(out_dir: Path) -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
 
 
 def _fsync_dir(path: Path) -> None:

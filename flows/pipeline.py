@@ -171,7 +171,9 @@ def _merge(values: dict[str, Any], step: Step, output: Any) -> str:
         values["train"] = output.kept
         values["removed"] = pl.concat([values["removed"], output.removed.cast(REMOVED_SCHEMA)])
         if output.flags.height:
-            values["flags"] = pl.concat([values["flags"], output.flags.select(list(FLAGS_SCHEMA))])
+            values["flags"] = pl.concat(
+                [values["flags"], output.flags.select(list(FLAGS_SCHEMA)).cast(FLAGS_SCHEMA)]
+            )
         return (
             f"{before} rows -> {output.kept.height}; {output.removed.height} removed, "
             f"{output.flags.height} flagged"

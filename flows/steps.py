@@ -81,8 +81,6 @@ def validate_step(
 ) -> Validated:
     """Check every record against the raw-record contract; failures go to quarantine."""
     valid_train, bad_train = validate_records(train, data=data, labels=label_set)
-    if test.height == 0:  # no test split (or an empty one): nothing to check
-        return Validated(valid_train, test, valid_train, bad_train)
     valid_test, bad_test = validate_records(test, data=data, labels=label_set)
     return Validated(valid_train, valid_test, valid_train, pl.concat([bad_train, bad_test]))
 

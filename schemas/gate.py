@@ -322,6 +322,12 @@ def check_gate(gate_path: Path, curated: Path, *, thresholds: GateParams) -> Gat
         raise GateError(
             f"{gate_path}: gate failed ({failed}); fix the data or pass --override to `curagate gate`"
         )
+    if record.override and (record.failed != current.failed or record.thresholds != current.thresholds):
+        # an override approves the failures a person saw, under the thresholds they saw
+        raise GateError(
+            f"{gate_path}: overridden for {record.failed}, but now {current.failed} fail under the current "
+            "thresholds: re-run `curagate gate` (and decide on --override again)"
+        )
     if record.passed != current.passed or record.allowed != current.allowed:
         raise GateError(
             f"{gate_path}: its verdict does not follow from quality.json and params: re-run `curagate gate`"

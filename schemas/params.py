@@ -44,7 +44,7 @@ class DataParams:
     task: TaskKind = "classification"
     columns: ColumnMap = field(default_factory=ColumnMap)
     # a list of labels, a path to a JSON/YAML/text file, or None (= labels seen in test)
-    labels: tuple[str, ...] | str | None = None
+    labels: tuple[str | int, ...] | str | None = None
     max_text_chars: int = 20_000
 
     def __post_init__(self) -> None:
@@ -232,7 +232,7 @@ def find_params(explicit: str | Path | None, cwd: Path | None = None) -> Path | 
     return candidate if candidate.is_file() else None
 
 
-def load_label_set(labels: tuple[str, ...] | str | None, base_dir: Path) -> list[str] | None:
+def load_label_set(labels: tuple[str | int, ...] | str | None, base_dir: Path) -> list[str] | None:
     """Resolve ``data.labels``: a list as is, or a JSON/YAML/plain-text file (one a line).
 
     Raises:

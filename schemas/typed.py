@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from typing import Any, Literal
@@ -18,7 +19,7 @@ class ParamsError(ValueError):
     """params.yaml (or a section of it) is invalid; the message names the key."""
 
 
-_TYPE_WORDS = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}
+_TYPE_WORDS = {bool: "true/false", int: "an integer", float: "a finite number", str: "a string"}
 _PLURAL_WORDS = {bool: "true/false values", int: "integers", float: "numbers", str: "strings"}
 
 
@@ -82,8 +83,8 @@ def _coerce(hint: Any, value: Any, where: str, path: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         raise _Mismatch
-    if hint is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
+    if hint is float:  # .inf / .nan would reach gate.json as Infinity / NaN: not JSON
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
             return float(value)
         raise _Mismatch
     if hint is str:

@@ -123,3 +123,15 @@ def test_out_pointing_at_a_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(OutputError, match="exists and is not a directory"):
         write_outputs({"train.parquet": pl.DataFrame({"a": [1]})}, target)
     assert target.read_text() == "mine"
+
+
+def test_out_may_not_be_the_working_directory_or_above_it(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "keep.txt").write_text("mine")
+    for out in (Path("."), Path(".."), tmp_path):
+        with pytest.raises(OutputError, match="directory of its own"):
+            write_outputs({"quality.json": "{}"}, out)
+    assert (tmp_path / "keep.txt").read_text() == "mine"
+    write_outputs({"quality.json": "{}"}, Path("out/"))  # relative, trailing slash: fine
+    assert verify_manifest(tmp_path / "out").files
+    assert (tmp_path / "out").stat().st_mode & 0o755 == 0o755  # not mkdtemp's 0700

@@ -150,3 +150,12 @@ def test_written_record_round_trips_strictly(curated: Path) -> None:
     record = load_gate_record(gate)
     assert record.thresholds["min_examples"] == 50
     assert verify_manifest(curated).rows("train.parquet") is not None
+
+
+def test_an_override_covers_only_the_failures_it_was_given_for(curated: Path) -> None:
+    strict = GateParams(min_examples=100_000, min_per_class=5, max_unresolved_conflicts=25)
+    gate = _gate(curated, strict, override=True)  # a person approved the min_examples failure
+    assert check_gate(gate, curated, thresholds=strict).override
+    stricter = GateParams(min_examples=100_000, min_per_class=100_000, max_unresolved_conflicts=25)
+    with pytest.raises(GateError, match="overridden for .*min_examples.* but now"):
+        check_gate(gate, curated, thresholds=stricter)  # a new failure nobody approved

@@ -28,7 +28,7 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from transformers import get_linear_schedule_with_warmup
 
-from schemas.gate import check_gate
+from schemas.gate import GateError, check_gate
 from schemas.manifest import file_md5
 from schemas.training_params import GateParams, TrainParams
 from training.model import load_base_model
@@ -404,6 +404,10 @@ def train_from_curated(
         GateError: the gate refuses training.
     """
     train_path = curated_dir / "train.parquet"
+    # the gate first: it names a missing or incomplete curated directory instead of crashing on it
+    record = check_gate(gate_path, curated_dir, thresholds=gate or GateParams()) if gate_path else None
+    if not train_path.is_file():
+        raise GateError(f"{train_path}: not found; run `curagate curate` first")
     extra: dict[str, Any] = {
         "train_file": str(train_path),
         "data_md5": file_md5(train_path),
@@ -411,8 +415,7 @@ def train_from_curated(
         "gate_md5": None,
         "gate_override": None,
     }
-    if gate_path is not None:
-        record = check_gate(gate_path, curated_dir, thresholds=gate or GateParams())
+    if gate_path is not None and record is not None:
         extra.update(
             gate_file=str(gate_path),
             gate_md5=file_md5(gate_path),
