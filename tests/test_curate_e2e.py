@@ -135,6 +135,7 @@ def test_dask_runner_gives_the_same_files(corrupted, curated) -> None:
     (root / "params_dask.yaml").write_text(yaml.safe_dump(params))
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env["PREFECT_HOME"] = str(root / "prefect_home")  # the ephemeral server's database, not ~/.prefect
+    env.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")  # slow on a busy 2-core box
     files = ("--train", str(root / "train.jsonl"), "--test", str(root / "test.jsonl"))
     proc = _curagate(
         "curate",
