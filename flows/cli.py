@@ -16,20 +16,15 @@ from typing import Annotated
 import typer
 from rich.logging import RichHandler
 
-from curation.ingest import InputFileError
 from flows.console import console, fail, load_cli_params
-from flows.files import OutputError, read_reviews
-from flows.pipeline import pipeline_steps, run_curation, write_run
-from schemas.gate import GateError
-from schemas.manifest import ManifestError
-from schemas.params import DEFAULT_CURATED_DIR, ParamsError
+from flows.steps import pipeline_steps
+from schemas.params import DEFAULT_CURATED_DIR
 
 app = typer.Typer(
     help="curagate: curate a labelled dataset, gate it on quality, train and evaluate an adapter.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-USER_ERRORS = (InputFileError, ParamsError, OutputError, GateError, ManifestError)
 
 TrainOpt = Annotated[
     Path | None, typer.Option("--train", help="raw train file (.jsonl, .csv, .parquet); default data.train")
@@ -67,6 +62,11 @@ def _run(
     reviews: Path | None,
     quiet: bool,
 ) -> None:
+    # the pipeline's libraries load here, not at start-up: `curagate --help` stays quick
+    from curation.ingest import InputFileError
+    from flows.files import OutputError, read_reviews
+    from flows.pipeline import run_curation, write_run
+
     cfg = load_cli_params(params)
     train_path = train or Path(cfg.data.train)
     test_path = test or (Path(cfg.data.test) if cfg.data.test else None)
@@ -84,7 +84,7 @@ def _run(
             embed=embed,
         )
         written = write_run(run, out)
-    except USER_ERRORS as exc:
+    except (InputFileError, OutputError) as exc:
         fail(exc)
     for path in written:
         console.print(f"  wrote {path}")

@@ -95,7 +95,7 @@ class Ingested(NamedTuple):
     label_set: list[str] | None
 
 
-def ingest_step(*, train_path: Path, test_path: Path | None, data: DataParams, params_dir: Path) -> Ingested:
+def read_inputs(*, train_path: Path, test_path: Path | None, data: DataParams, params_dir: Path) -> Ingested:
     """Read the raw train (and test) file; lines that are not records go to quarantine."""
     frames: dict[str, pl.DataFrame] = {}
     quarantine = [pl.DataFrame(schema=QUARANTINE_SCHEMA)]

@@ -40,7 +40,8 @@ from curation.review import (
     select_new_flags,
     task_keys,
 )
-from schemas.review_params import REVIEWS_SCHEMA, LabelStudioParams, Review, ServerParams
+from schemas.records import Review
+from schemas.review_params import REVIEWS_SCHEMA, LabelStudioParams, ServerParams
 
 log = logging.getLogger(__name__)
 

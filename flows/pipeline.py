@@ -23,29 +23,17 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 
 from curation.dedup import StepResult
 from curation.ingest import InputFileError
-from flows.files import ingest_step, output_frames, write_outputs
+from flows.files import output_frames, write_outputs
 from flows.signing import RememberedSignatures, scale_hooks
-from flows.steps import STEPS, Step
+from flows.steps import Step, pipeline_steps
 from schemas.params import SECTIONS, Params
 from schemas.records import FLAGS_SCHEMA, HOLD_REASON, QUARANTINE_SCHEMA, REMOVED_SCHEMA
 
 log = logging.getLogger(__name__)
 
-INGEST = Step(
-    "ingest",
-    "Read raw train/test files; unreadable lines go to quarantine.parquet.",
-    ingest_step,
-    reads=("train_path", "test_path", "data", "params_dir"),
-    io=True,
-)
 ACCUMULATED = ("quarantine",)  # values a step's output adds to instead of replacing
 NEEDS_TEST = ("decontam",)  # steps that cannot run without a test split
 StepCaller = Callable[[Step, dict[str, Any]], Any]
-
-
-def pipeline_steps() -> list[Step]:
-    """ingest, then the table (read at call time, so a step added to it is run everywhere)."""
-    return [INGEST, *STEPS]
 
 
 def stage_names() -> tuple[str, ...]:

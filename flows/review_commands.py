@@ -13,14 +13,6 @@ import typer
 from rich.console import Console
 
 from flows.console import load_cli_params
-from flows.labelstudio import (
-    LabelStudioError,
-    connect,
-    pull_reviews,
-    push_flags,
-    start_server,
-    stop_server,
-)
 from schemas.review_params import LabelStudioParams
 
 log = logging.getLogger(__name__)
@@ -50,6 +42,12 @@ def labelstudio_start(
     params: ParamsOpt = None,
 ) -> None:
     """Start a local Label Studio (installing it into its own venv on first use)."""
+    # Label Studio's SDK and the PII libraries load when a review command runs, not at start-up
+    from flows.labelstudio import (
+        LabelStudioError,
+        start_server,
+    )
+
     cfg = _cfg(params)
     try:
         with console.status("starting Label Studio (first run installs it; minutes)"):
@@ -70,6 +68,10 @@ def labelstudio_stop(
     params: ParamsOpt = None,
 ) -> None:
     """Stop the Label Studio server started from this data dir."""
+    from flows.labelstudio import (
+        stop_server,
+    )
+
     cfg = _cfg(params)
     stopped = stop_server(Path(data_dir or cfg.server.data_dir), timeout_s=cfg.server.stop_timeout_s)
     console.print("stopped" if stopped else "no running server recorded")
@@ -80,6 +82,12 @@ def review_push(
     params: ParamsOpt = None,
 ) -> None:
     """Push new flags as Label Studio tasks (PII masked; re-runs add only new flags)."""
+    from flows.labelstudio import (
+        LabelStudioError,
+        connect,
+        push_flags,
+    )
+
     cfg = _cfg(params)
     try:
         report = push_flags(connect(cfg), out, cfg)
@@ -100,6 +108,12 @@ def review_pull(
     params: ParamsOpt = None,
 ) -> None:
     """Pull completed annotations into reviews.parquet."""
+    from flows.labelstudio import (
+        LabelStudioError,
+        connect,
+        pull_reviews,
+    )
+
     cfg = _cfg(params)
     try:
         report = pull_reviews(connect(cfg), to, cfg, flags_dir=out)

@@ -15,16 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import polars as pl
 
-from curation.decontam import count_test_leaks, remove_test_leaks
-from curation.dedup import CandidateSource, StepResult, drop_duplicates
-from curation.minhash import Signer
-from curation.policy import apply_review_policy
-from curation.review import resolve_decisions
-from curation.validate import validate_records
 from schemas.params import (
     DataParams,
     DecontamParams,
@@ -33,7 +27,15 @@ from schemas.params import (
     ReportParams,
     ReviewParams,
 )
-from schemas.records import FLAGS_SCHEMA
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from curation.dedup import CandidateSource, StepResult
+    from curation.minhash import Signer
+
+# The curation modules (scipy, datasketch, pandera, sklearn, phonenumbers) are imported by
+# the step that calls them, so building the CLI from this table costs no start-up time.
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,8 @@ def validate_step(
     *, train: pl.DataFrame, test: pl.DataFrame, label_set: list[str] | None, data: DataParams
 ) -> Validated:
     """Check every record against the raw-record contract; failures go to quarantine."""
+    from curation.validate import validate_records
+
     valid_train, bad_train = validate_records(train, data=data, labels=label_set)
     valid_test, bad_test = validate_records(test, data=data, labels=label_set)
     return Validated(valid_train, valid_test, valid_train, pl.concat([bad_train, bad_test]))
@@ -94,6 +98,8 @@ def dedup_step(
     progress: Callable[[str], None] | None,
 ) -> StepResult:
     """Exact and near duplicates out; conflicting-label duplicates held for review."""
+    from curation.dedup import drop_duplicates
+
     return drop_duplicates(train, cfg=dedup, signer=signer, candidates=candidates, progress=progress)
 
 
@@ -101,6 +107,8 @@ def decontam_step(
     *, train: pl.DataFrame, test: pl.DataFrame, decontam: DecontamParams, dedup: DedupParams, signer: Signer
 ) -> StepResult:
     """Train rows copying test rows out (the test split is never changed)."""
+    from curation.decontam import remove_test_leaks
+
     return remove_test_leaks(train, test, cfg=decontam, minhash=dedup, signer=signer)
 
 
@@ -120,8 +128,8 @@ def noise_step(
     embed: Callable[[list[str]], Any] | None,
 ) -> Flagged:
     """Flag likely label errors from out-of-fold probabilities (train only; flags, no removals)."""
-    # sklearn + cleanlab: loaded when noise runs
     from curation.noise import NoiseCheck, flag_label_issues, noise_check
+    from schemas.records import FLAGS_SCHEMA
 
     if data.task != "classification" or not noise.enabled:
         return Flagged(flags, NoiseCheck(0, "disabled"))
@@ -145,6 +153,9 @@ def review_step(
     review: ReviewParams,
 ) -> Reviewed:
     """Apply the review policy: flagged rows held unless a reviewer decided."""
+    from curation.policy import apply_review_policy
+    from curation.review import resolve_decisions
+
     decisions = resolve_decisions(reviews, policy=review.conflict_policy) if reviews is not None else None
     outcome = apply_review_policy(
         kept=train, removed=removed, flags=flags, validated=validated_train, decisions=decisions
@@ -170,7 +181,8 @@ def report_step(
     report: ReportParams,
 ) -> Reported:
     """Quality metrics (with the accounting check) and the HTML report."""
-    from curation.report import quality_metrics, render_report  # matplotlib: loaded when reporting
+    from curation.decontam import count_test_leaks
+    from curation.report import quality_metrics, render_report
 
     metrics = quality_metrics(
         input_rows=input_rows,
@@ -203,9 +215,23 @@ def report_step(
     return Reported(metrics, html)
 
 
+def ingest_step(*, train_path: Path, test_path: Path | None, data: DataParams, params_dir: Path) -> Any:
+    """Read the raw train (and test) file; lines that are not records go to quarantine."""
+    from flows.files import read_inputs
+
+    return read_inputs(train_path=train_path, test_path=test_path, data=data, params_dir=params_dir)
+
+
 # ── the table ────────────────────────────────────────────────────────────────────────
-# ingest is the loop's own first step (it reads the files: flows/pipeline.py read_inputs);
-# these run after it, in this order.
+# ingest always runs first (it reads the files); the steps of STEPS follow, in this order.
+
+INGEST = Step(
+    "ingest",
+    "Read raw train/test files; unreadable lines go to quarantine.parquet.",
+    ingest_step,
+    reads=("train_path", "test_path", "data", "params_dir"),
+    io=True,
+)
 
 STEPS: list[Step] = [
     Step(
@@ -264,3 +290,8 @@ STEPS: list[Step] = [
         ),
     ),
 ]
+
+
+def pipeline_steps() -> list[Step]:
+    """ingest, then the table (read at call time, so a step added to it is run everywhere)."""
+    return [INGEST, *STEPS]

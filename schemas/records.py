@@ -7,9 +7,12 @@ is named by the snake_case reason code a failing row is quarantined with.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated
 
 import pandera.polars as pa
 import polars as pl
+
+from schemas.review_params import DECISIONS
 
 # Canonical frame after ingest (before validation). *_type hold the JSON type seen in the input.
 INGESTED_SCHEMA = pl.Schema(
@@ -240,3 +243,18 @@ class Flag(pa.DataFrameModel):
 
     class Config:
         strict = False
+
+
+class Review(pa.DataFrameModel):
+    """A row of reviews.parquet: one annotator's decision on one flagged row."""
+
+    id: str
+    text_hash: str
+    decision: str = pa.Field(isin=list(DECISIONS))
+    label: str = pa.Field(nullable=True)
+    annotator: str
+    time: Annotated[pl.Datetime, "us", "UTC"]
+    task_id: int
+
+    class Config:
+        strict = True

@@ -7,9 +7,8 @@ is typed here, next to its reader; `schemas.params.load_params` builds it with t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import Literal
 
-import pandera.polars as pa
 import phonenumbers
 import polars as pl
 
@@ -117,27 +116,11 @@ REVIEWS_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
 }
 
 
-class Review(pa.DataFrameModel):
-    """A row of reviews.parquet: one annotator's decision on one flagged row."""
-
-    id: str
-    text_hash: str
-    decision: str = pa.Field(isin=list(DECISIONS))
-    label: str = pa.Field(nullable=True)
-    annotator: str
-    time: Annotated[pl.Datetime, "us", "UTC"]
-    task_id: int
-
-    class Config:
-        strict = True
-
-
 __all__ = [
     "DECISIONS",
     "PII_KINDS",
     "REVIEWS_SCHEMA",
     "LabelStudioParams",
     "PiiParams",
-    "Review",
     "ServerParams",
 ]

@@ -28,7 +28,8 @@ from flows.labelstudio import (
     stop_server,
 )
 from schemas.params import params_from_dict
-from schemas.review_params import LabelStudioParams, Review
+from schemas.records import Review
+from schemas.review_params import LabelStudioParams
 
 pytestmark = pytest.mark.slow
 

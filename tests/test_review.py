@@ -26,11 +26,11 @@ from curation.review import (
     task_keys,
 )
 from schemas.params import ParamsError, params_from_dict
+from schemas.records import Review
 from schemas.review_params import (
     REVIEWS_SCHEMA,
     LabelStudioParams,
     PiiParams,
-    Review,
 )
 
 CFG = LabelStudioParams()
