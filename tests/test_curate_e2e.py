@@ -64,15 +64,23 @@ def corrupted(tmp_path_factory, banking_train, banking_test, banking_labels):
     return root, truth, len(lines), len(test_lines)
 
 
+def _curate_into(root: Path, name: str) -> Path:
+    proc = _run_stage("curate", root, name)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root / name
+
+
 @pytest.fixture(scope="module")
 def curated(corrupted):
     root, *_ = corrupted
-    outs = []
-    for name in ("run1", "run2"):  # two processes: set order and hashing must not leak in
-        proc = _run_stage("curate", root, name)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        outs.append(root / name)
-    return outs
+    return [_curate_into(root, "run1")]
+
+
+@pytest.fixture(scope="module")
+def curated_twice(corrupted, curated):
+    """A second process on the same inputs: set order and hashing must not leak in."""
+    root, *_ = corrupted
+    return [curated[0], _curate_into(root, "run2")]
 
 
 def test_every_input_row_is_accounted_for(corrupted, curated) -> None:
@@ -116,8 +124,9 @@ def test_flagged_rows_are_held_out_of_training(curated) -> None:
     assert set(flags["issue"]) <= {"label_issue", "conflicting_duplicate"}
 
 
-def test_outputs_are_byte_identical_across_processes(curated) -> None:
-    a, b = curated
+@pytest.mark.slow  # a second full curate process (~8 s); the fast tier keeps one
+def test_outputs_are_byte_identical_across_processes(curated_twice) -> None:
+    a, b = curated_twice
     for name in OUTPUTS:
         assert (
             hashlib.sha256((a / name).read_bytes()).digest()

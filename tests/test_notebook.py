@@ -7,12 +7,14 @@ import sys
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 from curation.corrupt import corrupt
 from tests.conftest import ROOT, write_lines
 
 
+@pytest.mark.slow  # a curate subprocess and a Jupyter kernel (~10 s)
 def test_explore_notebook_executes(
     tmp_path: Path, banking_train, banking_test, banking_labels, monkeypatch
 ) -> None:
