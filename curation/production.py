@@ -89,15 +89,17 @@ def allocate_sample(sizes: np.ndarray, factors: np.ndarray, *, total: int, minim
     alloc = floor.copy()
     remaining = int(total - alloc.sum())
     capacity = sizes - alloc
+    order = np.arange(len(sizes))
     while remaining > 0:
         weights = np.where(capacity > 0, priority, 0.0)
         share = remaining * weights / weights.sum()
-        give = np.minimum(np.floor(share).astype(np.int64), capacity)
-        if give.sum() == 0:  # every share below one row: one each to the largest remainders
-            fraction = np.where(capacity > 0, share, -1.0)
-            give = np.zeros_like(alloc)
-            give[np.lexsort((np.arange(len(sizes)), -fraction))[:remaining]] = 1
-        alloc += give
+        whole = np.floor(share).astype(np.int64)
+        give = np.minimum(whole, capacity)
+        left = remaining - int(give.sum())
+        if left > 0 and (give == whole).all():  # nothing capped: the rest by largest remainder
+            fraction = np.where(capacity - give > 0, share - whole, -1.0)
+            give[np.lexsort((order, -fraction))[:left]] += 1
+        alloc += give  # (a capped stratum's excess is shared out again in the next round)
         capacity -= give
         remaining -= int(give.sum())
     return alloc
