@@ -8,7 +8,7 @@ Pure functions over polars frames (flows/labelstudio.py does the Label Studio an
   stratum's size, its inclusion probability and its weight (= 1 / probability).
 - :func:`estimate_accuracy`: production accuracy with the over-sampling undone: each
   stratum's reviewed accuracy weighted by the stratum's size (the inverse-probability,
-  Hajek form: rows reviewed in a stratum stand for all of its rows), with a stratified
+  Hajek form: rows reviewed in a stratum stand for all of its rows), with a weighted
   bootstrap percentile interval.
 - :func:`reviewed_train_rows`: reviewed answers -> rows in the input files' own columns, for
   the next curate (``data.extra_train``), where they pass dedup, decontam and noise checks
@@ -158,7 +158,9 @@ def sample_predictions(
         band=pl.when(low).then(pl.lit(LOW_BAND)).otherwise(pl.lit(HIGH_BAND)),
     ).with_columns(stratum=pl.col("label").fill_null("") + STRATUM_SEPARATOR + pl.col("band"))
     sample_id = _sample_id(frame, size=size, low_confidence=low_confidence, oversample=oversample, seed=seed)
-    strata = frame.group_by("stratum").agg(pl.len().alias("stratum_size"), pl.col("band").first()).sort("stratum")
+    strata = (
+        frame.group_by("stratum").agg(pl.len().alias("stratum_size"), pl.col("band").first()).sort("stratum")
+    )
     factors = np.where(strata["band"].to_numpy() == LOW_BAND, oversample, 1.0)
     sampled = allocate_sample(strata["stratum_size"].to_numpy(), factors, total=size, minimum=minimum)
     strata = strata.drop("band").with_columns(stratum_sampled=pl.Series(sampled, dtype=pl.Int64))
@@ -179,9 +181,9 @@ def sample_predictions(
 
 def _draw_key(seed: int) -> pl.Expr:
     """A seeded, process-independent pseudo-random key per row (sha1 of seed, id, text_hash)."""
-    return pl.concat_str([pl.lit(str(seed)), pl.col("id"), pl.col("text_hash")], separator="\x1f").map_elements(
-        lambda s: hashlib.sha1(s.encode("utf-8")).hexdigest(), return_dtype=pl.String
-    )
+    return pl.concat_str(
+        [pl.lit(str(seed)), pl.col("id"), pl.col("text_hash")], separator="\x1f"
+    ).map_elements(lambda s: hashlib.sha1(s.encode("utf-8")).hexdigest(), return_dtype=pl.String)
 
 
 def _sample_id(frame: pl.DataFrame, **options: Any) -> str:
@@ -224,8 +226,9 @@ def estimate_accuracy(
     stratum's size N_h: the inverse-probability (Hajek) estimate with weights N_h / r_h, where
     r_h is the number of rows of the stratum reviewed so far (rows not reviewed yet are taken to
     be like the reviewed ones of their stratum). Strata of different samples (``sample_id``,
-    one per push) are separate strata. The interval resamples every stratum's reviewed rows with
-    replacement (a binomial draw per stratum) and takes percentiles.
+    one per push) are separate strata. The interval is a percentile bootstrap that resamples
+    the reviewed rows with replacement, each with its weight (benchmarks/prediction_review.py
+    measures its coverage).
 
     Args:
         reviewed: one row per reviewed answer: sample_id, stratum, stratum_size, population,
@@ -245,34 +248,33 @@ def estimate_accuracy(
         raise ValueError("need bootstrap_samples >= 1 and 0 < confidence < 1")
     if reviewed.is_empty():
         return AccuracyEstimate(None, None, None, None, 0, 0, 0, 0, None, confidence, bootstrap_samples)
-    strata = (
-        reviewed.group_by("sample_id", "stratum")
-        .agg(
-            pl.col("stratum_size").first().cast(pl.Float64).alias("size"),
-            pl.col("population").first(),
-            pl.len().alias("reviews"),
-            pl.col("correct").cast(pl.Int64).sum().alias("hits"),
-        )
-        .sort("sample_id", "stratum")
-    )
-    size = strata["size"].to_numpy()
-    reviews = strata["reviews"].to_numpy()
-    hits = strata["hits"].to_numpy()
-    share = size / size.sum()
-    point = float(share @ (hits / reviews))
+    keys = ["sample_id", "stratum"]
+    rows = reviewed.with_columns(
+        _weight=pl.col("stratum_size").cast(pl.Float64) / pl.len().over(keys),
+        _hit=pl.col("correct").cast(pl.Float64),
+    ).sort(*keys, "_hit")  # a fixed row order: the bootstrap draws do not depend on the input's
+    weight = rows["_weight"].to_numpy()
+    hit = rows["_hit"].to_numpy()
+    point = float(weight @ hit / weight.sum())
+    # resample the reviewed rows with replacement, each keeping its weight (N_h / r_h): a
+    # within-stratum resample would see no variance in the many strata with one review
     rng = np.random.default_rng(seed)
-    draws = rng.binomial(reviews, hits / reviews, size=(bootstrap_samples, len(reviews)))
-    replicates = (draws / reviews) @ share
+    counts = rng.multinomial(len(hit), np.full(len(hit), 1.0 / len(hit)), size=bootstrap_samples)
+    replicates = (counts @ (weight * hit)) / (counts @ weight)
     tail = (1.0 - confidence) / 2.0
     low, high = np.quantile(replicates, [tail, 1.0 - tail])
+    strata = rows.group_by(keys).agg(
+        pl.col("stratum_size").first().cast(pl.Float64).alias("size"), pl.col("population").first()
+    )
+    size = strata["size"].to_numpy()
     population = int(strata.group_by("sample_id").agg(pl.col("population").first())["population"].sum())
     return AccuracyEstimate(
         accuracy=point,
         accuracy_low=float(low),
         accuracy_high=float(high),
-        accuracy_unweighted=float(hits.sum() / reviews.sum()),
-        reviewed=int(reviews.sum()),
-        correct=int(hits.sum()),
+        accuracy_unweighted=float(hit.mean()),
+        reviewed=len(hit),
+        correct=int(hit.sum()),
         strata_reviewed=strata.height,
         population=population,
         population_covered=float(size.sum() / population) if population else None,
@@ -304,21 +306,38 @@ def reviewed_train_rows(decisions: pl.DataFrame, *, columns: ColumnMap) -> pl.Da
     Raises:
         ValueError: a required column is missing.
     """
-    needed = ["id", "text_hash", "text", "verdict", "right_label", "model_label", "model_version", "reviewed_at"]
+    needed = [
+        "id",
+        "text_hash",
+        "text",
+        "verdict",
+        "right_label",
+        "model_label",
+        "model_version",
+        "reviewed_at",
+    ]
     missing = [c for c in needed if c not in decisions.columns]
     if missing:
         raise ValueError(f"decisions frame lacks column(s) {missing}")
     usable = decisions.filter(
-        pl.col("verdict").is_in(["correct", "wrong"]) & pl.col("right_label").is_not_null() & pl.col("text").is_not_null()
+        pl.col("verdict").is_in(["correct", "wrong"])
+        & pl.col("right_label").is_not_null()
+        & pl.col("text").is_not_null()
     ).sort("id", "text_hash")
     base = pl.lit(ID_PREFIX) + pl.col("id")
     occurrence = pl.int_range(1, pl.len() + 1).over("id")
     rows = usable.select(
-        pl.when(occurrence > 1).then(base + "-" + occurrence.cast(pl.String)).otherwise(base).alias(columns.id),
+        pl.when(occurrence > 1)
+        .then(base + "-" + occurrence.cast(pl.String))
+        .otherwise(base)
+        .alias(columns.id),
         pl.col("text").alias(columns.text),
         pl.col("right_label").alias(columns.label),
         pl.lit(ORIGIN).alias("origin"),
-        pl.col("reviewed_at").dt.convert_time_zone("UTC").dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").alias("reviewed_at"),
+        pl.col("reviewed_at")
+        .dt.convert_time_zone("UTC")
+        .dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .alias("reviewed_at"),
         pl.col("model_label"),
         pl.col("model_version"),
     )

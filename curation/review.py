@@ -453,7 +453,13 @@ def build_prediction_tasks(
     Raises:
         ValueError: a required column is missing.
     """
-    required = ["id", "text_hash", "text", "label", *[c for c in PREDICTION_TASK_FIELDS if c != "model_label"]]
+    required = [
+        "id",
+        "text_hash",
+        "text",
+        "label",
+        *[c for c in PREDICTION_TASK_FIELDS if c != "model_label"],
+    ]
     missing = [c for c in required if c not in sample.columns]
     if missing:
         raise ValueError(f"sample frame lacks column(s) {missing}")
@@ -467,7 +473,11 @@ def build_prediction_tasks(
             row_id = _pseudonym(row_id, row["text"] or "")
             for span in id_spans:
                 counts[span.kind] += 1
-        data: dict[str, Any] = {"flag_id": row_id, "text_hash": str(row["text_hash"]), TEXT_TAG: masked[i] or ""}
+        data: dict[str, Any] = {
+            "flag_id": row_id,
+            "text_hash": str(row["text_hash"]),
+            TEXT_TAG: masked[i] or "",
+        }
         data["model_label"] = row["label"] or ""
         data.update({key: row[key] for key in PREDICTION_TASK_FIELDS if key != "model_label"})
         task: dict[str, Any] = {"data": data}

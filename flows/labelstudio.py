@@ -581,7 +581,9 @@ def ensure_prediction_project(ls: Any, params: Params, labels: list[str]) -> int
     return project_id
 
 
-def push_prediction_sample(predictions: pl.DataFrame, params: Params, *, ls: Any = None) -> PredictionPushReport:
+def push_prediction_sample(
+    predictions: pl.DataFrame, params: Params, *, ls: Any = None
+) -> PredictionPushReport:
     """Draw the review sample of ``predictions`` and import the rows that have no task yet.
 
     The sample (with strata and weights) is added to ``prediction_review.sample_file`` first,
@@ -607,7 +609,9 @@ def push_prediction_sample(predictions: pl.DataFrame, params: Params, *, ls: Any
     )
     sample_file = Path(review.sample_file)
     kept = [pl.read_parquet(sample_file).cast(SAMPLE_SCHEMA)] if sample_file.is_file() else []  # type: ignore[arg-type]
-    merged = pl.concat([*kept, sample]).unique(["sample_id", "id", "text_hash"], keep="first", maintain_order=True)
+    merged = pl.concat([*kept, sample]).unique(
+        ["sample_id", "id", "text_hash"], keep="first", maintain_order=True
+    )
     _write_parquet_atomic(merged.sort("sample_id", "stratum", "id", "text_hash"), sample_file)
     labels = prediction_labels(params, predictions)
     ls = ls if ls is not None else connect(params.labelstudio)
@@ -672,7 +676,11 @@ def pull_prediction_reviews(params: Params, *, ls: Any = None) -> PredictionPull
     resolved = resolve_decisions(verdicts, policy=params.review.conflict_policy)
     task_info = verdicts.group_by(keys).agg(
         pl.col("time").max().alias("reviewed_at"),
-        *(pl.col(c).first() for c in verdicts.columns if c not in (*keys, "decision", "label", "annotator", "time")),
+        *(
+            pl.col(c).first()
+            for c in verdicts.columns
+            if c not in (*keys, "decision", "label", "annotator", "time")
+        ),
     )
     texts = sample.select(*keys, "text").unique(keys, keep="first")
     decisions = (

@@ -57,16 +57,20 @@ def _sample(frame: pl.DataFrame, size: int) -> pl.DataFrame:
     return sample_predictions(frame, size=size, low_confidence=LOW, oversample=4.0, minimum=1, seed=0)
 
 
+def _alloc(sizes: list[int], factors: list[float], total: int) -> list[int]:
+    return allocate_sample(np.array(sizes), np.array(factors), total=total, minimum=1).tolist()
+
+
 def test_allocation_gives_each_stratum_its_minimum_then_shares_by_size_times_factor() -> None:
     # 1 each, then 48 left split 100:400 -> 9.6 and 38.4: floors 9 + 38, the last row to the
     # larger remainder (0.6): 1 + 9 + 1 = 11 and 1 + 38 = 39
-    assert allocate_sample(np.array([100, 100]), np.array([1.0, 4.0]), total=50, minimum=1).tolist() == [11, 39]
+    assert _alloc([100, 100], [1.0, 4.0], total=50) == [11, 39]
     # capped at a stratum's size, the excess goes to the others; an empty stratum gets nothing
-    assert allocate_sample(np.array([2, 0, 100]), np.array([4.0, 1.0, 1.0]), total=10, minimum=1).tolist() == [2, 0, 8]
+    assert _alloc([2, 0, 100], [4.0, 1.0, 1.0], total=10) == [2, 0, 8]
     # too small for every minimum: the strata of largest size x factor first
-    assert allocate_sample(np.array([5, 3, 10]), np.array([1.0, 4.0, 1.0]), total=2, minimum=1).tolist() == [0, 1, 1]
+    assert _alloc([5, 3, 10], [1.0, 4.0, 1.0], total=2) == [0, 1, 1]
     # a census when the sample is at least the population
-    assert allocate_sample(np.array([3, 4]), np.array([1.0, 4.0]), total=9, minimum=1).tolist() == [3, 4]
+    assert _alloc([3, 4], [1.0, 4.0], total=9) == [3, 4]
 
 
 def test_sample_is_stratified_oversamples_low_confidence_and_its_weights_undo_it() -> None:
@@ -77,9 +81,8 @@ def test_sample_is_stratified_oversamples_low_confidence_and_its_weights_undo_it
     strata = sample.group_by("stratum").agg(
         pl.len().alias("n"), pl.col("stratum_size").first(), pl.col("weight").first(), pl.col("band").first()
     )
-    sizes = frame.with_columns(
-        stratum=pl.col("label") + "|" + pl.when(pl.col("confidence") < LOW).then(pl.lit("low")).otherwise(pl.lit("high"))
-    ).group_by("stratum").len()
+    band = pl.when(pl.col("confidence") < LOW).then(pl.lit("low")).otherwise(pl.lit("high"))
+    sizes = frame.with_columns(stratum=pl.col("label") + "|" + band).group_by("stratum").len()
     assert strata.height == sizes.height == 6  # every (label, band) stratum is in the sample
     checked = strata.join(sizes, on="stratum")
     assert (checked["stratum_size"] == checked["len"]).all()
@@ -208,10 +211,15 @@ def test_push_pull_then_curate_reads_reviewed_rows_as_extra_train(tmp_path: Path
     }
     train = tmp_path / "train.csv"
     pl.DataFrame(
-        [(t, lab) for lab, texts in train_texts.items() for t in texts], schema=["text", "category"], orient="row"
+        [(t, lab) for lab, texts in train_texts.items() for t in texts],
+        schema=["text", "category"],
+        orient="row",
     ).write_csv(train)
     test = tmp_path / "test.csv"
-    test_rows = [("how long does a new card take to arrive", "card_arrival"), ("top up declined", "top_up_failed")]
+    test_rows = [
+        ("how long does a new card take to arrive", "card_arrival"),
+        ("top up declined", "top_up_failed"),
+    ]
     pl.DataFrame(test_rows, schema=["text", "category"], orient="row").write_csv(test)
     predictions = pl.DataFrame(
         {
@@ -224,7 +232,14 @@ def test_push_pull_then_curate_reads_reviewed_rows_as_extra_train(tmp_path: Path
                 "top up blocked again",  # unsure: no train row
                 "rate for pounds",  # not reviewed yet
             ],
-            "label": ["card_arrival", "card_arrival", "top_up_failed", "card_arrival", "top_up_failed", "exchange_rate"],
+            "label": [
+                "card_arrival",
+                "card_arrival",
+                "top_up_failed",
+                "card_arrival",
+                "top_up_failed",
+                "exchange_rate",
+            ],
             "confidence": [0.9, 0.8, 0.3, 0.2, 0.6, 0.95],
             "model_version": ["v1"] * 6,
             "predicted_at": ["2026-12-02T10:00:00Z"] * 6,
@@ -258,9 +273,11 @@ def test_push_pull_then_curate_reads_reviewed_rows_as_extra_train(tmp_path: Path
     # a bad line in the feedback file is quarantined with that file's name and line
     reviewed_file.write_bytes(first_bytes + b'{"id": "x", "text": "?", "category": "not_a_label"}\n')
     curate_params = _params(tmp_path, extra_train=[str(reviewed_file)])
-    run = run_curation(train, test, params=curate_params, show_progress=False)
-    metrics = run.metrics
-    assert metrics["input_train_rows"] == 9 + 5 and metrics["accounting_ok"] == 1
+    run = run_curation(train, test, params=curate_params, until="review", show_progress=False)
+    input_rows = run.values["input_rows"]["train"]
+    quarantined = run.frame("quarantine").filter(pl.col("split") == "train").height
+    outcome = run.frame("train").height + run.frame("removed").height + run.frame("held").height + quarantined
+    assert input_rows == 9 + 5 == outcome  # the accounting quality.json checks, extra rows included
     removed = {r["id"]: r["reason"] for r in run.frame("removed").iter_rows(named=True)}
     assert removed["production-t2"] == "test_leak"
     # the train row and the reviewed copy: one stays, the other goes as its exact duplicate
@@ -272,6 +289,8 @@ def test_push_pull_then_curate_reads_reviewed_rows_as_extra_train(tmp_path: Path
     assert (bad["source"], bad["line"], bad["reason"]) == (str(reviewed_file), 5, "label_not_in_label_set")
     # an empty feedback file adds nothing; a missing one is an error naming it
     reviewed_file.write_bytes(b"")
-    assert run_curation(train, test, params=curate_params, show_progress=False).metrics["input_train_rows"] == 9
+    empty = run_curation(train, test, params=curate_params, until="ingest", show_progress=False)
+    assert empty.values["input_rows"]["train"] == 9
     with pytest.raises(InputFileError, match="nowhere.jsonl: file not found"):
-        run_curation(train, test, params=_params(tmp_path, extra_train=["nowhere.jsonl"]), show_progress=False)
+        missing = _params(tmp_path, extra_train=["nowhere.jsonl"])
+        run_curation(train, test, params=missing, until="ingest", show_progress=False)
