@@ -599,6 +599,7 @@ def push_prediction_sample(
     from curation.review import build_prediction_tasks
 
     review = params.prediction_review
+    ls = ls if ls is not None else connect(params.labelstudio)  # an unreachable server: fail before writing
     sample = sample_predictions(
         predictions,
         size=review.sample_size,
@@ -614,7 +615,6 @@ def push_prediction_sample(
     )
     _write_parquet_atomic(merged.sort("sample_id", "stratum", "id", "text_hash"), sample_file)
     labels = prediction_labels(params, predictions)
-    ls = ls if ls is not None else connect(params.labelstudio)
     cfg = params.labelstudio
     with _sdk_errors(ls):
         project_id = ensure_prediction_project(ls, params, labels)

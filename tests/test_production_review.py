@@ -202,7 +202,7 @@ def _params(tmp_path: Path, **data: object) -> object:
 def test_push_pull_then_curate_reads_reviewed_rows_as_extra_train(tmp_path: Path) -> None:
     from curation.ingest import InputFileError
     from flows.labelstudio import pull_prediction_reviews, push_prediction_sample
-    from flows.pipeline import run_curation
+    from flows.pipeline import run_curation, write_run
 
     train_texts = {
         "card_arrival": ["my card has not arrived", "when will my card come", "card still not here"],
@@ -285,6 +285,10 @@ def test_push_pull_then_curate_reads_reviewed_rows_as_extra_train(tmp_path: Path
     assert copies["reason"].to_list() == ["exact_duplicate"]
     curated = {r["id"]: r["label"] for r in run.frame("train").iter_rows(named=True)}
     assert curated["production-t1"] == "card_arrival" and curated["production-t4"] == "exchange_rate"
+    written = pl.read_parquet(write_run(run, tmp_path / "curated")[0].parent / "train.parquet")
+    assert written.filter(pl.col("id") == "production-t1")["origin"].to_list() == ["production"]
+    from_train = written.filter(~pl.col("id").str.starts_with("production-"))
+    assert from_train.height and from_train["origin"].null_count() == from_train.height
     bad = run.frame("quarantine").row(0, named=True)
     assert (bad["source"], bad["line"], bad["reason"]) == (str(reviewed_file), 5, "label_not_in_label_set")
     # an empty feedback file adds nothing; a missing one is an error naming it
