@@ -298,3 +298,24 @@ def test_push_pull_then_curate_reads_reviewed_rows_as_extra_train(tmp_path: Path
     with pytest.raises(InputFileError, match="nowhere.jsonl: file not found"):
         missing = _params(tmp_path, extra_train=["nowhere.jsonl"])
         run_curation(train, test, params=missing, until="ingest", show_progress=False)
+
+
+def test_push_predictions_names_a_missing_or_malformed_file_and_exits_2(tmp_path: Path) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from flows.review_commands import register
+
+    app = typer.Typer()
+    register(app)
+    missing = CliRunner().invoke(
+        app, ["review", "push-predictions", "--predictions", str(tmp_path / "p.parquet")]
+    )
+    said = " ".join(missing.output.split())  # rich wraps long lines
+    assert missing.exit_code == 2 and "p.parquet: predictions file not found" in said
+    pl.DataFrame({"id": ["a"], "text": ["hi"]}).write_parquet(tmp_path / "bad.parquet")
+    bad = CliRunner().invoke(
+        app, ["review", "push-predictions", "--predictions", str(tmp_path / "bad.parquet")]
+    )
+    assert bad.exit_code == 2 and "bad.parquet: column 'label' missing" in " ".join(bad.output.split())
+    assert "Traceback" not in missing.output + bad.output
