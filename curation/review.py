@@ -23,7 +23,7 @@ from xml.sax.saxutils import quoteattr
 import polars as pl
 
 from curation.pii import find_pii, mask_pii
-from schemas.review_params import DECISIONS, REVIEWS_SCHEMA, LabelStudioParams, PiiParams
+from schemas.review_params import DECISIONS, REVIEWS_SCHEMA, VERDICTS, LabelStudioParams, PiiParams
 
 log = logging.getLogger(__name__)
 
@@ -360,3 +360,178 @@ def resolve_decisions(
         )
     out = chosen.join(stats, on=keys, how="left").sort(keys)
     return out.select(list(RESOLVED_SCHEMA)).cast(RESOLVED_SCHEMA)  # type: ignore[arg-type]
+
+
+# --- prediction review: "is the model's answer right? if not, the right label" -------------
+
+VERDICT_TAG = "verdict"
+# task data fields a prediction task carries besides its key (flag_id = prediction id, text_hash)
+PREDICTION_TASK_FIELDS = (
+    "model_label",
+    "confidence",
+    "model_version",
+    "predicted_at",
+    "sample_id",
+    "stratum",
+    "stratum_size",
+    "stratum_sampled",
+    "population",
+    "inclusion_prob",
+    "weight",
+)
+VERDICTS_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "id": pl.String,
+    "text_hash": pl.String,
+    "decision": pl.String,  # the verdict (correct | wrong | unsure), named for resolve_decisions
+    "label": pl.String,  # the right label: the model's for correct, the reviewer's for wrong
+    "annotator": pl.String,
+    "time": pl.Datetime("us", "UTC"),
+    "task_id": pl.Int64,
+    "model_label": pl.String,
+    "confidence": pl.Float64,
+    "model_version": pl.String,
+    "predicted_at": pl.String,
+    "sample_id": pl.String,
+    "stratum": pl.String,
+    "stratum_size": pl.Int64,
+    "stratum_sampled": pl.Int64,
+    "population": pl.Int64,
+    "inclusion_prob": pl.Float64,
+    "weight": pl.Float64,
+}
+
+
+def build_prediction_label_config(labels: Sequence[str], cfg: LabelStudioParams) -> str:
+    """Interface XML of prediction review: the masked text, the model's answer, "is this
+    right?" (correct / wrong / unsure) and "if not, the right label" (pre-filled with the
+    model's label).
+
+    Raises:
+        ValueError: empty or duplicated label set.
+    """
+    if not labels:
+        raise ValueError("label set is empty")
+    if len(set(labels)) != len(labels):
+        raise ValueError("label set has duplicates")
+    label_choices = "\n".join(f"      <Choice value={quoteattr(str(lab))}/>" for lab in labels)
+    verdict_choices = "\n".join(f"      <Choice value={quoteattr(v)}/>" for v in VERDICTS)
+    layout = {"select": 'layout="select"', "inline": 'showInline="true"', "vertical": ""}
+    return f"""<View>
+  <Header value="The model answered: $model_label (confidence $confidence)" size="5"/>
+  <Text name="{TEXT_TAG}" value="$text"/>
+  <Header value="Is this right?" size="5"/>
+  <Choices name="{VERDICT_TAG}" toName="{TEXT_TAG}" choice="single-radio" required="true"
+           showInline="true">
+{verdict_choices}
+  </Choices>
+  <Header value="If not, the right label" size="5"/>
+  <Choices name="{LABEL_TAG}" toName="{TEXT_TAG}" choice="single" {layout[cfg.label_layout]}>
+{label_choices}
+  </Choices>
+</View>"""
+
+
+def build_prediction_tasks(
+    sample: pl.DataFrame, labels: Sequence[str], *, cfg: LabelStudioParams, model_version: str
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """One Label Studio task per sampled prediction, PII-masked, the model's label pre-filled.
+
+    The task data keep the sampling record (stratum, its size, inclusion probability, weight),
+    so the accuracy estimate can be made from the tasks alone. The text and an id holding PII
+    are masked or pseudonymised exactly as for flags (:func:`build_tasks`).
+
+    Args:
+        sample: rows of curation.production.SAMPLE_SCHEMA.
+        labels: the label set; an answer outside it is not pre-filled.
+        cfg: the ``labelstudio`` section (PII options, label layout).
+        model_version: model_version of the pre-filled prediction (the adapter's own version
+            travels in the task data).
+
+    Returns:
+        JSON-able task dicts for ``import_tasks``, and PII spans masked per kind.
+
+    Raises:
+        ValueError: a required column is missing.
+    """
+    required = [
+        "id",
+        "text_hash",
+        "text",
+        "label",
+        *[c for c in PREDICTION_TASK_FIELDS if c != "model_label"],
+    ]
+    missing = [c for c in required if c not in sample.columns]
+    if missing:
+        raise ValueError(f"sample frame lacks column(s) {missing}")
+    masked, counts = mask_pii(sample["text"], cfg=cfg.pii)
+    label_set = set(labels)
+    tasks: list[dict[str, Any]] = []
+    for i, row in enumerate(sample.iter_rows(named=True)):
+        row_id = str(row["id"])
+        id_spans = find_pii(row_id, cfg=cfg.pii)
+        if id_spans:
+            row_id = _pseudonym(row_id, row["text"] or "")
+            for span in id_spans:
+                counts[span.kind] += 1
+        data: dict[str, Any] = {
+            "flag_id": row_id,
+            "text_hash": str(row["text_hash"]),
+            TEXT_TAG: masked[i] or "",
+        }
+        data["model_label"] = row["label"] or ""
+        data.update({key: row[key] for key in PREDICTION_TASK_FIELDS if key != "model_label"})
+        task: dict[str, Any] = {"data": data}
+        if row["label"] in label_set:
+            score = None if row["confidence"] is None else float(row["confidence"])
+            result = [_choice(LABEL_TAG, row["label"])]
+            task["predictions"] = [{"model_version": model_version, "score": score, "result": result}]
+        tasks.append(task)
+    return tasks, counts
+
+
+def annotations_to_verdicts(tasks: list[dict[str, Any]]) -> pl.DataFrame:
+    """Completed annotations of prediction-review tasks -> one row per annotation.
+
+    ``correct`` takes the model's label as the right one; ``wrong`` needs a label other than
+    the model's (else it becomes ``unsure``); ``correct`` with another label picked is a
+    contradiction and becomes ``unsure``. Cancelled annotations and tasks without our key are
+    ignored.
+
+    Returns:
+        VERDICTS_SCHEMA rows sorted by (id, text_hash, time, task_id); ``decision`` holds the
+        verdict and ``label`` the right label, so :func:`resolve_decisions` can resolve them.
+    """
+    rows: list[dict[str, Any]] = []
+    for task in tasks:
+        data = task.get("data") or {}
+        if not all(k in data for k in KEY_FIELDS) or "model_label" not in data:
+            continue
+        model_label = data.get("model_label") or None
+        for ann in task.get("annotations") or []:
+            if ann.get("was_cancelled"):
+                continue
+            result = ann.get("result") or []
+            verdict = _choices(result, VERDICT_TAG)
+            label = _choices(result, LABEL_TAG)
+            if verdict not in VERDICTS:
+                log.warning("task %s: annotation without a valid verdict -> unsure", task.get("id"))
+                verdict = "unsure"
+            if verdict == "correct" and label not in (None, model_label):
+                verdict = "unsure"  # "right" but another label picked: ask again rather than guess
+            elif verdict == "wrong" and (label is None or label == model_label):
+                verdict = "unsure"
+            right = model_label if verdict == "correct" else label if verdict == "wrong" else None
+            rows.append(
+                {
+                    "id": str(data["flag_id"]),
+                    "text_hash": str(data["text_hash"]),
+                    "decision": verdict,
+                    "label": right,
+                    "annotator": _annotator(ann),
+                    "time": _parse_time(ann.get("updated_at") or ann.get("created_at")),
+                    "task_id": int(task["id"]),
+                    **{key: data.get(key) for key in PREDICTION_TASK_FIELDS},
+                }
+            )
+    frame = pl.DataFrame(rows, schema=VERDICTS_SCHEMA)
+    return frame.sort(["id", "text_hash", "time", "task_id"], nulls_last=False)

@@ -96,7 +96,8 @@ class Ingested(NamedTuple):
 
 
 def read_inputs(*, train_path: Path, test_path: Path | None, data: DataParams, params_dir: Path) -> Ingested:
-    """Read the raw train (and test) file; lines that are not records go to quarantine."""
+    """Read the raw train (and test) file, then ``data.extra_train``; lines that are not records
+    go to quarantine."""
     frames: dict[str, pl.DataFrame] = {}
     quarantine = [pl.DataFrame(schema=QUARANTINE_SCHEMA)]
     input_rows = {}
@@ -108,8 +109,34 @@ def read_inputs(*, train_path: Path, test_path: Path | None, data: DataParams, p
         frames[split] = ingested
         input_rows[split] = ingested.height + quarantined.height
         quarantine.append(quarantined)
+    for extra in read_extra_train(data):  # e.g. reviewed production answers; each keeps its source and lines
+        frames["train"] = pl.concat([frames["train"], extra.ingested])
+        input_rows["train"] += extra.ingested.height + extra.quarantine.height
+        quarantine.append(extra.quarantine)
     label_set = infer_label_set(data, params_dir, frames["test"] if test_path else frames["train"])
     return Ingested(frames["train"], frames["test"], pl.concat(quarantine), input_rows, label_set)
+
+
+class ExtraInput(NamedTuple):
+    ingested: pl.DataFrame
+    quarantine: pl.DataFrame
+
+
+def read_extra_train(data: DataParams) -> list[ExtraInput]:
+    """The ``data.extra_train`` files, read like the train file (split ``train``).
+
+    An empty file (a feedback file with no reviewed rows yet) adds nothing; a missing one is an
+    error like a missing train file. Ids must be unique across all train files: a repeated id
+    is quarantined as ``duplicate_id`` by validation.
+    """
+    out = []
+    for name in data.extra_train:
+        path = Path(name)
+        if path.is_file() and path.stat().st_size == 0:
+            log.info("%s: empty extra train file, no rows", path)
+            continue
+        out.append(ExtraInput(*read_input(path, split="train", data=data)))
+    return out
 
 
 def infer_label_set(data: DataParams, params_dir: Path, seen_in: pl.DataFrame) -> list[str] | None:
@@ -146,7 +173,8 @@ def public_rows(frame: pl.DataFrame) -> pl.DataFrame:
     out = frame.sort("line")
     if "extra" in out.columns and out["extra"].drop_nulls().len():
         try:
-            extras = out.select(pl.col("extra").str.json_decode()).unnest("extra")
+            # the Series method infers the struct from every row (polars 2's Expr one needs a dtype)
+            extras = out["extra"].str.json_decode(infer_schema_length=None).struct.unnest()
             clash = [c for c in extras.columns if c in out.columns]
             out = pl.concat([out, extras.drop(clash)], how="horizontal")
         except pl.exceptions.PolarsError as exc:  # mixed types across rows: keep the JSON text

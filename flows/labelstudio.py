@@ -40,6 +40,7 @@ from curation.review import (
     select_new_flags,
     task_keys,
 )
+from schemas.params import Params
 from schemas.records import Review
 from schemas.review_params import REVIEWS_SCHEMA, LabelStudioParams, ServerParams
 
@@ -468,4 +469,253 @@ def pull_reviews(ls: Any, to: Path, cfg: LabelStudioParams, *, flags_dir: Path |
     reviews.write_parquet(to)
     report = PullReport(project_id, len(tasks), reviews.height, str(to))
     log.info("pull: %s", report)
+    return report
+
+
+# --- prediction review: people check the model's answers -----------------------------------
+
+
+@dataclass(frozen=True)
+class PredictionPushReport:
+    """Outcome of push-predictions: the sample drawn, and how much of it was new."""
+
+    project_id: int
+    predictions: int
+    sampled: int
+    imported: int
+    skipped: int
+    strata: int
+    sample_id: str
+    sample_file: str
+    pii_masked: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PredictionPullReport:
+    """Outcome of pull-predictions: verdicts, the accuracy estimate, the new train rows."""
+
+    project_id: int
+    tasks: int
+    reviewed: int  # rows with a resolved verdict (correct, wrong or unsure)
+    unsure: int
+    train_rows: int  # rows written to the reviewed file (the next curate's extra train input)
+    without_text: int  # reviewed rows whose text is not in the local sample file (no train row)
+    model_version: str | None  # the version the estimate is for (the latest reviewed)
+    estimate: dict[str, Any]
+    decisions_file: str
+    reviewed_file: str
+    metrics_file: str
+
+
+def read_predictions(path: Path) -> pl.DataFrame:
+    """predictions.parquet (schemas/predictions.py), checked.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: unreadable, or a column of PREDICTIONS_SCHEMA missing or of the wrong type
+            (the message names the file and the column).
+    """
+    from schemas.predictions import PREDICTIONS_SCHEMA
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: predictions file not found (run `curagate predict` first)")
+    try:
+        frame = pl.read_parquet(path)
+    except Exception as exc:  # polars raises several types for a corrupt file
+        raise ValueError(f"{path}: unreadable predictions Parquet ({exc})") from exc
+    for name, dtype in PREDICTIONS_SCHEMA.items():
+        if name not in frame.columns:
+            raise ValueError(f"{path}: column {name!r} missing (predictions need {list(PREDICTIONS_SCHEMA)})")
+        if frame.schema[name] != dtype and not (dtype == pl.Float64 and frame.schema[name].is_numeric()):
+            raise ValueError(f"{path}: column {name!r} is {frame.schema[name]}, expected {dtype}")
+    return frame
+
+
+def prediction_labels(params: Params, predictions: pl.DataFrame) -> list[str]:
+    """The label choices: ``data.labels``, else the curated labels.json, else the answers seen."""
+    from schemas.params import DEFAULT_CURATED_DIR, load_label_set
+
+    labels = load_label_set(params.data.labels, params.base_dir)
+    if labels is not None:
+        return labels
+    curated = Path(DEFAULT_CURATED_DIR) / "labels.json"
+    if curated.is_file():
+        return [str(x) for x in json.loads(curated.read_text(encoding="utf-8"))]
+    return sorted(predictions["label"].drop_nulls().unique().to_list())
+
+
+def _write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    frame.write_parquet(tmp, statistics=False)
+    os.replace(tmp, path)
+
+
+def _write_text_atomic(text: str, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def ensure_prediction_project(ls: Any, params: Params, labels: list[str]) -> int:
+    """Reuse the project titled ``prediction_review.project_title`` or create it."""
+    from curation.review import build_prediction_label_config
+
+    review, cfg = params.prediction_review, params.labelstudio
+    config = build_prediction_label_config(labels, cfg)
+    project_id = find_project(ls, review.project_title)
+    if project_id is None:
+        project = ls.projects.create(
+            title=review.project_title,
+            description=review.description,
+            label_config=config,
+            model_version=review.model_version,
+            show_collab_predictions=True,
+        )
+        log.info("created Label Studio project %d %r", project.id, review.project_title)
+        return int(project.id)
+    if ls.projects.get(id=project_id).label_config != config:
+        log.warning("project %d keeps its existing labelling config (it differs)", project_id)
+    return project_id
+
+
+def push_prediction_sample(
+    predictions: pl.DataFrame, params: Params, *, ls: Any = None
+) -> PredictionPushReport:
+    """Draw the review sample of ``predictions`` and import the rows that have no task yet.
+
+    The sample (with strata and weights) is added to ``prediction_review.sample_file`` first,
+    then imported (PII masked, the model's label pre-filled); rows already in the project
+    (same prediction id and text hash) are skipped, so a re-push imports nothing new. The
+    `monitor` flow calls this; `curagate review push-predictions` too.
+
+    Raises:
+        LabelStudioError: the server cannot be reached or refuses the key.
+        ValueError: a required predictions column is missing.
+    """
+    from curation.production import SAMPLE_SCHEMA, sample_predictions
+    from curation.review import build_prediction_tasks
+
+    review = params.prediction_review
+    ls = ls if ls is not None else connect(params.labelstudio)  # an unreachable server: fail before writing
+    sample = sample_predictions(
+        predictions,
+        size=review.sample_size,
+        low_confidence=review.low_confidence,
+        oversample=review.low_confidence_oversample,
+        minimum=review.min_per_stratum,
+        seed=review.seed,
+    )
+    sample_file = Path(review.sample_file)
+    kept = [pl.read_parquet(sample_file).cast(SAMPLE_SCHEMA)] if sample_file.is_file() else []  # type: ignore[arg-type]
+    merged = pl.concat([*kept, sample]).unique(
+        ["sample_id", "id", "text_hash"], keep="first", maintain_order=True
+    )
+    _write_parquet_atomic(merged.sort("sample_id", "stratum", "id", "text_hash"), sample_file)
+    labels = prediction_labels(params, predictions)
+    cfg = params.labelstudio
+    with _sdk_errors(ls):
+        project_id = ensure_prediction_project(ls, params, labels)
+        existing = task_keys(list_tasks(ls, project_id, page_size=cfg.page_size, fields="task_only"))
+        new = select_new_flags(sample, existing, pii=cfg.pii)
+        tasks, pii = build_prediction_tasks(new, labels, cfg=cfg, model_version=review.model_version)
+        for start in range(0, len(tasks), cfg.import_batch):
+            ls.projects.import_tasks(id=project_id, request=tasks[start : start + cfg.import_batch])
+    report = PredictionPushReport(
+        project_id=project_id,
+        predictions=predictions.height,
+        sampled=sample.height,
+        imported=len(tasks),
+        skipped=sample.height - len(tasks),
+        strata=sample["stratum"].n_unique(),
+        sample_id=sample["sample_id"][0] if sample.height else "",
+        sample_file=str(sample_file),
+        pii_masked=pii,
+    )
+    log.info("push-predictions: %s", report)
+    return report
+
+
+def pull_prediction_reviews(params: Params, *, ls: Any = None) -> PredictionPullReport:
+    """Bring back the verdicts; write the decisions, the new train rows and the accuracy estimate.
+
+    Writes ``prediction_review.decisions_file`` (one resolved verdict per reviewed row, with
+    its stratum and weight), ``reviewed_file`` (JSON Lines in the train files' columns, for
+    ``data.extra_train``) and ``metrics_file`` (flat JSON: the weighted accuracy of the latest
+    reviewed model version with its bootstrap interval). The whole project is read every time,
+    so the files are the same whenever the reviews are. The `monitor` flow calls this;
+    `curagate review pull-predictions` too.
+
+    Raises:
+        LabelStudioError: no prediction-review project (push first), or the server cannot be
+            reached.
+    """
+    from curation.production import SAMPLE_SCHEMA, estimate_accuracy, reviewed_train_rows
+    from curation.review import annotations_to_verdicts, resolve_decisions
+
+    review, cfg = params.prediction_review, params.labelstudio
+    if params.data.task != "classification":
+        raise ValueError("prediction review needs data.task: classification")
+    ls = ls if ls is not None else connect(cfg)
+    with _sdk_errors(ls):
+        project_id = find_project(ls, review.project_title)
+        if project_id is None:
+            raise LabelStudioError(f"no project titled {review.project_title!r}; push-predictions first")
+        tasks = list_tasks(ls, project_id, page_size=cfg.page_size)
+    verdicts = annotations_to_verdicts(tasks)
+    sample_file = Path(review.sample_file)
+    sample = (
+        pl.read_parquet(sample_file).cast(SAMPLE_SCHEMA)  # type: ignore[arg-type]
+        if sample_file.is_file()
+        else pl.DataFrame(schema=SAMPLE_SCHEMA)
+    )
+    verdicts = restore_flag_ids(verdicts, sample, cfg=cfg.pii)
+    keys = ["id", "text_hash"]
+    resolved = resolve_decisions(verdicts, policy=params.review.conflict_policy)
+    task_info = verdicts.group_by(keys).agg(
+        pl.col("time").max().alias("reviewed_at"),
+        *(
+            pl.col(c).first()
+            for c in verdicts.columns
+            if c not in (*keys, "decision", "label", "annotator", "time")
+        ),
+    )
+    texts = sample.select(*keys, "text").unique(keys, keep="first")
+    decisions = (
+        resolved.rename({"decision": "verdict", "label": "right_label"})
+        .join(task_info, on=keys, how="left")
+        .join(texts, on=keys, how="left")
+        .with_columns(correct=pl.col("verdict") == "correct")
+        .sort(keys)
+    )
+    judged = decisions.filter(pl.col("verdict").is_in(["correct", "wrong"]))
+    latest = None
+    if judged.height:
+        latest = judged.sort("predicted_at", "model_version", nulls_last=False)["model_version"][-1]
+        judged = judged.filter(pl.col("model_version").eq_missing(latest))
+    estimate = estimate_accuracy(
+        judged, bootstrap_samples=review.bootstrap_samples, confidence=review.confidence, seed=review.seed
+    )
+    rows = reviewed_train_rows(decisions, columns=params.data.columns)
+    _write_parquet_atomic(decisions.drop("text"), Path(review.decisions_file))
+    _write_text_atomic("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows.iter_rows(named=True)),
+                       Path(review.reviewed_file))  # fmt: skip
+    metrics = estimate.as_metrics()
+    _write_text_atomic(json.dumps(metrics, indent=2, sort_keys=True) + "\n", Path(review.metrics_file))
+    report = PredictionPullReport(
+        project_id=project_id,
+        tasks=len(tasks),
+        reviewed=decisions.height,
+        unsure=int((decisions["verdict"] == "unsure").sum()),
+        train_rows=rows.height,
+        without_text=int(decisions.filter(pl.col("verdict") != "unsure")["text"].null_count()),
+        model_version=latest,
+        estimate=metrics,
+        decisions_file=review.decisions_file,
+        reviewed_file=review.reviewed_file,
+        metrics_file=review.metrics_file,
+    )
+    log.info("pull-predictions: %s", report)
     return report

@@ -122,6 +122,56 @@ def review_pull(
     console.print(f"project {report.project_id}: {report.reviews} reviews -> {report.path}")
 
 
+def review_push_predictions(
+    predictions: Annotated[
+        Path, typer.Option("--predictions", help="predictions.parquet from `curagate predict`")
+    ],
+    params: ParamsOpt = None,
+) -> None:
+    """Send a sample of the model's answers for review (stratified, low confidence over-sampled)."""
+    from flows.console import fail
+    from flows.labelstudio import LabelStudioError, push_prediction_sample, read_predictions
+
+    cfg = load_cli_params(params)
+    try:
+        report = push_prediction_sample(read_predictions(predictions), cfg)
+    except (LabelStudioError, FileNotFoundError, ValueError) as exc:
+        fail(exc)
+    console.print(
+        f"project {report.project_id}: {report.predictions} predictions -> {report.sampled} sampled "
+        f"in {report.strata} strata, {report.imported} imported, {report.skipped} already there; "
+        f"PII masked {report.pii_masked}; weights in {report.sample_file}"
+    )
+
+
+def review_pull_predictions(params: ParamsOpt = None) -> None:
+    """Bring back the verdicts: production accuracy (weights undone) and reviewed train rows."""
+    from flows.console import fail
+    from flows.labelstudio import LabelStudioError, pull_prediction_reviews
+
+    cfg = load_cli_params(params)
+    try:
+        report = pull_prediction_reviews(cfg)
+    except (LabelStudioError, FileNotFoundError, ValueError) as exc:
+        fail(exc)
+    est = report.estimate
+    if est["accuracy"] is None:
+        accuracy = "no verdicts yet"
+    else:
+        accuracy = (
+            f"accuracy {est['accuracy']:.3f} [{est['accuracy_low']:.3f}, {est['accuracy_high']:.3f}] "
+            f"({est['reviewed']} reviewed, unweighted {est['accuracy_unweighted']:.3f}, "
+            f"model {report.model_version})"
+        )
+    console.print(
+        f"project {report.project_id}: {report.tasks} tasks, {report.reviewed} reviewed "
+        f"({report.unsure} unsure); {accuracy} -> {report.metrics_file}; "
+        f"{report.train_rows} train rows -> {report.reviewed_file} (list it in data.extra_train)",
+        markup=False,
+        highlight=False,
+    )
+
+
 def register(app: typer.Typer) -> None:
     """Attach the `labelstudio` (start/stop) and `review` (push/pull) sub-apps to ``app``."""
     server = typer.Typer(help="Local Label Studio server", no_args_is_help=True)
@@ -130,5 +180,7 @@ def register(app: typer.Typer) -> None:
     review = typer.Typer(help="Human review of flagged rows in Label Studio", no_args_is_help=True)
     review.command("push")(review_push)
     review.command("pull")(review_pull)
+    review.command("push-predictions")(review_push_predictions)
+    review.command("pull-predictions")(review_pull_predictions)
     app.add_typer(server, name="labelstudio")
     app.add_typer(review, name="review")

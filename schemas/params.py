@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import yaml
 
-from schemas.review_params import LabelStudioParams
+from schemas.review_params import LabelStudioParams, PredictionReviewParams
 from schemas.scale_params import ScaleParams
 from schemas.training_params import EvaluateParams, GateParams, SweepParams, TrainParams
 from schemas.typed import ParamsError, build, check_fraction, check_near_duplicate_rule
@@ -46,6 +46,8 @@ class DataParams:
     # a list of labels, a path to a JSON/YAML/text file, or None (= labels seen in test)
     labels: tuple[str | int, ...] | str | None = None
     max_text_chars: int = 20_000
+    # more train files read after ``train`` (e.g. reviewed production answers); same columns
+    extra_train: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.task not in ("classification", "instruction"):
@@ -169,6 +171,7 @@ class Params:
     sweep: SweepParams = field(default_factory=SweepParams)
     scale: ScaleParams = field(default_factory=ScaleParams)
     labelstudio: LabelStudioParams = field(default_factory=LabelStudioParams)
+    prediction_review: PredictionReviewParams = field(default_factory=PredictionReviewParams)
     # where the values came from: relative paths inside (data.labels) resolve against it
     base_dir: Path = field(default=Path("."), compare=False, repr=False)
     source: str = field(default="built-in defaults", compare=False)

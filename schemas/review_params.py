@@ -105,6 +105,51 @@ class LabelStudioParams:
             raise ValueError("import_batch and page_size must be >= 1")
 
 
+VERDICTS = ("correct", "wrong", "unsure")  # a reviewer's answer to "is the model's label right?"
+
+
+@dataclass(frozen=True)
+class PredictionReviewParams:
+    """``prediction_review:``: people check a sample of the model's production answers.
+
+    The sample is stratified by predicted label and confidence band (below / at or above
+    ``low_confidence``); low-confidence strata get ``low_confidence_oversample`` times their
+    share of ``sample_size``. Every sampled row records its inclusion probability, so the pull
+    undoes the over-sampling when it estimates production accuracy.
+    """
+
+    project_title: str = "curagate production review"
+    description: str = "Is the model's answer right? If not, pick the right label"
+    model_version: str = "curagate-production"
+    sample_size: int = 200
+    low_confidence: float = 0.5
+    low_confidence_oversample: float = 4.0
+    min_per_stratum: int = 1
+    seed: int = 0
+    bootstrap_samples: int = 1000
+    confidence: float = 0.95
+    sample_file: str = "data/feedback/prediction_sample.parquet"
+    decisions_file: str = "data/feedback/prediction_reviews.parquet"
+    reviewed_file: str = "data/feedback/reviewed.jsonl"
+    metrics_file: str = "reports/production.json"
+
+    def __post_init__(self) -> None:
+        if self.sample_size < 1:
+            raise ValueError("sample_size must be >= 1")
+        if not 0.0 <= self.low_confidence <= 1.0:
+            raise ValueError("low_confidence must be in [0, 1]")
+        if self.low_confidence_oversample < 1.0:
+            raise ValueError("low_confidence_oversample must be >= 1 (1 = no over-sampling)")
+        if self.min_per_stratum < 0:
+            raise ValueError("min_per_stratum must be >= 0")
+        if self.bootstrap_samples < 1:
+            raise ValueError("bootstrap_samples must be >= 1")
+        if not 0.0 < self.confidence < 1.0:
+            raise ValueError("confidence must be in (0, 1)")
+        if not self.reviewed_file.endswith(".jsonl"):
+            raise ValueError("reviewed_file must be a .jsonl file (curate reads it as data.extra_train)")
+
+
 REVIEWS_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "id": pl.String,
     "text_hash": pl.String,
@@ -122,5 +167,7 @@ __all__ = [
     "REVIEWS_SCHEMA",
     "LabelStudioParams",
     "PiiParams",
+    "PredictionReviewParams",
     "ServerParams",
+    "VERDICTS",
 ]

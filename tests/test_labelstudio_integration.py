@@ -183,6 +183,101 @@ def test_push_annotate_pull_push_again(server: tuple[ServerState, Path], tmp_pat
     assert pl.read_parquet(cli_path).equals(pl.read_parquet(reviews_path))
 
 
+def test_prediction_review_round_trip(server: tuple[ServerState, Path], tmp_path: Path) -> None:
+    """push-predictions -> annotate via the API -> pull-predictions (CLI) -> push again: nothing new."""
+    import typer
+
+    from flows.labelstudio import pull_prediction_reviews, push_prediction_sample
+    from flows.review_commands import register
+
+    _, params_path = server
+    raw = {
+        "data": {"labels": LABELS},
+        "labelstudio": yaml.safe_load(params_path.read_text())["labelstudio"],
+        "prediction_review": {
+            "project_title": "curagate integration predictions",
+            "sample_size": 4,
+            "sample_file": str(tmp_path / "sample.parquet"),
+            "decisions_file": str(tmp_path / "decisions.parquet"),
+            "reviewed_file": str(tmp_path / "reviewed.jsonl"),
+            "metrics_file": str(tmp_path / "production.json"),
+        },
+    }
+    own_params = tmp_path / "params.yaml"
+    own_params.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    params = params_from_dict(raw)
+    texts = [
+        "I lost my card, email me at jane.doe@example.com",
+        "top up failed with card 4111 1111 1111 1111",
+        "what rate do you use today",
+        "my card still has not arrived",
+        "rate for yen",
+        "card arrived broken",
+    ]
+    predictions = pl.DataFrame(
+        {
+            "id": [f"q{i}" for i in range(6)],
+            "text": texts,
+            "label": [LABELS[1], LABELS[2], LABELS[3], LABELS[0], LABELS[3], LABELS[0]],
+            "confidence": [0.9, 0.3, 0.8, 0.2, 0.95, 0.4],
+            "model_version": ["v1"] * 6,
+            "predicted_at": ["2026-12-02T10:00:00Z"] * 6,
+        }
+    )
+    pushed = push_prediction_sample(predictions, params)
+    assert (pushed.sampled, pushed.imported, pushed.skipped) == (4, 4, 0)
+    ls = connect(params.labelstudio)
+    project_id = find_project(ls, "curagate integration predictions")
+    assert project_id == pushed.project_id != find_project(ls, params.labelstudio.project_title)
+    tasks = {t["data"]["flag_id"]: t for t in list_tasks(ls, project_id, page_size=100)}
+    sample = pl.read_parquet(tmp_path / "sample.parquet")
+    assert sorted(tasks) == sorted(sample["id"].to_list())
+    sent = json.dumps([t["data"] for t in tasks.values()])
+    assert "jane.doe@example.com" not in sent and "4111" not in sent
+    for row in sample.iter_rows(named=True):
+        task = tasks[row["id"]]
+        assert task["data"]["weight"] == pytest.approx(row["weight"])
+        assert task["predictions"][0]["result"][0]["value"]["choices"] == [row["label"]]
+
+    # an annotator: the first sampled answer is right, the second wrong (with the right label)
+    first, second = sample["id"][0], sample["id"][1]
+    wrong_label = next(lab for lab in LABELS if lab != tasks[second]["data"]["model_label"])
+    ls.annotations.create(
+        id=tasks[first]["id"],
+        result=[_choice("verdict", "correct"), _choice("label", tasks[first]["data"]["model_label"])],
+    )
+    ls.annotations.create(
+        id=tasks[second]["id"], result=[_choice("verdict", "wrong"), _choice("label", wrong_label)]
+    )
+
+    app = typer.Typer()
+    register(app)
+    result = CliRunner().invoke(app, ["review", "pull-predictions", "--params", str(own_params)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "production.json").read_text())
+    assert (metrics["reviewed"], metrics["correct"]) == (2, 1)
+    rows = [json.loads(line) for line in (tmp_path / "reviewed.jsonl").read_text().splitlines()]
+    got = {r["id"]: r["label"] for r in rows}
+    assert got == {
+        f"production-{first}": tasks[first]["data"]["model_label"],
+        f"production-{second}": wrong_label,
+    }
+    assert {r["text"] for r in rows} <= set(texts)  # the original text, not the masked one
+    again = pull_prediction_reviews(params)
+    assert again.train_rows == 2
+
+    args = ["--predictions", str(_write(predictions, tmp_path)), "--params", str(own_params)]
+    result = CliRunner().invoke(app, ["review", "push-predictions", *args])
+    assert result.exit_code == 0, result.output
+    assert len(list_tasks(ls, project_id, page_size=100)) == 4  # the same sample: nothing new
+
+
+def _write(frame: pl.DataFrame, where: Path) -> Path:
+    path = where / "predictions.parquet"
+    frame.write_parquet(path)
+    return path
+
+
 def test_start_is_reused_and_stop_stops(server: tuple[ServerState, Path]) -> None:
     state, params_path = server
     cfg = params_from_dict(
