@@ -59,7 +59,9 @@ _HTML_TAGS = (
     "|font|h[1-6]|pre|code|script|style|iframe|blockquote|sup|sub|small|center|section|article"
     "|nav|header|footer|label|input|button|form|select|option|textarea|meta|link"
 )
-_MARKUP = rf"(?i)</?(?:{_HTML_TAGS})(?:\s[^<>]*)?/?>|&(?:nbsp|amp|lt|gt|quot|apos|#\d{{2,5}}|#x[0-9a-f]{{2,4}});"
+_MARKUP = (
+    rf"(?i)</?(?:{_HTML_TAGS})(?:\s[^<>]*)?/?>|&(?:nbsp|amp|lt|gt|quot|apos|#\d{{2,5}}|#x[0-9a-f]{{2,4}});"
+)
 _WORD = r"[\p{L}\p{N}]+(?:['’][\p{L}]+)?"
 _TERMINAL = r"(?:[.!?…。！？)\"'»”’\]}*`>~]|\p{Extended_Pictographic}|https?://\S+)\s*\z"
 _LIST_ITEM = r"^\s*(?:[-*•+]|\d+[.)])\s+\S|^\s*\|"
@@ -67,7 +69,9 @@ _DANGLING = (
     r"(?i)(?:[,;:(\-–]|\b(?:and|or|but|the|a|an|to|of|with|for|in|on|at|by|from|your|our|is|are|"
     r"that|which|if|then|so|as|will|can|be|this|please))\s*\z"
 )
-_MAYBE_PII = r"[@＠0-9０-９]"
+# rows without an "@", an IBAN's start or 8+ digits (the shortest phone) cannot hold PII: no Python call
+_MAYBE_EMAIL_OR_IBAN = r"[@＠]|[A-Za-z]{2}[0-9]{2}"
+_PII_MIN_DIGITS = 8
 
 
 def _strip_code(col: pl.Expr) -> pl.Expr:
@@ -99,18 +103,15 @@ def language_inputs(frame: pl.DataFrame, *, cfg: InstructionParams) -> pl.Series
 
 def _ngram_repetition(frame: pl.DataFrame, n: int) -> pl.DataFrame:
     """Per ``_row``: the share of word n-gram occurrences whose n-gram occurs more than once."""
-    long = (
-        frame.select("_row", "_words")
-        .explode("_words")
-        .drop_nulls("_words")
-        .with_columns(
-            pl.concat_str([pl.col("_words").shift(-k).over("_row") for k in range(n)], separator=" ").alias(
-                "_gram"
-            )
-        )
-        .drop_nulls("_gram")
+    long = frame.select("_row", "_words").explode("_words").drop_nulls("_words")
+    # exploded rows stay in order: a plain shift is the next word when it is the same row's
+    same_row = [pl.col("_row").shift(-k) == pl.col("_row") for k in range(n)]
+    gram = pl.concat_str(
+        [pl.when(same).then(pl.col("_words").shift(-k)) for k, same in enumerate(same_row)], separator=" "
     )
-    counts = long.group_by("_row", "_gram").len()
+    # grouped by a 64-bit hash of the n-gram (2x faster than by the string; only counts depend on it)
+    grams = long.select("_row", gram.alias("_gram")).drop_nulls("_gram")
+    counts = grams.select("_row", pl.col("_gram").hash(seed=0)).group_by("_row", "_gram").len()
     return counts.group_by("_row").agg(
         (pl.col("len").filter(pl.col("len") > 1).sum() / pl.col("len").sum()).alias("_ngram_rep")
     )
@@ -118,7 +119,15 @@ def _ngram_repetition(frame: pl.DataFrame, n: int) -> pl.DataFrame:
 
 def _pii(responses: pl.Series, cfg: InstructionParams) -> tuple[list[int], list[str | None]]:
     pii_cfg = PiiParams(kinds=cfg.pii_kinds)
-    maybe = responses.str.contains(_MAYBE_PII).fill_null(False).to_list()
+    min_digits = min(_PII_MIN_DIGITS, pii_cfg.phone_min_digits, pii_cfg.card_min_digits)
+    maybe = (
+        (
+            responses.str.contains(_MAYBE_EMAIL_OR_IBAN)
+            | (responses.str.count_matches(r"[0-9０-９]") >= min_digits)
+        )
+        .fill_null(False)
+        .to_list()
+    )
     counts: list[int] = []
     kinds: list[str | None] = []
     for text, check in zip(responses.to_list(), maybe, strict=True):
@@ -181,13 +190,16 @@ def detect_instruction_issues(
     work = work.join(rep, on="_row", how="left").with_columns(pl.col("_ngram_rep").fill_null(0.0))
     if languages is not None:
         work = work.with_columns(
-            _lang=languages["language"].cast(pl.String), _lang_score=languages["language_score"].cast(pl.Float64)
+            _lang=languages["language"].cast(pl.String),
+            _lang_score=languages["language_score"].cast(pl.Float64),
         )
     else:
         work = work.with_columns(_lang=pl.lit(None, pl.String), _lang_score=pl.lit(None, pl.Float64))
     if on["pii_in_response"]:
         counts, kinds = _pii(work["response"].fill_null(""), cfg)
-        work = work.with_columns(_pii_n=pl.Series(counts, dtype=pl.Int64), _pii_kinds=pl.Series(kinds, dtype=pl.String))
+        work = work.with_columns(
+            _pii_n=pl.Series(counts, dtype=pl.Int64), _pii_kinds=pl.Series(kinds, dtype=pl.String)
+        )
     else:
         work = work.with_columns(_pii_n=pl.lit(0, pl.Int64), _pii_kinds=pl.lit(None, pl.String))
 
@@ -203,9 +215,11 @@ def detect_instruction_issues(
     shared = pl.col("_resp_distinct").list.set_intersection("_prompt_words").list.len()
     containment = shared / pl.col("_resp_distinct").list.len().clip(lower_bound=1)
     coverage = shared / pl.col("_prompt_words").list.len().clip(lower_bound=1)
-    dup_segments = pl.when(pl.col("_n_segments") >= 2).then(
-        1.0 - pl.col("_segments").list.unique().list.len() / pl.col("_n_segments")
-    ).otherwise(0.0)
+    dup_segments = (
+        pl.when(pl.col("_n_segments") >= 2)
+        .then(1.0 - pl.col("_segments").list.unique().list.len() / pl.col("_n_segments"))
+        .otherwise(0.0)
+    )
     template_hits = _strip_code(prompt).str.count_matches(_TEMPLATE) + pl.col("_nocode").str.count_matches(
         _TEMPLATE
     )
@@ -277,9 +291,12 @@ def detect_instruction_issues(
         "non_target_language": (
             foreign,
             pl.col("_lang_score").fill_null(0.0),
-            pl.format("language '{}' (p={}), target {}", "_lang", pl.col("_lang_score").round(2), pl.lit(
-                "/".join(targets)
-            )),
+            pl.format(
+                "language '{}' (p={}), target {}",
+                "_lang",
+                pl.col("_lang_score").round(2),
+                pl.lit("/".join(targets)),
+            ),
         ),
         "template_tokens": (
             template_hits > 0,
@@ -294,9 +311,11 @@ def detect_instruction_issues(
         "markup": (
             markup_hits > 0,
             markup_hits.cast(pl.Float64),
-            pl.format("{} HTML tag(s)/entities, e.g. '{}'", markup_hits, pl.col("_nocode").str.extract(
-                f"({_MARKUP})", 1
-            ).fill_null("?")),
+            pl.format(
+                "{} HTML tag(s)/entities, e.g. '{}'",
+                markup_hits,
+                pl.col("_nocode").str.extract(f"({_MARKUP})", 1).fill_null("?"),
+            ),
         ),
         "refusal": (
             refusal_hit.is_not_null(),
@@ -310,16 +329,17 @@ def detect_instruction_issues(
             pl.format("{} PII span(s): {}", "_pii_n", "_pii_kinds"),
         ),
     }
-    columns = []
-    for check in INSTRUCTION_CHECKS:
-        fails, score, why = rules[check]
-        fails = (fails.fill_null(False) & pl.lit(on[check])).alias(check)
-        columns += [
-            fails,
-            pl.when(fails).then(score.cast(pl.Float64)).otherwise(pl.lit(0.0)).alias(f"{check}_score"),
-            pl.when(fails).then(why).otherwise(None).alias(f"{check}_why"),
-        ]
-    out = work.with_columns(columns)
+    out = work.with_columns(
+        (rules[c][0].fill_null(False) & pl.lit(on[c])).alias(c) for c in INSTRUCTION_CHECKS
+    ).with_columns(
+        pl.when(pl.col(c)).then(rules[c][1].cast(pl.Float64)).otherwise(pl.lit(0.0)).alias(f"{c}_score")
+        for c in INSTRUCTION_CHECKS
+    )
+    # the sentences of the detail only for the few rows that fail something
+    failing = out.filter(pl.any_horizontal(INSTRUCTION_CHECKS)).select(
+        "_row", *(pl.when(pl.col(c)).then(rules[c][2]).alias(f"{c}_why") for c in INSTRUCTION_CHECKS)
+    )
+    out = out.join(failing, on="_row", how="left", maintain_order="left")
     out = out.with_columns(
         instruction_issues=pl.concat_list(
             [pl.when(pl.col(c)).then(pl.lit(c)).otherwise(None) for c in INSTRUCTION_CHECKS]

@@ -113,9 +113,13 @@ def _defect(kind: str, prompt: str, answer: str, topic: str, rng: np.random.Gene
             f"Assistant: {answer}",
         )[k % 6]
     if kind == "markup":
-        return (f"<p>{answer}</p>", f"{answer}<br/>", f"<b>Note:</b> {answer}", f"{answer}&nbsp;", f"<div>{answer}</div>")[
-            k % 5
-        ]
+        return (
+            f"<p>{answer}</p>",
+            f"{answer}<br/>",
+            f"<b>Note:</b> {answer}",
+            f"{answer}&nbsp;",
+            f"<div>{answer}</div>",
+        )[k % 5]
     if kind == "refusal":
         return _REFUSALS[k % len(_REFUSALS)].format(topic=topic)
     if kind == "truncated_response":
@@ -157,11 +161,12 @@ def _tricky(kind: str, prompt: str, answer: str, topic: str, rng: np.random.Gene
         section = rng.choice(_SECTIONS)
         return f"To sort out {topic}:\n1. Open the app\n2. Go to {section}\n3. Follow the steps shown"
     if kind == "numbers":
-        return f"{answer} Transfers over £1,000 can take up to 2 days; references look like 2024-0115-{k % 9000 + 1000}."
+        ref = f"2024-0115-{k % 9000 + 1000}"
+        return f"{answer} Transfers over £1,000 can take up to 2 days; references look like {ref}."
     if kind == "policy":
         return (
-            f"We cannot reverse a card payment once it has settled, but you can raise a dispute about {topic} "
-            f"from {rng.choice(_SECTIONS)} in the app."
+            "We cannot reverse a card payment once it has settled, but you can raise a dispute about "
+            f"{topic} from {rng.choice(_SECTIONS)} in the app."
         )
     raise ValueError(f"unknown tricky kind {kind!r}")
 
@@ -188,7 +193,9 @@ def instruction_dataset(
     planted: dict[int, str] = {
         int(i): INSTRUCTION_CHECKS[k // defects_per_kind] for k, i in enumerate(chosen[:planted_n])
     }
-    tricky: dict[int, str] = {int(i): TRICKY_KINDS[k // tricky_per_kind] for k, i in enumerate(chosen[planted_n:])}
+    tricky: dict[int, str] = {
+        int(i): TRICKY_KINDS[k // tricky_per_kind] for k, i in enumerate(chosen[planted_n:])
+    }
     prompts, responses = [], []
     for i, (prompt, label) in enumerate(queries.select("text", "label").iter_rows()):
         topic = str(label).replace("_", " ").lower()
@@ -207,11 +214,19 @@ def instruction_dataset(
             "planted": [planted.get(i) for i in range(n)],
             "tricky": [tricky.get(i) for i in range(n)],
         },
-        schema={"id": pl.String, "prompt": pl.String, "response": pl.String, "planted": pl.String, "tricky": pl.String},
+        schema={
+            "id": pl.String,
+            "prompt": pl.String,
+            "response": pl.String,
+            "planted": pl.String,
+            "tricky": pl.String,
+        },
     )
 
 
-def check_scores(detected: pl.DataFrame, truth: pl.DataFrame, *, primary: pl.DataFrame | None = None) -> pl.DataFrame:
+def check_scores(
+    detected: pl.DataFrame, truth: pl.DataFrame, *, primary: pl.DataFrame | None = None
+) -> pl.DataFrame:
     """Recall and precision of every check against the planted truth.
 
     Args:

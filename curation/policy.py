@@ -149,7 +149,8 @@ def apply_instruction_policy(detected: pl.DataFrame, *, cfg: InstructionParams) 
         ``primary``: id -> the check each removed or held row went under.
     """
     by_action = {
-        action: [c for c in INSTRUCTION_CHECKS if cfg.policy.action(c) == action] for action in ("remove", "flag")
+        action: [c for c in INSTRUCTION_CHECKS if cfg.policy.action(c) == action]
+        for action in ("remove", "flag")
     }
 
     def first(checks: list[str]) -> pl.Expr:
@@ -157,7 +158,10 @@ def apply_instruction_policy(detected: pl.DataFrame, *, cfg: InstructionParams) 
             return pl.lit(None, pl.String)
         return pl.coalesce([pl.when(pl.col(c)).then(pl.lit(c)) for c in checks])
 
-    whys = [pl.when(pl.col(c)).then(pl.format("{}: {}", pl.lit(c), pl.col(f"{c}_why"))) for c in INSTRUCTION_CHECKS]
+    whys = [
+        pl.when(pl.col(c)).then(pl.format("{}: {}", pl.lit(c), pl.col(f"{c}_why")))
+        for c in INSTRUCTION_CHECKS
+    ]
     frame = detected.with_columns(
         _remove=first(by_action["remove"]),
         _flag=first(by_action["flag"]),
@@ -175,7 +179,10 @@ def apply_instruction_policy(detected: pl.DataFrame, *, cfg: InstructionParams) 
         "split",
         "line",
         pl.lit("instruction").alias("stage"),
-        pl.when(pl.col("_remove").is_not_null()).then(pl.col("_remove")).otherwise(pl.lit(HOLD_REASON)).alias("reason"),
+        pl.when(pl.col("_remove").is_not_null())
+        .then(pl.col("_remove"))
+        .otherwise(pl.lit(HOLD_REASON))
+        .alias("reason"),
         pl.lit(None, pl.String).alias("duplicate_of"),
         pl.col("_detail").alias("detail"),
         "text",

@@ -148,10 +148,14 @@ def instruction_metrics(summary: pl.DataFrame | None, *, checked_rows: int) -> d
 
 def _instruction_section(summary: pl.DataFrame) -> str:
     """Rows per check (bar) and a table per check: policy, counts, a few examples."""
-    bar = _bar(summary["check"].to_list(), summary["rows"].to_list(), "rows failing each check", horizontal=True)
+    bar = _bar(
+        summary["check"].to_list(), summary["rows"].to_list(), "rows failing each check", horizontal=True
+    )
     body = "".join(
         "<tr>"
-        + "".join(f"<td>{html.escape(str(row[k]))}</td>" for k in ("check", "action", "rows", "removed", "held"))
+        + "".join(
+            f"<td>{html.escape(str(row[k]))}</td>" for k in ("check", "action", "rows", "removed", "held")
+        )
         + "<td><ul>"
         + "".join(f"<li>{html.escape(e)}</li>" for e in row["examples"])
         + "</ul></td></tr>"

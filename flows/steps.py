@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import polars as pl
 
+from schemas.instruction_params import INSTRUCTION_CHECKS, InstructionParams
 from schemas.params import (
     DataParams,
     DecontamParams,
@@ -27,7 +28,6 @@ from schemas.params import (
     ReportParams,
     ReviewParams,
 )
-from schemas.instruction_params import INSTRUCTION_CHECKS, InstructionParams
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -79,7 +79,8 @@ def test_each_planted_kind_gets_its_reason_code(response: str, check: str) -> No
         ANSWER,
         "Yes, within 24 hours.",  # short but valid
         'You asked: "how do I freeze". Open the app, go to Cards and tap Freeze.',  # quotes the prompt
-        f'{ANSWER}\n```html\n<div class="x">{{{{ balance }}}}</div>\n<div class="x">{{{{ balance }}}}</div>\n```',
+        f'{ANSWER}\n```html\n<div class="x">{{{{ balance }}}}</div>\n'
+        '<div class="x">{{ balance }}</div>\n```',  # HTML, a placeholder and a repeated line, in code
         f"I'm sorry to hear that. {ANSWER}",  # an apology that helps is no refusal
         "To freeze it:\n1. Open the app\n2. Go to Cards\n3. Tap Freeze",  # a list ends without a full stop
         f"{ANSWER} References look like 2024-0115-1234.",
@@ -91,7 +92,9 @@ def test_tricky_clean_rows_pass_every_check(response: str) -> None:
 
 
 def test_language_check_uses_the_detector_output_and_its_confidence() -> None:
-    frame = _frame([(PROMPT, ANSWER), (PROMPT, "Vous pouvez geler votre carte dans l'application."), (PROMPT, "Yes.")])
+    frame = _frame(
+        [(PROMPT, ANSWER), (PROMPT, "Vous pouvez geler votre carte dans l'application."), (PROMPT, "Yes.")]
+    )
     inputs = language_inputs(frame, cfg=CFG)
     assert inputs[2] is None  # too short to judge: never sent to the detector
     languages = pl.DataFrame({"language": ["en", "fr", None], "language_score": [0.9, 0.55, None]})
@@ -144,9 +147,14 @@ def test_params_refuse_unknown_policy_and_bad_regex_with_their_key() -> None:
 def test_planted_defects_found_with_recall_and_precision_floors(banking_train) -> None:
     truth = instruction_dataset(banking_train.head(1200), seed=11, defects_per_kind=20, tricky_per_kind=15)
     frame = truth.select("id", pl.col("prompt").alias("text"), "response").with_columns(
-        split=pl.lit("train"), line=pl.int_range(1, pl.len() + 1), label=pl.lit(None, pl.String), text_hash=pl.lit("h")
+        split=pl.lit("train"),
+        line=pl.int_range(1, pl.len() + 1),
+        label=pl.lit(None, pl.String),
+        text_hash=pl.lit("h"),
     )
-    detected = detect_instruction_issues(frame, cfg=CFG, languages=detect_languages(language_inputs(frame, cfg=CFG)))
+    detected = detect_instruction_issues(
+        frame, cfg=CFG, languages=detect_languages(language_inputs(frame, cfg=CFG))
+    )
     outcome = apply_instruction_policy(detected, cfg=CFG)
     scores = check_scores(detected, truth, primary=outcome.primary)
     assert scores["check"].to_list() == list(INSTRUCTION_CHECKS) and set(scores["planted"]) == {20}
@@ -163,13 +171,17 @@ def _write_instruction_files(root: Path, banking_train, banking_test) -> tuple[P
     truth = instruction_dataset(banking_train.head(300), seed=2, defects_per_kind=4, tricky_per_kind=3)
     train = root / "train.jsonl"
     train.write_text(
-        "".join(json.dumps({"id": r["id"], "prompt": r["prompt"], "response": r["response"]}) + "\n"
-                for r in truth.iter_rows(named=True))  # fmt: skip
+        "".join(
+            json.dumps({"id": r["id"], "prompt": r["prompt"], "response": r["response"]}) + "\n"
+            for r in truth.iter_rows(named=True)
+        )  # fmt: skip
     )
     test = root / "test.jsonl"
     test.write_text(
-        "".join(json.dumps({"prompt": t, "response": "See the Help tab in the app."}) + "\n"
-                for t in banking_test["text"].head(40))  # fmt: skip
+        "".join(
+            json.dumps({"prompt": t, "response": "See the Help tab in the app."}) + "\n"
+            for t in banking_test["text"].head(40)
+        )  # fmt: skip
     )
     return train, test
 
@@ -185,8 +197,8 @@ def test_run_curation_on_instruction_jsonl_puts_every_row_in_one_place(
     for name in ("a", "b"):  # up to the review policy: the curated files, without the report's plots
         run = run_curation(train, test, params=params, until="review", show_progress=False)
         write_run(run, tmp_path / name)
-        digests.append({f: hashlib.md5((tmp_path / name / f).read_bytes()).hexdigest()
-                        for f in ("train.parquet", "removed.parquet", "held.parquet", "flags.parquet")})  # fmt: skip
+        files = ("train.parquet", "removed.parquet", "held.parquet", "flags.parquet")
+        digests.append({f: hashlib.md5((tmp_path / name / f).read_bytes()).hexdigest() for f in files})
     assert digests[0] == digests[1]  # byte-identical for the same inputs
     out = tmp_path / "a"
     kept, removed, held = (pl.read_parquet(out / f"{f}.parquet") for f in ("train", "removed", "held"))
@@ -195,18 +207,24 @@ def test_run_curation_on_instruction_jsonl_puts_every_row_in_one_place(
     mine = removed.filter(pl.col("stage") == "instruction")
     assert mine.group_by("reason").len().sort("reason").to_dicts() == [
         {"reason": c, "len": 4}
-        for c in sorted(["empty_response", "template_tokens", "refusal", "prompt_echo", "repetitive_response"])
+        for c in sorted(
+            ["empty_response", "template_tokens", "refusal", "prompt_echo", "repetitive_response"]
+        )
     ]
     assert held.group_by("issue").len().sort("issue").to_dicts() == [
         {"issue": c, "len": 4}
-        for c in sorted(["non_target_language", "pii_in_response", "markup", "truncated_response", "short_response"])
+        for c in sorted(
+            ["non_target_language", "pii_in_response", "markup", "truncated_response", "short_response"]
+        )
     ]
     flags = pl.read_parquet(out / "flags.parquet")
     assert set(flags["id"]) == set(held["id"]) and set(flags["status"]) == {"pending"}
 
 
 @pytest.mark.slow
-def test_curate_publishes_per_check_counts_report_tables_and_gate(tmp_path: Path, banking_train, banking_test) -> None:
+def test_curate_publishes_per_check_counts_report_tables_and_gate(
+    tmp_path: Path, banking_train, banking_test
+) -> None:
     from flows.pipeline import run_curation, write_run
     from schemas.gate import evaluate_gate
 
@@ -217,11 +235,18 @@ def test_curate_publishes_per_check_counts_report_tables_and_gate(tmp_path: Path
     q = json.loads((tmp_path / "out" / "quality.json").read_text())
     assert q["accounting_ok"] == 1 and q["instruction_checked_rows"] == 300
     assert all(q[f"instruction_{c}"] >= 4 for c in INSTRUCTION_CHECKS)
-    assert q["instruction_issue_rows"] == 40 and q["instruction_issue_rate"] == pytest.approx(40 / 300, abs=1e-6)
+    assert q["instruction_issue_rows"] == 40 and q["instruction_issue_rate"] == pytest.approx(
+        40 / 300, abs=1e-6
+    )
     assert q["removed_refusal"] == 4 and q["flags_markup"] == 4
     html = (tmp_path / "out" / "report.html").read_text()
-    assert "Instruction and chat checks" in html and "<td>refusal</td><td>remove</td><td>4</td><td>4</td>" in html
-    assert "max_instruction_issue_rate" not in evaluate_gate(q, thresholds=params.gate)["failed"]  # 0.13 <= 0.2
+    assert (
+        "Instruction and chat checks" in html
+        and "<td>refusal</td><td>remove</td><td>4</td><td>4</td>" in html
+    )
+    assert (
+        "max_instruction_issue_rate" not in evaluate_gate(q, thresholds=params.gate)["failed"]
+    )  # 0.13 <= 0.2
     strict = evaluate_gate(q, thresholds=params_from_dict({"gate": {"max_instruction_issue_rate": 0.1}}).gate)
     assert "max_instruction_issue_rate" in strict["failed"]
 
@@ -232,5 +257,7 @@ def test_classification_data_skips_the_checks() -> None:
 
     train = _frame([(PROMPT, "...")]).with_columns(response=pl.lit(None, pl.String), label=pl.lit("card"))
     removed, flags = pl.DataFrame(schema=REMOVED_SCHEMA), pl.DataFrame(schema=FLAGS_SCHEMA)
-    out = instruction_step(train=train, removed=removed, flags=flags, data=params_from_dict({}).data, instruction=CFG)
+    out = instruction_step(
+        train=train, removed=removed, flags=flags, data=params_from_dict({}).data, instruction=CFG
+    )
     assert out.train.equals(train) and out.removed.height == 0 and out.instruction_checks is None
