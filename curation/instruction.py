@@ -24,8 +24,9 @@ Rules (what counts, and why):
   probability >= ``min_language_confidence``; responses under ``language_min_words`` words are
   not judged.
 - ``template_tokens``: chat-template tokens (``<|im_start|>``, ``[INST]``, ``<</SYS>>``,
-  ``</s>``), ``### Response:`` headers, role prefixes, ``{{ }}``/``{% %}`` placeholders and
-  ``[Your Name]``-style fill-ins, in the prompt or the response, outside code.
+  ``</s>``), ``{{ }}``/``{% %}`` placeholders and ``[Your Name]``-style fill-ins in the prompt
+  or the response, and ``### Response:`` headers or ``Assistant:`` role prefixes in the response
+  (a chat prompt may render its history that way), outside code.
 - ``markup``: HTML tags and entities in the response, outside code blocks and inline code.
 - ``refusal``: boilerplate AI refusals (``refusal_phrases``, case-insensitive); an apology
   followed by help ("I'm sorry to hear that ...") is not one.
@@ -46,13 +47,18 @@ from schemas.review_params import PiiParams
 
 # fenced code blocks (an unclosed fence runs to the end) and inline code
 _CODE = r"(?s)```.*?(?:```|\z)|`[^`\n]*`"
-_TEMPLATE = (
+# special tokens and placeholders: wrong in a prompt or a response
+_TEMPLATE_TOKENS = (
     r"(?i)<\|[a-z_][a-z0-9_]*\|>"  # <|im_start|>, <|endoftext|>, <|eot_id|>
     r"|\[/?INST\]|<</?SYS>>|</?s>"  # Llama-2 chat
-    r"|(?m:^[ \t]*#{2,}[ \t]*(?:instruction|response|input|output|human|assistant|answer|question)\b)"
-    r"|(?m:^[ \t]*(?:human|assistant|gpt)[ \t]*:)"  # ShareGPT/Anthropic role prefixes
     r"|\{\{[^{}\n]*\}\}|\{%[^%\n]*%\}"  # Jinja/Handlebars placeholders
     r"|\[(?:your|customer|user|insert|recipient)(?:'s)?[ _][^\]\n]{1,30}\]"  # [Your Name]
+)
+# ... and in a response also headers and role prefixes (a chat prompt may render its history so)
+_TEMPLATE = (
+    _TEMPLATE_TOKENS
+    + r"|(?im:^[ \t]*#{2,}[ \t]*(?:instruction|response|input|output|human|assistant|answer|question)\b)"
+    + r"|(?im:^[ \t]*(?:human|assistant|gpt)[ \t]*:)"  # ShareGPT/Anthropic role prefixes
 )
 _HTML_TAGS = (
     "html|head|body|div|span|p|br|hr|b|i|u|em|strong|a|ul|ol|li|table|thead|tbody|tr|td|th|img"
@@ -220,9 +226,9 @@ def detect_instruction_issues(
         .then(1.0 - pl.col("_segments").list.unique().list.len() / pl.col("_n_segments"))
         .otherwise(0.0)
     )
-    template_hits = _strip_code(prompt).str.count_matches(_TEMPLATE) + pl.col("_nocode").str.count_matches(
-        _TEMPLATE
-    )
+    template_hits = _strip_code(prompt).str.count_matches(_TEMPLATE_TOKENS) + pl.col(
+        "_nocode"
+    ).str.count_matches(_TEMPLATE)
     markup_hits = pl.col("_nocode").str.count_matches(_MARKUP)
     refusal_pattern = "(?i)" + "|".join(f"(?:{p})" for p in cfg.refusal_phrases)
     refusal_hit = pl.col("_nocode").str.extract(f"({refusal_pattern})", 1)
@@ -303,9 +309,10 @@ def detect_instruction_issues(
             template_hits.cast(pl.Float64),
             pl.format(
                 "template token(s): '{}'",
-                pl.concat_str([_strip_code(prompt), pl.col("_nocode")], separator="\n")
-                .str.extract(f"({_TEMPLATE})", 1)
-                .fill_null("?"),
+                pl.coalesce(
+                    _strip_code(prompt).str.extract(f"({_TEMPLATE_TOKENS})", 1),
+                    pl.col("_nocode").str.extract(f"({_TEMPLATE})", 1),
+                ).fill_null("?"),
             ),
         ),
         "markup": (

@@ -91,6 +91,12 @@ def test_tricky_clean_rows_pass_every_check(response: str) -> None:
     assert _issues(response) == []
 
 
+def test_a_chat_history_in_the_prompt_is_not_a_template_leftover() -> None:
+    history = "User: my card is lost\nAssistant: I can help with that.\nUser: how do I freeze it?"
+    assert _issues(ANSWER, prompt=history) == []
+    assert _issues(ANSWER, prompt=f"<|im_start|>user\n{PROMPT}") == ["template_tokens"]
+
+
 def test_language_check_uses_the_detector_output_and_its_confidence() -> None:
     frame = _frame(
         [(PROMPT, ANSWER), (PROMPT, "Vous pouvez geler votre carte dans l'application."), (PROMPT, "Yes.")]
