@@ -11,7 +11,8 @@ from typing import NamedTuple
 
 import polars as pl
 
-from schemas.records import FLAGS_SCHEMA, HELD_SCHEMA, REMOVED_SCHEMA
+from schemas.instruction_params import INSTRUCTION_CHECKS, InstructionParams
+from schemas.records import FLAGS_SCHEMA, HELD_SCHEMA, HOLD_REASON, REMOVED_SCHEMA
 from schemas.review_params import DECISIONS
 
 DECISIONS_SCHEMA = {"id": pl.String, "text_hash": pl.String, "decision": pl.String, "label": pl.String}
@@ -129,3 +130,88 @@ def apply_review_policy(
     )
     flags_out = flags.join(status.select("id", "status"), on="id", how="left").select(*FLAGS_SCHEMA, "status")
     return ReviewOutcome(train=curated, removed=all_removed.filter(~is_held), held=held, flags=flags_out)
+
+
+def apply_instruction_policy(detected: pl.DataFrame, *, cfg: InstructionParams) -> InstructionOutcome:
+    """Turn the instruction checks' columns into kept, removed and held-for-review rows.
+
+    A row failing a check whose policy is ``remove`` is removed (stage ``instruction``, reason =
+    the first such check); otherwise one failing a ``flag`` check is held for review (reason
+    ``pending_review``, one flag with the first such check as its issue). The detail names every
+    check it failed.
+
+    Args:
+        detected: the output of ``curation.instruction.detect_instruction_issues``.
+        cfg: the ``instruction`` section (its ``policy``).
+
+    Returns:
+        kept (the input columns only), removed (REMOVED_SCHEMA), flags (FLAGS_SCHEMA), and
+        ``primary``: id -> the check each removed or held row went under.
+    """
+    by_action = {
+        action: [c for c in INSTRUCTION_CHECKS if cfg.policy.action(c) == action]
+        for action in ("remove", "flag")
+    }
+
+    def first(checks: list[str]) -> pl.Expr:
+        if not checks:
+            return pl.lit(None, pl.String)
+        return pl.coalesce([pl.when(pl.col(c)).then(pl.lit(c)) for c in checks])
+
+    whys = [
+        pl.when(pl.col(c)).then(pl.format("{}: {}", pl.lit(c), pl.col(f"{c}_why")))
+        for c in INSTRUCTION_CHECKS
+    ]
+    frame = detected.with_columns(
+        _remove=first(by_action["remove"]),
+        _flag=first(by_action["flag"]),
+        _detail=pl.concat_list(whys).list.drop_nulls().list.join("; "),
+    ).with_columns(primary=pl.coalesce("_remove", "_flag"))
+    primary_score = pl.coalesce(
+        [pl.when(pl.col("primary") == c).then(pl.col(f"{c}_score")) for c in INSTRUCTION_CHECKS]
+    )
+    original = [c for c in detected.columns if c not in _instruction_columns(INSTRUCTION_CHECKS)]
+    kept = frame.filter(pl.col("primary").is_null()).select(original)
+    out = frame.filter(pl.col("primary").is_not_null())
+    label = pl.col("label") if "label" in out.columns else pl.lit(None, pl.String)
+    removed = out.select(
+        "id",
+        "split",
+        "line",
+        pl.lit("instruction").alias("stage"),
+        pl.when(pl.col("_remove").is_not_null())
+        .then(pl.col("_remove"))
+        .otherwise(pl.lit(HOLD_REASON))
+        .alias("reason"),
+        pl.lit(None, pl.String).alias("duplicate_of"),
+        pl.col("_detail").alias("detail"),
+        "text",
+        label.alias("label"),
+    )
+    flags = out.filter(pl.col("_remove").is_null()).select(
+        "id",
+        "text_hash",
+        "text",
+        pl.col("primary").alias("issue"),
+        primary_score.alias("score"),
+        label.alias("given_label"),
+        pl.lit(None, pl.String).alias("suggested_label"),
+        pl.lit(None, pl.String).alias("duplicate_of"),
+    )
+    return InstructionOutcome(
+        kept=kept,
+        removed=removed.cast(REMOVED_SCHEMA).sort("line"),
+        flags=flags.cast(FLAGS_SCHEMA).sort("id"),
+        primary=frame.select("id", "primary"),
+    )
+
+
+def _instruction_columns(checks: tuple[str, ...]) -> set[str]:
+    return {"instruction_issues", *checks, *(f"{c}_score" for c in checks), *(f"{c}_why" for c in checks)}
+
+
+class InstructionOutcome(NamedTuple):
+    kept: pl.DataFrame
+    removed: pl.DataFrame
+    flags: pl.DataFrame
+    primary: pl.DataFrame  # id, primary: the check a removed or held row went under (null: kept)

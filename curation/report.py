@@ -42,6 +42,7 @@ def quality_metrics(
     removal_reasons: Sequence[str],
     duplicate_reasons: Sequence[str] = ("exact_duplicate", "near_duplicate"),
     noise: NoiseCheck | None = None,
+    instruction: pl.DataFrame | None = None,
 ) -> dict[str, Metric]:
     """Flat metrics for quality.json; the accounting check proves no row was lost.
 
@@ -57,6 +58,8 @@ def quality_metrics(
         noise: whether noise detection ran (``curation.noise.noise_check``); publishes
             ``noise_checked`` (1/0), ``noise_checked_rows`` and, when skipped,
             ``noise_skip_reason``. None: noise detection was not part of this run (no keys).
+        instruction: the instruction checks' summary (curation.instruction.
+            summarise_instruction_checks); None (classification data): every count is 0.
 
     Raises:
         ValueError: a metric came out as Infinity or NaN (a bug: it must be null instead).
@@ -117,10 +120,54 @@ def quality_metrics(
         metrics["noise_checked_rows"] = noise.checked_rows
         if noise.skipped_reason is not None:
             metrics["noise_skip_reason"] = noise.skipped_reason
+    metrics.update(instruction_metrics(instruction, checked_rows=validated_train_rows))
     not_finite = sorted(k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v))
     if not_finite:
         raise ValueError(f"quality metrics must be finite or null, not {not_finite}")
     return metrics
+
+
+def instruction_metrics(summary: pl.DataFrame | None, *, checked_rows: int) -> dict[str, Metric]:
+    """quality.json's instruction keys: rows failing each check (a row may fail several), the
+    rows removed or held by any check, and their rate over the checked (validated train) rows."""
+    from schemas.instruction_params import INSTRUCTION_CHECKS
+
+    rows = dict.fromkeys(INSTRUCTION_CHECKS, 0)
+    issue_rows = 0
+    if summary is not None:
+        rows.update(dict(zip(summary["check"].to_list(), summary["rows"].to_list(), strict=True)))
+        issue_rows = int(summary["removed"].sum() + summary["held"].sum())
+    checked = checked_rows if summary is not None else 0
+    return {
+        "instruction_checked_rows": checked,
+        "instruction_issue_rows": issue_rows,
+        "instruction_issue_rate": _rate(issue_rows, checked),
+        **{f"instruction_{check}": int(n) for check, n in rows.items()},
+    }
+
+
+def _instruction_section(summary: pl.DataFrame) -> str:
+    """Rows per check (bar) and a table per check: policy, counts, a few examples."""
+    bar = _bar(
+        summary["check"].to_list(), summary["rows"].to_list(), "rows failing each check", horizontal=True
+    )
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f"<td>{html.escape(str(row[k]))}</td>" for k in ("check", "action", "rows", "removed", "held")
+        )
+        + "<td><ul>"
+        + "".join(f"<li>{html.escape(e)}</li>" for e in row["examples"])
+        + "</ul></td></tr>"
+        for row in summary.iter_rows(named=True)
+    )
+    head = "".join(f"<th>{h}</th>" for h in ("check", "policy", "rows", "removed", "held", "examples"))
+    return (
+        "<h2>Instruction and chat checks</h2><p>A row failing several checks is removed (or held) under "
+        "the first one in this order; every check counts it.</p>"
+        + bar
+        + f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    )
 
 
 def _rate(n: int, d: int) -> float:
@@ -170,6 +217,7 @@ def render_report(
     top_flags: int,
     stages: Sequence[str],
     title: str = "curagate quality report",
+    instruction: pl.DataFrame | None = None,
 ) -> str:
     """A self-contained HTML page: counts per stage, reasons, clusters, labels, noise scores.
 
@@ -246,6 +294,8 @@ def render_report(
             *(["status"] if "status" in flags.columns else []),
         )
         parts.append(f"<h2>Top {top_flags} flagged examples</h2>" + _table(shown, top_flags))
+    if instruction is not None:
+        parts.append(_instruction_section(instruction))
     if quarantine.height:
         parts.append(
             "<h2>Quarantined lines</h2>"

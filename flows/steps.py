@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import polars as pl
 
+from schemas.instruction_params import INSTRUCTION_CHECKS, InstructionParams
 from schemas.params import (
     DataParams,
     DecontamParams,
@@ -179,6 +180,7 @@ def report_step(
     removal_reasons: tuple[str, ...],
     removal_stages: tuple[str, ...],
     report: ReportParams,
+    instruction_checks: pl.DataFrame | None = None,
 ) -> Reported:
     """Quality metrics (with the accounting check) and the HTML report."""
     from curation.decontam import count_test_leaks
@@ -197,6 +199,7 @@ def report_step(
         test_leaks_remaining=count_test_leaks(train, test),
         removal_reasons=removal_reasons,
         noise=noise_check,
+        instruction=instruction_checks,
     )
     if decisions is not None:
         metrics["reviews_applied"] = int(decisions.height)
@@ -211,8 +214,47 @@ def report_step(
         flags=flags,
         top_flags=report.top_flags,
         stages=removal_stages,
+        instruction=instruction_checks,
     )
     return Reported(metrics, html)
+
+
+class Checked(NamedTuple):
+    train: pl.DataFrame
+    removed: pl.DataFrame  # the run's removed rows with this step's (removed and held) added
+    flags: pl.DataFrame
+    instruction_checks: pl.DataFrame | None  # per check: rows, removed, held, examples (report)
+
+
+def instruction_step(
+    *,
+    train: pl.DataFrame,
+    removed: pl.DataFrame,
+    flags: pl.DataFrame,
+    data: DataParams,
+    instruction: InstructionParams,
+) -> Checked:
+    """Instruction/chat quality checks on (prompt, response); classification data: a no-op."""
+    if data.task == "classification":
+        return Checked(train, removed, flags, None)
+    from curation.instruction import detect_instruction_issues, language_inputs, summarise_instruction_checks
+    from curation.policy import apply_instruction_policy
+    from schemas.records import FLAGS_SCHEMA, REMOVED_SCHEMA
+
+    languages = None
+    if instruction.policy.non_target_language != "off":
+        from flows.language import detect_languages
+
+        languages = detect_languages(language_inputs(train, cfg=instruction))
+    detected = detect_instruction_issues(train, cfg=instruction, languages=languages)
+    outcome = apply_instruction_policy(detected, cfg=instruction)
+    summary = summarise_instruction_checks(detected, cfg=instruction, primary=outcome.primary)
+    return Checked(
+        outcome.kept,
+        pl.concat([removed, outcome.removed.cast(REMOVED_SCHEMA)]),
+        pl.concat([flags, outcome.flags.select(list(FLAGS_SCHEMA)).cast(FLAGS_SCHEMA)]),
+        summary,
+    )
 
 
 def ingest_step(*, train_path: Path, test_path: Path | None, data: DataParams, params_dir: Path) -> Any:
@@ -239,6 +281,14 @@ STEPS: list[Step] = [
         "Ingest, then check every record against the schema (quarantine with reasons).",
         validate_step,
         reads=("train", "test", "label_set", "data"),
+    ),
+    Step(
+        "instruction",
+        "... then instruction/chat quality checks (removed or held with the check's code).",
+        instruction_step,
+        reads=("train", "removed", "flags", "data", "instruction"),
+        reasons=INSTRUCTION_CHECKS,  # HOLD_REASON too, for the checks whose policy is flag
+        command=False,  # `curagate dedup` (and every later step) runs it and writes its files
     ),
     Step(
         "dedup",
@@ -287,6 +337,7 @@ STEPS: list[Step] = [
             "removal_reasons",
             "removal_stages",
             "report",
+            "instruction_checks",
         ),
     ),
 ]

@@ -40,6 +40,7 @@ _CHECKS: tuple[tuple[str, str, str, str], ...] = (
     ("max_unresolved_conflicts", "unresolved_conflicts", "max_unresolved_conflicts", "<="),
     ("max_pending_review", "pending_review", "max_pending_review", "<="),
     ("max_test_leaks", "test_leaks_remaining", "max_test_leaks", "<="),
+    ("max_instruction_issue_rate", "instruction_issue_rate", "max_instruction_issue_rate", "<="),
 )
 # quality.json count -> the curated file whose rows it counts (the manifest knows the rows)
 _COUNTED_FILES: tuple[tuple[tuple[str, ...], str], ...] = (

@@ -16,6 +16,8 @@ from typing import Any, Literal
 import yaml
 
 from schemas.review_params import LabelStudioParams, PredictionReviewParams
+from schemas.instruction_params import InstructionParams
+from schemas.review_params import LabelStudioParams
 from schemas.scale_params import ScaleParams
 from schemas.training_params import EvaluateParams, GateParams, SweepParams, TrainParams
 from schemas.typed import ParamsError, build, check_fraction, check_near_duplicate_rule
@@ -172,6 +174,7 @@ class Params:
     scale: ScaleParams = field(default_factory=ScaleParams)
     labelstudio: LabelStudioParams = field(default_factory=LabelStudioParams)
     prediction_review: PredictionReviewParams = field(default_factory=PredictionReviewParams)
+    instruction: InstructionParams = field(default_factory=InstructionParams)
     # where the values came from: relative paths inside (data.labels) resolve against it
     base_dir: Path = field(default=Path("."), compare=False, repr=False)
     source: str = field(default="built-in defaults", compare=False)

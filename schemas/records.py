@@ -12,6 +12,7 @@ from typing import Annotated
 import pandera.polars as pa
 import polars as pl
 
+from schemas.instruction_params import INSTRUCTION_CHECKS
 from schemas.review_params import DECISIONS
 
 # Canonical frame after ingest (before validation). *_type hold the JSON type seen in the input.
@@ -90,7 +91,8 @@ HELD_SCHEMA = pl.Schema(
 
 # The reason a detector gives a row it holds for review (it becomes a held row, not a removed one).
 HOLD_REASON = "pending_review"
-FLAG_ISSUES = ("label_issue", "conflicting_duplicate")
+# instruction/chat checks (curation/instruction.py) flag under their own codes when their policy is flag
+FLAG_ISSUES = ("label_issue", "conflicting_duplicate", *INSTRUCTION_CHECKS)
 SNAKE_CASE = r"^[a-z][a-z0-9_]*$"
 # Reasons the ingest stage quarantines a line with (curation/ingest.py); validation adds the
 # names of the raw-record checks below (missing_text, text_wrong_type, ...).

@@ -30,6 +30,8 @@ class GateParams:
     max_imbalance_ratio: float = 10.0
     require_accounting: bool = True
     require_noise_check: bool = True
+    # instruction/chat data: rows removed or held by the instruction checks / checked rows
+    max_instruction_issue_rate: float | None = 0.2
 
     def __post_init__(self) -> None:
         _check_fraction(
@@ -38,6 +40,8 @@ class GateParams:
             max_quarantine_rate=self.max_quarantine_rate,
             max_label_issue_rate=self.max_label_issue_rate,
         )
+        if self.max_instruction_issue_rate is not None:
+            _check_fraction("gate", max_instruction_issue_rate=self.max_instruction_issue_rate)
         counts = {
             "min_examples": self.min_examples,
             "min_per_class": self.min_per_class,

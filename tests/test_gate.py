@@ -42,6 +42,7 @@ GOOD_QUALITY = {
     "max_class_count": 130,
     "imbalance_ratio": 130 / 80,
     "accounting_ok": 1,
+    "instruction_issue_rate": 0.0,
 }
 
 THRESHOLDS = GateParams(
@@ -95,6 +96,7 @@ def test_clean_quality_passes_every_check() -> None:
         ("test_leaks_remaining", 1, "max_test_leaks"),
         ("imbalance_ratio", 12.5, "max_imbalance_ratio"),
         ("accounting_ok", 0, "accounting_ok"),
+        ("instruction_issue_rate", 0.25, "max_instruction_issue_rate"),
     ],
 )
 def test_each_threshold_fails_alone_with_its_value_and_limit(key: str, value: float, failed: str) -> None:
