@@ -15,9 +15,8 @@ from typing import Any, Literal
 
 import yaml
 
-from schemas.review_params import LabelStudioParams, PredictionReviewParams
 from schemas.instruction_params import InstructionParams
-from schemas.review_params import LabelStudioParams
+from schemas.review_params import LabelStudioParams, PredictionReviewParams
 from schemas.scale_params import ScaleParams
 from schemas.training_params import EvaluateParams, GateParams, SweepParams, TrainParams
 from schemas.typed import ParamsError, build, check_fraction, check_near_duplicate_rule
