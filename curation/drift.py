@@ -154,7 +154,7 @@ def two_sample_auc(
     y = np.r_[np.zeros(len(reference), dtype=int), np.ones(len(window), dtype=int)]
     model = make_pipeline(
         TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
-        LogisticRegression(C=1.0, max_iter=1000, class_weight="balanced"),
+        LogisticRegression(C=1.0, solver="liblinear", class_weight="balanced"),
     )
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     scores = cross_val_predict(model, texts, y, cv=cv, method="predict_proba")[:, 1]
@@ -408,3 +408,25 @@ def flat_monitor_metrics(result: dict[str, Any]) -> dict[str, Any]:
     for check in last["checks"]:
         flat[f"{check['check']}_level"] = LEVELS.index(check["level"])
     return flat
+
+
+def retrain_decision(
+    verdict: str, failed_checks: Sequence[str], production_accuracy: float | None, *,
+    min_production_accuracy: float | None,
+) -> tuple[bool, list[str]]:  # fmt: skip
+    """The monitor's policy: retrain on a ``drift`` verdict, or when reviewed production
+    accuracy is below its threshold. Returns (retrain, the reasons, one per rule)."""
+    reasons = []
+    retrain = verdict == "drift"
+    named = f" ({', '.join(failed_checks)})" if failed_checks else ""
+    reasons.append(f"{'retrain' if retrain else 'no retrain'}: drift verdict {verdict}{named}")
+    if production_accuracy is None or min_production_accuracy is None:
+        reasons.append("production accuracy: not checked (no reviewed sample or no threshold)")
+    else:
+        low = production_accuracy < min_production_accuracy
+        retrain |= low
+        reasons.append(
+            f"{'retrain' if low else 'no retrain'}: production accuracy {production_accuracy:.3f} "
+            f"{'<' if low else '>='} {min_production_accuracy:.3f}"
+        )
+    return retrain, reasons
