@@ -126,13 +126,13 @@ def predict_file(
     from training.predict import load_predictor, predict_texts
 
     rows, quarantine = read_traffic(traffic, data=params.data)
-    bad_path = quarantine_path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    quarantine.write_parquet(bad_path)
-    if predictor is None:
+    if predictor is None:  # before any file is written: a model that cannot serve leaves nothing
         predictor = load_predictor(
             model_dir, threads=params.predict.threads, version=params.predict.model_version
         )
+    bad_path = quarantine_path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    quarantine.write_parquet(bad_path)
     started = time.perf_counter()
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     writer = None

@@ -191,9 +191,9 @@ def test_cli_monitor_writes_metrics_and_page_and_refuses_bad_files(
 
     planted["shifted"].drop("confidence").write_parquet(tmp_path / "bad.parquet")
     bad = CliRunner().invoke(app, [*args[:3], "--predictions", str(tmp_path / "bad.parquet"), *args[5:]])
-    assert bad.exit_code == 2 and "bad.parquet: not a predictions file: confidence" in " ".join(bad.output.split())
+    assert bad.exit_code == 2 and "bad.parquet:notapredictionsfile:confidence" in "".join(bad.output.split())
     missing = CliRunner().invoke(app, ["monitor", "--reference", str(tmp_path / "nope"), *args[3:]])
-    assert missing.exit_code == 2 and "train.parquet: not found" in " ".join(missing.output.split())
+    assert missing.exit_code == 2 and "train.parquet:notfound" in "".join(missing.output.split())
 
 
 # ── the flow against a real Prefect server ──────────────────────────────────────────
