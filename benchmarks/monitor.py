@@ -137,8 +137,11 @@ def drift_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         seconds.append(time.perf_counter() - t)
         w = result["windows"][-1]
         outcomes.setdefault(name, []).append(
-            {"verdict": w["verdict"], "levels": {c["check"]: c["level"] for c in w["checks"]},
-             "stats": {k: v for k, v in w["stats"].items() if isinstance(v, float)}}  # fmt: skip
+            {
+                "verdict": w["verdict"],
+                "levels": {c["check"]: c["level"] for c in w["checks"]},
+                "stats": {k: v for k, v in w["stats"].items() if isinstance(v, float)},
+            }  # fmt: skip
         )
     summary = {}
     for name, runs in outcomes.items():
@@ -164,7 +167,8 @@ def drift_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "baseline_rows": baseline.height,
         "traffic_pool_rows": traffic_rows.height,
         "window_rows": n,
-        "stand_in_model": "word+char TF-IDF -> log-loss SGDClassifier (alpha 1e-5, 30 epochs), fitted on the reference",
+        "stand_in_model": "word+char TF-IDF -> log-loss SGDClassifier (alpha 1e-5, 30 epochs), "
+        "fitted on the reference",
         "stand_in_fit_seconds": round(fit_seconds, 2),
         "stand_in_baseline_accuracy": round(accuracy, 4),
         "seconds_per_window": round(float(np.mean(seconds)), 3),
@@ -243,7 +247,11 @@ def main() -> None:
     parser.add_argument("--figure", type=Path, default=ROOT / "benchmarks/results/monitor_windows.png")
     args = parser.parse_args()
     report: dict[str, Any] = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    report["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "note": "shared 2-core box"}
+    report["machine"] = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "note": "shared 2-core box",
+    }
     if args.iid or args.shifted:
         report["drift"] = drift_benchmark(args)
         print(json.dumps({k: v for k, v in report["drift"].items() if k != "scenarios"}, indent=1))

@@ -71,9 +71,9 @@ def assign_windows(predictions: pl.DataFrame, *, cfg: MonitorParams) -> pl.DataF
         )
     sizes = frame.group_by("_key").agg(pl.len().alias("n"), pl.col("_start").first()).sort("_key")
     merged = _merge_small(sizes["n"].to_list(), cfg.min_window_rows)
-    mapping = pl.DataFrame(
-        {"_key": sizes["_key"], "window": pl.Series(merged, dtype=pl.Int64)}
-    ).join(sizes.select("_key", "_start"), on="_key")
+    mapping = pl.DataFrame({"_key": sizes["_key"], "window": pl.Series(merged, dtype=pl.Int64)}).join(
+        sizes.select("_key", "_start"), on="_key"
+    )
     starts = mapping.group_by("window").agg(pl.col("_start").sort_by("_key").first().alias("window_start"))
     out = frame.join(mapping.select("_key", "window"), on="_key").join(starts, on="window")
     drop = [c for c in ("_row", "_key", "_start", "_ts", "_bucket") if c in out.columns]
@@ -144,7 +144,9 @@ def two_sample_auc(
         ValueError: fewer than ``folds`` texts on a side.
     """
     if min(len(reference), len(window)) < folds:
-        raise ValueError(f"two-sample test needs >= {folds} texts per side, got {len(reference)}/{len(window)}")
+        raise ValueError(
+            f"two-sample test needs >= {folds} texts per side, got {len(reference)}/{len(window)}"
+        )
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
@@ -167,9 +169,7 @@ def tokens(texts: pl.Series) -> pl.Series:
     return texts.str.to_lowercase().str.extract_all(TOKEN_PATTERN).explode().drop_nulls()
 
 
-def novel_terms(
-    vocabulary: pl.Series, window: pl.Series, *, top: int
-) -> tuple[float, list[tuple[str, int]]]:
+def novel_terms(vocabulary: pl.Series, window: pl.Series, *, top: int) -> tuple[float, list[tuple[str, int]]]:
     """Share of ``window``'s tokens absent from ``vocabulary`` and the ``top`` new terms.
 
     Args:
@@ -245,24 +245,40 @@ def judge(stats: dict[str, Any], *, cfg: MonitorParams) -> list[dict[str, Any]]:
     checks: list[dict[str, Any]] = []
     if "auc_low" in stats:
         checks.append(
-            {"check": "input_drift", "value": stats["auc_low"], "warn": cfg.auc_warn, "drift": cfg.auc_drift,
-             "level": _level(stats["auc_low"], cfg.auc_warn, cfg.auc_drift),
-             "what": "two-sample classifier AUC, interval lower bound"}  # fmt: skip
+            {
+                "check": "input_drift",
+                "value": stats["auc_low"],
+                "warn": cfg.auc_warn,
+                "drift": cfg.auc_drift,
+                "level": _level(stats["auc_low"], cfg.auc_warn, cfg.auc_drift),
+                "what": "two-sample classifier AUC, interval lower bound",
+            }  # fmt: skip
         )
     if "novel_rate_excess" in stats:
         excess = stats["novel_rate_excess"]
         checks.append(
-            {"check": "novel_terms", "value": excess, "warn": cfg.novel_rate_warn,
-             "drift": cfg.novel_rate_drift, "level": _level(excess, cfg.novel_rate_warn, cfg.novel_rate_drift),
-             "what": "unseen-token rate minus the test split's"}  # fmt: skip
+            {
+                "check": "novel_terms",
+                "value": excess,
+                "warn": cfg.novel_rate_warn,
+                "drift": cfg.novel_rate_drift,
+                "level": _level(excess, cfg.novel_rate_warn, cfg.novel_rate_drift),
+                "what": "unseen-token rate minus the test split's",
+            }  # fmt: skip
         )
     if "chi2_p" in stats:
         by_p = _p_level(stats["chi2_p"], cfg.chi2_alpha_warn, cfg.chi2_alpha_drift)
         by_psi = _level(stats["psi"], cfg.psi_warn, cfg.psi_drift)
         level = LEVELS[min(LEVELS.index(by_p), LEVELS.index(by_psi))]
         checks.append(
-            {"check": "prediction_drift", "value": stats["psi"], "warn": cfg.psi_warn, "drift": cfg.psi_drift,
-             "level": level, "what": f"PSI of predicted labels (chi-square p = {stats['chi2_p']:.2g})"}  # fmt: skip
+            {
+                "check": "prediction_drift",
+                "value": stats["psi"],
+                "warn": cfg.psi_warn,
+                "drift": cfg.psi_drift,
+                "level": level,
+                "what": f"PSI of predicted labels (chi-square p = {stats['chi2_p']:.2g})",
+            }  # fmt: skip
         )
     if "baseline_mean_confidence" in stats:
         drop = stats["baseline_mean_confidence"] - stats["mean_confidence"]
@@ -271,9 +287,14 @@ def judge(stats: dict[str, Any], *, cfg: MonitorParams) -> list[dict[str, Any]]:
         by_rise = _level(rise, cfg.low_share_rise_warn, cfg.low_share_rise_drift)
         level = LEVELS[max(LEVELS.index(by_drop), LEVELS.index(by_rise))]
         checks.append(
-            {"check": "confidence_drift", "value": drop, "warn": cfg.confidence_drop_warn,
-             "drift": cfg.confidence_drop_drift, "level": level,
-             "what": f"mean-confidence fall (low-confidence share {rise:+.3f})"}  # fmt: skip
+            {
+                "check": "confidence_drift",
+                "value": drop,
+                "warn": cfg.confidence_drop_warn,
+                "drift": cfg.confidence_drop_drift,
+                "level": level,
+                "what": f"mean-confidence fall (low-confidence share {rise:+.3f})",
+            }  # fmt: skip
         )
     return checks
 
@@ -300,8 +321,12 @@ def window_statistics(
     if len(texts) >= cfg.folds and len(reference_texts) >= cfg.folds:
         stats.update(
             two_sample_auc(
-                reference_texts, texts, folds=cfg.folds, seed=cfg.seed,
-                samples=cfg.bootstrap_samples, confidence=cfg.confidence,
+                reference_texts,
+                texts,
+                folds=cfg.folds,
+                seed=cfg.seed,
+                samples=cfg.bootstrap_samples,
+                confidence=cfg.confidence,
             )  # fmt: skip
         )
     rate, terms = novel_terms(vocabulary, window["text"], top=cfg.top_new_terms)
@@ -352,7 +377,9 @@ def monitor_windows(
     sample = reference.sample(n=min(cfg.reference_rows, reference.height), seed=cfg.seed, shuffle=True)
     vocabulary = tokens(reference["text"]).unique()
     baseline_rate = (
-        novel_terms(vocabulary, baseline["text"], top=0)[0] if baseline is not None and baseline.height else 0.0
+        novel_terms(vocabulary, baseline["text"], top=0)[0]
+        if baseline is not None and baseline.height
+        else 0.0
     )
     use_baseline = cfg.label_reference == "baseline" and baseline is not None and baseline.height > 0
     label_reference = (baseline if use_baseline else reference)["label"].drop_nulls().to_list()
@@ -371,8 +398,15 @@ def monitor_windows(
         checks = judge(stats, cfg=cfg)
         verdict, failed = verdict_of(checks)
         windows.append(
-            {"window": int(index), "start": window["window_start"][0], "rows": window.height,
-             "stats": stats, "checks": checks, "verdict": verdict, "failed_checks": failed}  # fmt: skip
+            {
+                "window": int(index),
+                "start": window["window_start"][0],
+                "rows": window.height,
+                "stats": stats,
+                "checks": checks,
+                "verdict": verdict,
+                "failed_checks": failed,
+            }  # fmt: skip
         )
     last = windows[-1]
     return {

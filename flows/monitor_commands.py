@@ -18,14 +18,17 @@ ParamsOpt = Annotated[
 
 
 def predict(
-    traffic: Annotated[Path, typer.Option("--in", help="texts to label (.jsonl, .csv, .parquet; no label needed)")],
+    traffic: Annotated[
+        Path, typer.Option("--in", help="texts to label (.jsonl, .csv, .parquet; no label needed)")
+    ],
     out: Annotated[Path, typer.Option("--out", help="predictions.parquet")] = Path("predictions.parquet"),
     model_dir: Annotated[Path, typer.Option("--model-dir", help="holds adapter/ and training.json")] = Path(
         DEFAULT_MODEL_DIR
     ),
     params: ParamsOpt = None,
     model_version: Annotated[
-        str | None, typer.Option("--model-version", help="version recorded per row; default the adapter's md5")
+        str | None,
+        typer.Option("--model-version", help="version recorded per row; default the adapter's md5"),
     ] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
 ) -> None:
@@ -59,17 +62,20 @@ def predict(
     except (InputFileError, PredictorError) as exc:
         fail(exc)
     console.print(
-        f"{summary['input_rows']} lines -> [green]{summary['predictions']} predictions[/] -> {summary['out']}, "
+        f"{summary['input_rows']} lines -> [green]{summary['predictions']} predictions[/] "
+        f"-> {summary['out']}, "
         f"{summary['quarantined']} quarantined -> {summary['quarantine']}; model {summary['model_version']}; "
         f"{summary['seconds']:.1f} s"
     )
 
 
 def monitor(
-    predictions: Annotated[Path, typer.Option("--predictions", help="predictions.parquet from `curagate predict`")],
-    reference: Annotated[Path, typer.Option("--reference", help="curated dir (train.parquet, test.parquet)")] = Path(
-        DEFAULT_CURATED_DIR
-    ),
+    predictions: Annotated[
+        Path, typer.Option("--predictions", help="predictions.parquet from `curagate predict`")
+    ],
+    reference: Annotated[
+        Path, typer.Option("--reference", help="curated dir (train.parquet, test.parquet)")
+    ] = Path(DEFAULT_CURATED_DIR),
     out: Annotated[Path, typer.Option("--out", help="output dir: monitor.json, monitor.html")] = Path(
         f"{DEFAULT_REPORTS_DIR}/monitor"
     ),
@@ -79,7 +85,9 @@ def monitor(
     ] = None,
     model_dir: Annotated[
         Path | None,
-        typer.Option("--model-dir", help="without --baseline-predictions: predict the test split with this model"),
+        typer.Option(
+            "--model-dir", help="without --baseline-predictions: predict the test split with this model"
+        ),
     ] = None,
     params: ParamsOpt = None,
 ) -> None:

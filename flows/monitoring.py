@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 TRAFFIC_SPLIT = "traffic"  # the split name bad traffic lines carry in their quarantine file
 BASELINE_FILE = "baseline_predictions.parquet"
+COLORS = {"ok": "green", "warn": "orange", "drift": "red"}  # monitor.html's verdict colours
 
 
 class MonitorError(RuntimeError):
@@ -71,10 +72,10 @@ def read_traffic(path: Path, *, data: DataParams) -> tuple[pl.DataFrame, pl.Data
 
     ingested, quarantine = read_input(path, split=TRAFFIC_SPLIT, data=data)
     given = pl.when(pl.col("label_type").is_in(["string", "number"])).then(pl.col("label"))
-    neutral = ingested.with_columns(_input_label=given, label=pl.lit(None, pl.String), label_type=pl.lit("string"))
-    valid, bad = validate_records(
-        neutral, data=dataclasses.replace(data, task="classification"), labels=None
+    neutral = ingested.with_columns(
+        _input_label=given, label=pl.lit(None, pl.String), label_type=pl.lit("string")
     )
+    valid, bad = validate_records(neutral, data=dataclasses.replace(data, task="classification"), labels=None)
     rows = valid.sort("line").select("id", "text", "extra", "_input_label")
     extras = _extra_columns(rows)
     if rows["_input_label"].null_count() < rows.height:
@@ -94,7 +95,9 @@ def _extra_columns(rows: pl.DataFrame) -> pl.DataFrame:
     except (pl.exceptions.PolarsError, TypeError) as exc:  # mixed types across rows: keep the JSON text
         log.warning("extra columns kept as JSON text (%s)", exc)
         return rows.select(extra_json=pl.col("extra"))
-    return extras.rename({c: f"input_{c}" for c in extras.columns if c in PREDICTION_COLUMNS or c == "input_label"})
+    return extras.rename(
+        {c: f"input_{c}" for c in extras.columns if c in PREDICTION_COLUMNS or c == "input_label"}
+    )
 
 
 def predict_file(
@@ -318,7 +321,9 @@ def window_figure(result: dict[str, Any]) -> Any:
 
     ax = axes[0][0]
     panel(ax, "auc", "input drift: two-sample AUC (band: interval)", None, None)
-    ax.fill_between(x, [s.get("auc_low", 0.5) for s in stats], [s.get("auc_high", 0.5) for s in stats], alpha=0.3)
+    ax.fill_between(
+        x, [s.get("auc_low", 0.5) for s in stats], [s.get("auc_high", 0.5) for s in stats], alpha=0.3
+    )
     ax.axhline(cfg["auc_warn"], color="orange", ls="--", lw=1, label="warn (lower bound)")
     ax.axhline(cfg["auc_drift"], color="red", ls="--", lw=1, label="drift (lower bound)")
     ax.legend(fontsize=7)
@@ -349,9 +354,9 @@ def render_monitor_html(result: dict[str, Any]) -> str:
     plt.close(fig)
     image = base64.b64encode(buffer.getvalue()).decode("ascii")
     last = result["windows"][-1]
-    color = {"ok": "green", "warn": "orange", "drift": "red"}[result["verdict"]]
+    color = COLORS[result["verdict"]]
     checks = "".join(
-        f"<tr><td>{c['check']}</td><td style='color:{ {'ok': 'green', 'warn': 'orange', 'drift': 'red'}[c['level']]}'>"
+        f"<tr><td>{c['check']}</td><td style='color:{COLORS[c['level']]}'>"
         f"{c['level']}</td><td>{c['value']:.4f}</td><td>{c['warn']}</td><td>{c['drift']}</td>"
         f"<td>{html.escape(c['what'])}</td></tr>"
         for c in last["checks"]

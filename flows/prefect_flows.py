@@ -296,7 +296,12 @@ def predict_task(traffic: Path, out: Path, params: Params, model_dir: Path) -> d
 
 @task(name="drift-checks", cache_policy=NONE)
 def drift_task(
-    reference: Path, predictions: Path, out: Path, params: Params, baseline: Path | None, model_dir: Path | None
+    reference: Path,
+    predictions: Path,
+    out: Path,
+    params: Params,
+    baseline: Path | None,
+    model_dir: Path | None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """monitor.json, monitor_detail.json, monitor.html; returns (flat metrics, detail)."""
     from flows.monitoring import monitor_files
@@ -341,7 +346,8 @@ def monitor_markdown(flat: dict[str, Any], detail: dict[str, Any], decision: dic
         f"- verdict: **{flat['verdict'].upper()}**"
         + (f" (failed: {flat['failed_checks']})" if flat["failed_checks"] else ""),
         f"- predictions: `{detail['predictions']}` ({flat['rows']} rows, {flat['windows']} window(s); "
-        f"{flat['windows_drift']} drift, {flat['windows_warn']} warn), model {', '.join(detail['model_versions'])}",
+        f"{flat['windows_drift']} drift, {flat['windows_warn']} warn), "
+        f"model {', '.join(detail['model_versions'])}",
         f"- action: **{decision['action']}**",
     ]
     lines += [f"  - {reason}" for reason in decision["reasons"]]
@@ -388,7 +394,9 @@ def monitor(
     traffic = traffic or params.monitor.traffic
     if predictions is None:
         if traffic is None:
-            raise ValueError("monitor needs traffic (a file to predict on, or monitor.traffic) or predictions")
+            raise ValueError(
+                "monitor needs traffic (a file to predict on, or monitor.traffic) or predictions"
+            )
         summary = predict_task(Path(traffic), out_dir / "predictions.parquet", params, Path(model_dir))
         logger.info("predicted %d rows (%d quarantined) in %ss", summary["predictions"],
                     summary["quarantined"], summary["seconds"])  # fmt: skip

@@ -30,13 +30,15 @@ from curation.drift import (
 from schemas.monitor_params import MonitorParams
 from schemas.params import ParamsError, params_from_dict
 from schemas.predictions import PREDICTIONS_SCHEMA
-from tests.test_prefect_server import server  # noqa: F401  (the real Prefect server fixture)
+from tests.test_prefect_server import server as server  # the real Prefect server fixture
 
 SMALL = MonitorParams(window_rows=200, min_window_rows=50, reference_rows=400, bootstrap_samples=200, folds=3)
 PRODUCTS = ("Zyntra", "Quorvex", "Paywisp", "Novacard")
 
 
-def _predictions(frame: pl.DataFrame, confidence: np.ndarray, labels: list[str] | None = None) -> pl.DataFrame:
+def _predictions(
+    frame: pl.DataFrame, confidence: np.ndarray, labels: list[str] | None = None
+) -> pl.DataFrame:
     n = frame.height
     return pl.DataFrame(
         {
@@ -79,13 +81,20 @@ def test_drift_found_on_a_shifted_window_not_on_an_iid_one(planted: dict[str, pl
     assert ok["label_reference"] == "baseline" and len(ok["windows"]) == 1
     drift = monitor_windows(planted["shifted"], planted["reference"], baseline=planted["baseline"], cfg=SMALL)
     assert drift["verdict"] == "drift"
-    assert set(drift["failed_checks"]) == {"input_drift", "novel_terms", "prediction_drift", "confidence_drift"}
+    assert set(drift["failed_checks"]) == {
+        "input_drift",
+        "novel_terms",
+        "prediction_drift",
+        "confidence_drift",
+    }
     new_terms = {t for t, _ in drift["windows"][-1]["stats"]["top_new_terms"]}
     assert {p.lower() for p in PRODUCTS} <= new_terms
 
 
 def test_windows_cover_every_row_once_and_merge_small_ones() -> None:
-    frame = pl.DataFrame({"text": [f"t{i}" for i in range(530)], "predicted_at": ["2026-01-01T00:00:00Z"] * 530})
+    frame = pl.DataFrame(
+        {"text": [f"t{i}" for i in range(530)], "predicted_at": ["2026-01-01T00:00:00Z"] * 530}
+    )
     rows = assign_windows(frame, cfg=MonitorParams(window_rows=200, min_window_rows=150))
     assert rows.height == 530 and sorted(rows["text"]) == sorted(frame["text"])
     assert rows.group_by("window").len().sort("window")["len"].to_list() == [200, 330]  # tail of 130 + 200
@@ -96,14 +105,18 @@ def test_windows_cover_every_row_once_and_merge_small_ones() -> None:
     assert sizes["len"].to_list() == [70, 70]  # day 2 (10 rows) joins day 1, in time order
     assert sizes["window_start"].to_list() == ["2026-01-01T00:00:00Z", "2026-01-03T00:00:00Z"]
     with pytest.raises(ValueError, match="not ISO-8601"):
-        assign_windows(timed.with_columns(predicted_at=pl.lit("yesterday")), cfg=MonitorParams(window_by="time"))
+        assign_windows(
+            timed.with_columns(predicted_at=pl.lit("yesterday")), cfg=MonitorParams(window_by="time")
+        )
 
 
 def test_statistics_on_known_cases() -> None:
     y = np.r_[np.zeros(50, bool), np.ones(50, bool)]
     assert auc_interval(y, y.astype(float), samples=100, confidence=0.9, seed=0) == (1.0, 1.0, 1.0)
     assert auc_interval(y, -y.astype(float), samples=100, confidence=0.9, seed=0)[0] == 0.0
-    value, low, high = auc_interval(y, np.random.default_rng(0).random(100), samples=200, confidence=0.95, seed=0)
+    value, low, high = auc_interval(
+        y, np.random.default_rng(0).random(100), samples=200, confidence=0.95, seed=0
+    )
     assert low <= value <= high and low < 0.5 < high
     same = label_shift(["a", "b"] * 50, ["a", "b"] * 80)
     assert same["chi2_p"] > 0.99 and same["psi"] < 1e-9
@@ -185,7 +198,9 @@ def test_cli_monitor_writes_metrics_and_page_and_refuses_bad_files(
     result = CliRunner().invoke(app, [*args, "--baseline-predictions", str(tmp_path / "baseline.parquet")])
     assert result.exit_code == 0, result.output
     flat = json.loads((tmp_path / "mon" / "monitor.json").read_text())
-    assert flat["verdict"] == "drift" and flat["verdict_level"] == 2 and "novel_terms" in flat["failed_checks"]
+    assert (
+        flat["verdict"] == "drift" and flat["verdict_level"] == 2 and "novel_terms" in flat["failed_checks"]
+    )
     assert all(isinstance(v, int | float | str) for v in flat.values())  # flat, for dvc metrics
     assert "data:image/png;base64," in (tmp_path / "mon" / "monitor.html").read_text()
 

@@ -55,7 +55,9 @@ def adapter_version(adapter_dir: Path) -> str:
     sorted), so the same weights always give the same version, wherever they are copied."""
     entries = []
     for path in sorted(p for p in adapter_dir.rglob("*") if p.is_file()):
-        entries.append(f"{path.relative_to(adapter_dir).as_posix()} {hashlib.md5(path.read_bytes()).hexdigest()}")
+        entries.append(
+            f"{path.relative_to(adapter_dir).as_posix()} {hashlib.md5(path.read_bytes()).hexdigest()}"
+        )
     if not entries:
         raise PredictorError(f"{adapter_dir}: no adapter files")
     return "md5-" + hashlib.md5("\n".join(entries).encode()).hexdigest()
@@ -78,7 +80,9 @@ def read_training_record(model_dir: Path) -> dict[str, Any]:
     if not isinstance(record, dict):
         raise PredictorError(f"{path}: not a JSON object")
     if record.get("task") != "classification":
-        raise PredictorError(f"{path}: task {record.get('task')!r}; predict labels classification adapters only")
+        raise PredictorError(
+            f"{path}: task {record.get('task')!r}; predict labels classification adapters only"
+        )
     if not record.get("label_set"):
         raise PredictorError(f"{path}: no label_set recorded")
     if not isinstance(record.get("params"), dict) or "base_model" not in record["params"]:
@@ -212,7 +216,9 @@ def predict_texts(
         )
         steps = torch.stack(out.logits, dim=1)  # (batch, steps, vocab)
         for row, i in enumerate(chunk):
-            labels[i], confidences[i] = label_probability(trie, out.sequences[row, start:].tolist(), steps[row])
+            labels[i], confidences[i] = label_probability(
+                trie, out.sequences[row, start:].tolist(), steps[row]
+            )
         if on_batch is not None:
             on_batch(len(chunk))
     return labels, confidences
