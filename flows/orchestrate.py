@@ -52,15 +52,17 @@ def serve(
     limit: Annotated[int, typer.Option("--limit", help="flow runs at once")] = 1,
 ) -> None:
     """Serve the Prefect deployments curate-dataset/local, train-adapter/local, pipeline/local
-    and review-sync/local from this directory (needs PREFECT_API_URL: a running server)."""
+    review-sync/local and monitor/local from this directory (needs PREFECT_API_URL: a running server)."""
     from prefect import serve as prefect_serve
 
-    from flows.prefect_flows import curate_dataset, pipeline, train_adapter
+    from flows.console import load_cli_params
+    from flows.prefect_flows import curate_dataset, monitor_deployment, pipeline, train_adapter
     from flows.review_flow import review_sync
 
     deployments = [
         f.to_deployment(name=DEPLOYMENT_NAME) for f in (curate_dataset, train_adapter, pipeline, review_sync)
     ]
+    deployments.append(monitor_deployment(DEPLOYMENT_NAME, load_cli_params(None)))  # cron: monitor.schedule
     prefect_serve(*deployments, limit=limit)
 
 

@@ -1,5 +1,5 @@
-"""Prefect flows: `curate-dataset`, `train-adapter`, `pipeline` (and `review-sync`, from
-flows/review_flow.py).
+"""Prefect flows: `curate-dataset`, `train-adapter`, `pipeline`, `monitor` (and `review-sync`,
+from flows/review_flow.py).
 
 Only wiring. `curate-dataset` runs the pipeline's table through the same loop as the CLI,
 each step as a Prefect task wrapping the step's plain function; gate, train and evaluate
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
 from flows.files import output_frames, read_reviews, write_outputs
@@ -280,4 +280,170 @@ def pipeline(repo: str = ".", targets: list[str] | None = None, force: bool = Fa
     return summary
 
 
-__all__ = ["curate_dataset", "pipeline", "train_adapter"]
+# ── the production loop: monitor ─────────────────────────────────────────────────────
+
+MONITOR_DIR = f"{DEFAULT_REPORTS_DIR}/monitor"
+PIPELINE_DEPLOYMENT = "pipeline/local"
+
+
+@task(name="predict", cache_policy=NONE)  # no retries: a bad traffic file does not heal
+def predict_task(traffic: Path, out: Path, params: Params, model_dir: Path) -> dict[str, Any]:
+    """predictions.parquet (+ its quarantine file) for the traffic file."""
+    from flows.monitoring import predict_file
+
+    return predict_file(traffic, out, params=params, model_dir=model_dir)
+
+
+@task(name="drift-checks", cache_policy=NONE)
+def drift_task(
+    reference: Path,
+    predictions: Path,
+    out: Path,
+    params: Params,
+    baseline: Path | None,
+    model_dir: Path | None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """monitor.json, monitor_detail.json, monitor.html; returns (flat metrics, detail)."""
+    from flows.monitoring import monitor_files
+
+    return monitor_files(reference, predictions, out, params=params, baseline=baseline, model_dir=model_dir)
+
+
+@task(name="push-review-sample", cache_policy=NONE)
+def push_review_sample(predictions: Path, params: Params) -> dict[str, Any] | None:
+    """Step 3: send a sample of the predictions to Label Studio (`review push-predictions`).
+    A no-op unless ``monitor.review: true``; the review side's push function is called here."""
+    if not params.monitor.review:
+        return None
+    get_run_logger().warning("monitor.review is true, but no review push is wired into this build")
+    return {"pushed": 0, "note": "review push not wired"}
+
+
+@task(name="pull-review-decisions", cache_policy=NONE)
+def pull_review_decisions(params: Params) -> dict[str, Any] | None:
+    """Step 4: pull reviewers' decisions on predictions; returns at least
+    ``{"production_accuracy": float | None}``. A no-op unless ``monitor.review: true``."""
+    if not params.monitor.review:
+        return None
+    get_run_logger().warning("monitor.review is true, but no review pull is wired into this build")
+    return {"production_accuracy": None, "note": "review pull not wired"}
+
+
+@task(name="trigger-pipeline", cache_policy=NONE)
+def trigger_pipeline_task(deployment: str, parameters: dict[str, Any]) -> str:
+    """Start a run of the `pipeline` deployment without waiting for it; returns its run id."""
+    from prefect.deployments import run_deployment
+
+    run = run_deployment(name=deployment, parameters=parameters, timeout=0)
+    return str(run.id)
+
+
+def monitor_markdown(flat: dict[str, Any], detail: dict[str, Any], decision: dict[str, Any]) -> str:
+    """What the monitor run saw, what it did and why."""
+    lines = [
+        "# Monitor",
+        "",
+        f"- verdict: **{flat['verdict'].upper()}**"
+        + (f" (failed: {flat['failed_checks']})" if flat["failed_checks"] else ""),
+        f"- predictions: `{detail['predictions']}` ({flat['rows']} rows, {flat['windows']} window(s); "
+        f"{flat['windows_drift']} drift, {flat['windows_warn']} warn), "
+        f"model {', '.join(detail['model_versions'])}",
+        f"- action: **{decision['action']}**",
+    ]
+    lines += [f"  - {reason}" for reason in decision["reasons"]]
+    if decision.get("pipeline_run_id"):
+        lines.append(f"- triggered `{decision['deployment']}`: flow run `{decision['pipeline_run_id']}`")
+    lines += ["", "| check (last window) | level | value | warn at | drift at |", "|---|---|---|---|---|"]
+    lines += [
+        f"| {c['check']} | {c['level']} | {c['value']:.4f} | {c['warn']} | {c['drift']} |"
+        for c in detail["windows"][-1]["checks"]
+    ]
+    terms = detail["windows"][-1]["stats"]["top_new_terms"]
+    if terms:
+        lines += ["", "New terms: " + ", ".join(f"`{t}` ({n})" for t, n in terms)]
+    return "\n".join(lines) + "\n"
+
+
+@flow(name="monitor")
+def monitor(
+    traffic: str | None = None,
+    predictions: str | None = None,
+    reference: str = DEFAULT_CURATED_DIR,
+    model_dir: str = DEFAULT_MODEL_DIR,
+    out: str = MONITOR_DIR,
+    baseline_predictions: str | None = None,
+    params_path: str | None = None,
+    repo: str = ".",
+    deployment: str = PIPELINE_DEPLOYMENT,
+    trigger: bool = True,
+) -> dict[str, Any]:
+    """The production loop's watch: predict on new traffic, check drift, (review), retrain.
+
+    1. predict on ``traffic`` (default ``monitor.traffic``) into ``<out>/predictions.parquet``,
+       or take already logged ``predictions``; 2. the drift checks against ``reference``;
+    3-4. push a review sample and pull decisions (no-ops unless ``monitor.review``);
+    5. on a ``drift`` verdict, or production accuracy below ``monitor.min_production_accuracy``,
+       start the ``pipeline`` deployment (``dvc repro`` in ``repo``) without waiting for it.
+    What it saw, did and why is published as artifacts (markdown + a table of windows).
+    """
+    from curation.drift import retrain_decision
+
+    logger = get_run_logger()
+    params = load_params(find_params(params_path))
+    out_dir = Path(out)
+    traffic = traffic or params.monitor.traffic
+    if predictions is None:
+        if traffic is None:
+            raise ValueError(
+                "monitor needs traffic (a file to predict on, or monitor.traffic) or predictions"
+            )
+        summary = predict_task(Path(traffic), out_dir / "predictions.parquet", params, Path(model_dir))
+        logger.info("predicted %d rows (%d quarantined) in %ss", summary["predictions"],
+                    summary["quarantined"], summary["seconds"])  # fmt: skip
+        predictions = summary["out"]
+    has_model = (Path(model_dir) / "training.json").is_file()
+    baseline = Path(baseline_predictions) if baseline_predictions else None
+    flat, detail = drift_task(
+        Path(reference), Path(predictions), out_dir, params, baseline,
+        Path(model_dir) if baseline is None and has_model else None,
+    )  # fmt: skip
+    logger.info("drift verdict %s %s", flat["verdict"], flat["failed_checks"])
+    pushed = push_review_sample(Path(predictions), params)
+    pulled = pull_review_decisions(params)
+    accuracy = (pulled or {}).get("production_accuracy")
+    retrain, reasons = retrain_decision(
+        flat["verdict"], detail["failed_checks"], accuracy,
+        min_production_accuracy=params.monitor.min_production_accuracy,
+    )  # fmt: skip
+    decision: dict[str, Any] = {"retrain": retrain, "reasons": reasons, "deployment": deployment,
+                                "pipeline_run_id": None}  # fmt: skip
+    if retrain and trigger:
+        decision["pipeline_run_id"] = trigger_pipeline_task(deployment, {"repo": repo})
+        decision["action"] = "retrain triggered"
+    else:
+        decision["action"] = "retrain needed, trigger off" if retrain else "none"
+    logger.info("%s: %s", decision["action"], "; ".join(reasons))
+    create_markdown_artifact(
+        markdown=monitor_markdown(flat, detail, decision), key="monitor",
+        description=f"verdict {flat['verdict']}, {decision['action']}",
+    )  # fmt: skip
+    create_table_artifact(
+        table=[{"window": w["window"], "start": w["start"], "rows": w["rows"], "verdict": w["verdict"],
+                "failed": ", ".join(w["failed_checks"])} for w in detail["windows"]],
+        key="monitor-windows", description="drift verdict per window",
+    )  # fmt: skip
+    html = out_dir / "monitor.html"
+    create_link_artifact(link=html.resolve().as_uri(), link_text="monitor.html", key="monitor-report")
+    return {**flat, **decision, "review_push": pushed, "review_pull": pulled, "production_accuracy": accuracy}
+
+
+def monitor_deployment(name: str, params: Params) -> Any:
+    """The `monitor/<name>` deployment: on ``monitor.schedule`` (cron) when set, reading
+    ``monitor.traffic`` by default."""
+    cfg = params.monitor
+    return monitor.to_deployment(
+        name=name, cron=cfg.schedule, parameters={"traffic": cfg.traffic} if cfg.traffic else None
+    )
+
+
+__all__ = ["curate_dataset", "monitor", "pipeline", "train_adapter"]

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 
 from schemas.instruction_params import InstructionParams
+from schemas.monitor_params import MonitorParams, PredictParams
 from schemas.review_params import LabelStudioParams, PredictionReviewParams
 from schemas.scale_params import ScaleParams
 from schemas.training_params import EvaluateParams, GateParams, SweepParams, TrainParams
@@ -174,6 +175,8 @@ class Params:
     labelstudio: LabelStudioParams = field(default_factory=LabelStudioParams)
     prediction_review: PredictionReviewParams = field(default_factory=PredictionReviewParams)
     instruction: InstructionParams = field(default_factory=InstructionParams)
+    predict: PredictParams = field(default_factory=PredictParams)
+    monitor: MonitorParams = field(default_factory=MonitorParams)
     # where the values came from: relative paths inside (data.labels) resolve against it
     base_dir: Path = field(default=Path("."), compare=False, repr=False)
     source: str = field(default="built-in defaults", compare=False)

@@ -1,0 +1,397 @@
+"""Predict and monitor on files: read, validate, call the library, write. The `curagate
+predict|monitor` commands and the `monitor` Prefect flow's tasks both call these.
+
+- :func:`predict_file`: traffic (JSONL / CSV / Parquet, no label needed) through the same
+  ingest and validation as curate; bad lines go to ``<out>.quarantine.parquet`` with their
+  reason; every valid row is labelled by the adapter (training/predict.py) in chunks of
+  ``predict.chunk_rows``, each chunk stamped and appended to predictions.parquet (written
+  beside the target and renamed into place when complete).
+- :func:`monitor_files`: the drift checks of curation/drift.py over windows of
+  predictions.parquet against the curated train split and the model's predictions on the
+  curated test split (the baseline); writes monitor.json (flat, for `dvc metrics`),
+  monitor_detail.json and monitor.html (plots over windows).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import html
+import io
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from curation.ingest import InputFileError
+from schemas.params import ColumnMap, DataParams, Params
+from schemas.predictions import PREDICTION_COLUMNS, PREDICTIONS_SCHEMA
+from schemas.records import QUARANTINE_SCHEMA
+
+log = logging.getLogger(__name__)
+
+TRAFFIC_SPLIT = "traffic"  # the split name bad traffic lines carry in their quarantine file
+BASELINE_FILE = "baseline_predictions.parquet"
+COLORS = {"ok": "green", "warn": "orange", "drift": "red"}  # monitor.html's verdict colours
+
+
+class MonitorError(RuntimeError):
+    """A predict or monitor input cannot be used; names the file and why."""
+
+
+def quarantine_path(out: Path) -> Path:
+    """Where predict puts the traffic lines it could not read: beside the predictions."""
+    return out.with_name(out.name.removesuffix(".parquet") + ".quarantine.parquet")
+
+
+def utc_now() -> str:
+    """The ISO-8601 UTC timestamp predictions carry (second precision)."""
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# ── predict ──────────────────────────────────────────────────────────────────────────
+
+
+def read_traffic(path: Path, *, data: DataParams) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Traffic rows to label (id, text, extra input columns) and the quarantined lines.
+
+    Curate's ingest and validation, with the label optional: an input label is kept as the
+    extra column ``input_label``.
+
+    Raises:
+        InputFileError: a whole-file problem (with the file and the reason).
+    """
+    from curation.validate import validate_records
+    from flows.files import read_input
+
+    ingested, quarantine = read_input(path, split=TRAFFIC_SPLIT, data=data)
+    given = pl.when(pl.col("label_type").is_in(["string", "number"])).then(pl.col("label"))
+    neutral = ingested.with_columns(
+        _input_label=given, label=pl.lit(None, pl.String), label_type=pl.lit("string")
+    )
+    valid, bad = validate_records(neutral, data=dataclasses.replace(data, task="classification"), labels=None)
+    rows = valid.sort("line").select("id", "text", "extra", "_input_label")
+    extras = _extra_columns(rows)
+    if rows["_input_label"].null_count() < rows.height:
+        extras = extras.with_columns(input_label=rows["_input_label"])
+    return pl.concat([rows.select("id", "text"), extras], how="horizontal"), pl.concat(
+        [quarantine, bad]
+    ).cast(QUARANTINE_SCHEMA).sort("line")
+
+
+def _extra_columns(rows: pl.DataFrame) -> pl.DataFrame:
+    """Extra input columns (ingest keeps them as JSON text), renamed ``input_<name>`` where a
+    name is one of the predictions' own columns."""
+    if rows["extra"].drop_nulls().is_empty():
+        return pl.DataFrame()
+    try:
+        extras = rows["extra"].str.json_decode().struct.unnest()  # polars 2: the Series form infers
+    except (pl.exceptions.PolarsError, TypeError) as exc:  # mixed types across rows: keep the JSON text
+        log.warning("extra columns kept as JSON text (%s)", exc)
+        return rows.select(extra_json=pl.col("extra"))
+    return extras.rename(
+        {c: f"input_{c}" for c in extras.columns if c in PREDICTION_COLUMNS or c == "input_label"}
+    )
+
+
+def predict_file(
+    traffic: Path,
+    out: Path,
+    *,
+    params: Params,
+    model_dir: Path,
+    predictor: Any = None,
+    predicted_at: Callable[[], str] = utc_now,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Label every valid line of ``traffic`` into ``out`` (predictions.parquet).
+
+    Args:
+        predictor: a loaded :class:`training.predict.Predictor`; None loads ``model_dir``'s.
+        predicted_at: the clock each chunk is stamped with (tests pass a fixed one).
+        on_progress: called with (rows done, rows in total) after each batch.
+
+    Returns:
+        A summary: input rows, predictions, quarantined, model version, seconds, files.
+
+    Raises:
+        InputFileError: the traffic file cannot be read as a whole.
+        training.predict.PredictorError: the model directory cannot serve.
+    """
+    import pyarrow.parquet as pq
+
+    from training.predict import load_predictor, predict_texts
+
+    rows, quarantine = read_traffic(traffic, data=params.data)
+    if predictor is None:  # before any file is written: a model that cannot serve leaves nothing
+        predictor = load_predictor(
+            model_dir, threads=params.predict.threads, version=params.predict.model_version
+        )
+    bad_path = quarantine_path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    quarantine.write_parquet(bad_path)
+    started = time.perf_counter()
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    writer = None
+    done = 0
+    try:
+        empty = _prediction_frame(rows.head(0), [], [], predictor.version, "")
+        writer = pq.ParquetWriter(tmp, empty.to_arrow().schema)
+
+        def advance(k: int) -> None:
+            nonlocal done
+            done += k
+            if on_progress is not None:
+                on_progress(done, rows.height)
+
+        for chunk in rows.iter_slices(params.predict.chunk_rows):
+            labels, confidences = predict_texts(
+                predictor, chunk["text"].to_list(), batch_size=params.predict.batch_size, on_batch=advance
+            )
+            frame = _prediction_frame(chunk, labels, confidences, predictor.version, predicted_at())
+            writer.write_table(frame.to_arrow())
+        writer.close()
+        writer = None
+        tmp.replace(out)
+    finally:
+        if writer is not None:
+            writer.close()
+        tmp.unlink(missing_ok=True)
+    seconds = time.perf_counter() - started
+    return {
+        "input_rows": rows.height + quarantine.height,
+        "predictions": rows.height,
+        "quarantined": quarantine.height,
+        "model_version": predictor.version,
+        "seconds": round(seconds, 3),
+        "seconds_per_10k": round(seconds / rows.height * 10_000, 1) if rows.height else None,
+        "out": str(out),
+        "quarantine": str(bad_path),
+    }
+
+
+def _prediction_frame(
+    chunk: pl.DataFrame, labels: list[str], confidences: list[float], version: str, stamp: str
+) -> pl.DataFrame:
+    """The fixed columns of PREDICTIONS_SCHEMA, then the chunk's extra input columns."""
+    fixed = pl.DataFrame(
+        {
+            "id": chunk["id"],
+            "text": chunk["text"],
+            "label": pl.Series(labels, dtype=pl.String),
+            "confidence": pl.Series(confidences, dtype=pl.Float64),
+            "model_version": pl.Series([version] * chunk.height, dtype=pl.String),
+            "predicted_at": pl.Series([stamp] * chunk.height, dtype=pl.String),
+        },
+        schema=PREDICTIONS_SCHEMA,
+    )
+    return pl.concat([fixed, chunk.drop("id", "text")], how="horizontal")
+
+
+def read_predictions(path: Path) -> pl.DataFrame:
+    """predictions.parquet, checked against PREDICTIONS_SCHEMA's fixed columns.
+
+    Raises:
+        MonitorError: missing, unreadable, or a fixed column missing or of another type.
+    """
+    if not path.is_file():
+        raise MonitorError(f"{path}: predictions file not found; run `curagate predict` first")
+    try:
+        frame = pl.read_parquet(path)
+    except Exception as exc:  # polars raises several types for a corrupt file
+        raise MonitorError(f"{path}: unreadable Parquet ({exc})") from exc
+    wrong = [
+        f"{name} ({frame.schema.get(name, 'missing')}, expected {dtype})"
+        for name, dtype in PREDICTIONS_SCHEMA.items()
+        if frame.schema.get(name) != dtype
+    ]
+    if wrong:
+        raise MonitorError(f"{path}: not a predictions file: {', '.join(wrong)}")
+    bad = frame.filter(~pl.col("confidence").is_between(0.0, 1.0) | pl.col("label").is_null())
+    if bad.height:
+        raise MonitorError(f"{path}: {bad.height} row(s) with a null label or a confidence outside [0, 1]")
+    return frame
+
+
+# ── monitor ──────────────────────────────────────────────────────────────────────────
+
+
+def baseline_predictions(
+    reference: Path, out_dir: Path, *, params: Params, model_dir: Path, predictor: Any = None
+) -> Path:
+    """The model's predictions on the curated test split, cached in ``out_dir`` per model
+    version (predicted again when the adapter changed)."""
+    from training.predict import ADAPTER_DIR, adapter_version
+
+    target = out_dir / BASELINE_FILE
+    version = params.predict.model_version or adapter_version(model_dir / ADAPTER_DIR)
+    if target.is_file():
+        cached = pl.read_parquet(target, columns=["model_version"])["model_version"].unique().to_list()
+        if cached == [version]:
+            return target
+    test = reference / "test.parquet"
+    if not test.is_file():
+        raise MonitorError(f"{test}: not found; the baseline needs the curated test split")
+    # the curated split is already valid: its columns are id, text, label (not data.columns' names)
+    curated = dataclasses.replace(params, data=dataclasses.replace(params.data, columns=ColumnMap()))
+    predict_file(test, target, params=curated, model_dir=model_dir, predictor=predictor)
+    return target
+
+
+def monitor_files(
+    reference: Path,
+    predictions: Path,
+    out_dir: Path,
+    *,
+    params: Params,
+    baseline: Path | None = None,
+    model_dir: Path | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Drift checks of ``predictions`` against the curated dir ``reference``.
+
+    Args:
+        baseline: the model's predictions on the curated test split; None with ``model_dir``
+            predicts them (cached in ``out_dir``), None without it skips the confidence check.
+
+    Returns:
+        (monitor.json's flat metrics, the detailed result).
+
+    Raises:
+        MonitorError: a missing or malformed input file (named).
+    """
+    from curation.drift import flat_monitor_metrics, monitor_windows
+
+    train = reference / "train.parquet"
+    if not train.is_file():
+        raise MonitorError(f"{train}: not found; pass --reference a curated directory (`curagate curate`)")
+    reference_rows = pl.read_parquet(train, columns=["text", "label"])
+    window_rows = read_predictions(predictions)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if baseline is None and model_dir is not None:
+        baseline = baseline_predictions(reference, out_dir, params=params, model_dir=model_dir)
+    baseline_rows = read_predictions(baseline) if baseline is not None else None
+    try:
+        result = monitor_windows(window_rows, reference_rows, baseline=baseline_rows, cfg=params.monitor)
+    except ValueError as exc:
+        raise MonitorError(f"{predictions}: {exc}") from exc
+    result.update(
+        predictions=str(predictions),
+        reference=str(reference),
+        baseline=str(baseline) if baseline is not None else None,
+        model_versions=sorted(window_rows["model_version"].unique().to_list()),
+        thresholds=dataclasses.asdict(params.monitor),
+    )
+    flat = flat_monitor_metrics(result)
+    (out_dir / "monitor.json").write_text(json.dumps(flat, indent=2) + "\n", encoding="utf-8")
+    (out_dir / "monitor_detail.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    (out_dir / "monitor.html").write_text(render_monitor_html(result), encoding="utf-8")
+    return flat, result
+
+
+# ── the page ─────────────────────────────────────────────────────────────────────────
+
+
+def window_figure(result: dict[str, Any]) -> Any:
+    """Four panels over windows, each with its warn / drift thresholds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    windows = result["windows"]
+    cfg = result["thresholds"]
+    x = [w["window"] for w in windows]
+    stats = [w["stats"] for w in windows]
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6), sharex=True)
+
+    def panel(ax: Any, key: str, title: str, warn: float | None, drift: float | None) -> None:
+        values = [s.get(key) for s in stats]
+        ax.plot(x, values, marker="o")
+        if warn is not None:
+            ax.axhline(warn, color="orange", ls="--", lw=1, label="warn")
+        if drift is not None:
+            ax.axhline(drift, color="red", ls="--", lw=1, label="drift")
+        ax.set_title(title, fontsize=10)
+
+    ax = axes[0][0]
+    panel(ax, "auc", "input drift: two-sample AUC (band: interval)", None, None)
+    ax.fill_between(
+        x, [s.get("auc_low", 0.5) for s in stats], [s.get("auc_high", 0.5) for s in stats], alpha=0.3
+    )
+    ax.axhline(cfg["auc_warn"], color="orange", ls="--", lw=1, label="warn (lower bound)")
+    ax.axhline(cfg["auc_drift"], color="red", ls="--", lw=1, label="drift (lower bound)")
+    ax.legend(fontsize=7)
+    panel(axes[0][1], "novel_rate_excess", "novel terms: unseen-token rate - test split's",
+          cfg["novel_rate_warn"], cfg["novel_rate_drift"])  # fmt: skip
+    panel(axes[1][0], "psi", "prediction drift: PSI of predicted labels", cfg["psi_warn"], cfg["psi_drift"])
+    ax = axes[1][1]
+    panel(ax, "mean_confidence", "confidence: mean (line) and low share (dots)", None, None)
+    ax.plot(x, [s.get("low_confidence_share") for s in stats], "s:", label="low-confidence share")
+    base = stats[0].get("baseline_mean_confidence")
+    if base is not None:
+        ax.axhline(base, color="grey", lw=1, label="test split mean")
+        ax.axhline(base - cfg["confidence_drop_drift"], color="red", ls="--", lw=1, label="drift")
+    ax.legend(fontsize=7)
+    for ax in axes[1]:
+        ax.set_xlabel("window")
+    fig.tight_layout()
+    return fig
+
+
+def render_monitor_html(result: dict[str, Any]) -> str:
+    """One offline page: verdict, the last window's checks, plots over windows, new terms."""
+    import matplotlib.pyplot as plt
+
+    fig = window_figure(result)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    image = base64.b64encode(buffer.getvalue()).decode("ascii")
+    last = result["windows"][-1]
+    color = COLORS[result["verdict"]]
+    checks = "".join(
+        f"<tr><td>{c['check']}</td><td style='color:{COLORS[c['level']]}'>"
+        f"{c['level']}</td><td>{c['value']:.4f}</td><td>{c['warn']}</td><td>{c['drift']}</td>"
+        f"<td>{html.escape(c['what'])}</td></tr>"
+        for c in last["checks"]
+    )
+    terms = "".join(
+        f"<tr><td>{html.escape(t)}</td><td>{n}</td></tr>" for t, n in last["stats"]["top_new_terms"]
+    )
+    rows = "".join(
+        f"<tr><td>{w['window']}</td><td>{html.escape(str(w['start']))}</td><td>{w['rows']}</td>"
+        f"<td>{w['verdict']}</td><td>{', '.join(w['failed_checks'])}</td></tr>"
+        for w in result["windows"]
+    )
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>curagate monitor</title>"
+        "<style>body{font-family:sans-serif;max-width:1000px;margin:auto}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:2px 6px;font-size:12px}</style></head><body>"
+        f"<h1>Monitor: <span style='color:{color}'>{result['verdict']}</span></h1>"
+        f"<p>{html.escape(result['predictions'])} vs {html.escape(result['reference'])} "
+        f"(baseline: {html.escape(str(result['baseline']))}; label reference: {result['label_reference']}); "
+        f"model {html.escape(', '.join(result['model_versions']))}. The verdict is the last window's.</p>"
+        f"<h2>Last window ({last['rows']} rows)</h2><table><tr><th>check</th><th>level</th><th>value</th>"
+        f"<th>warn at</th><th>drift at</th><th>what</th></tr>{checks}</table>"
+        f"<h2>Over windows</h2><img alt='drift statistics over windows' src='data:image/png;base64,{image}'>"
+        f"<table><tr><th>window</th><th>start</th><th>rows</th><th>verdict</th><th>failed</th></tr>{rows}</table>"
+        f"<h2>New terms in the last window</h2><table><tr><th>term</th><th>count</th></tr>{terms}</table>"
+        "</body></html>\n"
+    )
+
+
+__all__ = [
+    "InputFileError",
+    "MonitorError",
+    "baseline_predictions",
+    "monitor_files",
+    "predict_file",
+    "read_predictions",
+    "read_traffic",
+]
