@@ -12,6 +12,7 @@ the gate verdict. Runs without a server too (Prefect's ephemeral mode).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -315,8 +316,19 @@ def push_review_sample(predictions: Path, params: Params) -> dict[str, Any] | No
     A no-op unless ``monitor.review: true``; the review side's push function is called here."""
     if not params.monitor.review:
         return None
-    get_run_logger().warning("monitor.review is true, but no review push is wired into this build")
-    return {"pushed": 0, "note": "review push not wired"}
+    import polars as pl
+
+    from flows.labelstudio import push_prediction_sample
+
+    report = push_prediction_sample(pl.read_parquet(predictions), params)
+    get_run_logger().info(
+        "review sample: %d of %d predictions sampled, %d new tasks (%d already in Label Studio)",
+        report.sampled,
+        report.predictions,
+        report.imported,
+        report.skipped,
+    )
+    return dataclasses.asdict(report)
 
 
 @task(name="pull-review-decisions", cache_policy=NONE)
@@ -325,8 +337,17 @@ def pull_review_decisions(params: Params) -> dict[str, Any] | None:
     ``{"production_accuracy": float | None}``. A no-op unless ``monitor.review: true``."""
     if not params.monitor.review:
         return None
-    get_run_logger().warning("monitor.review is true, but no review pull is wired into this build")
-    return {"production_accuracy": None, "note": "review pull not wired"}
+    from flows.labelstudio import pull_prediction_reviews
+
+    report = pull_prediction_reviews(params)
+    get_run_logger().info(
+        "review decisions: %d reviewed (%d unsure), %d new train rows -> %s",
+        report.reviewed,
+        report.unsure,
+        report.train_rows,
+        report.reviewed_file,
+    )
+    return {**dataclasses.asdict(report), "production_accuracy": report.estimate.get("accuracy")}
 
 
 @task(name="trigger-pipeline", cache_policy=NONE)
