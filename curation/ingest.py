@@ -52,6 +52,7 @@ import datetime as dt
 import gzip
 import hashlib
 import io
+import itertools
 import json
 import math
 import re
@@ -656,11 +657,14 @@ def _drop_line_end(line: str) -> str:
     return line
 
 
-def parse_csv(content: bytes, *, split: str, source: str, data: DataParams):
+def parse_csv(content: bytes, *, split: str, source: str, data: DataParams, fast: bool = True):
     """Parse CSV content with a header row; quoted fields may span lines.
 
     A record's ``raw`` is exactly its own text (its physical lines, as the csv reader split
     them, without the final line end); a blank line is quarantined as ``blank_line``.
+    Lines that hold no quote, backslash or control character are single-line records whose
+    fields are the text between commas: polars splits them (``fast``); the csv reader reads
+    the others, and every line when ``fast`` is false. Both give the same rows.
 
     Raises:
         InputFileError: no header, a header without the text column or with a repeated
@@ -679,7 +683,8 @@ def parse_csv(content: bytes, *, split: str, source: str, data: DataParams):
     # lines split where the csv reader splits them (\n, \r, \r\n), unlike str.splitlines,
     # which also splits at U+2028, NEL, form feeds...: the reader reads these very lines
     physical = io.StringIO(text, newline="").readlines()
-    reader = csv.reader(physical)
+    lines = iter(physical)
+    reader = csv.reader(lines)
     try:
         header = next(reader)
     except StopIteration as exc:
@@ -692,37 +697,149 @@ def parse_csv(content: bytes, *, split: str, source: str, data: DataParams):
         raise InputFileError(f"{source}: repeated column name(s) {repeated} in the header")
     rows = _Rows(split, source)
     bad: list[dict[str, Any]] = []
-    start = reader.line_num + 1
-    while True:
+
+    def read_record(start: int) -> int:
+        """Read the record starting on line ``start`` with the csv reader; its last line."""
+        before = reader.line_num
         try:
             fields = next(reader)
-        except StopIteration:
-            break
         except csv.Error as exc:
-            end = reader.line_num
+            end = start + reader.line_num - before - 1
             raw = _drop_line_end("".join(physical[start - 1 : end]))
             bad.append(_quarantine_row(split, source, start, raw, "malformed_csv", str(exc)))
-            start = end + 1
-            continue
-        end = reader.line_num
+            return end
+        end = start + reader.line_num - before - 1
         raw = _drop_line_end(physical[start - 1] if end == start else "".join(physical[start - 1 : end]))
-        lineno, start = start, end + 1
         if not fields or (len(fields) == 1 and not fields[0].strip()):
-            bad.append(_quarantine_row(split, source, lineno, raw, "blank_line", "line holds no record"))
-            continue
-        if bad_utf8 and any(n in bad_utf8 for n in range(lineno, end + 1)):
-            bad.append(_quarantine_row(split, source, lineno, raw, "invalid_utf8", "bytes are not UTF-8"))
-            continue
+            bad.append(_quarantine_row(split, source, start, raw, "blank_line", "line holds no record"))
+            return end
+        if bad_utf8 and any(n in bad_utf8 for n in range(start, end + 1)):
+            bad.append(_quarantine_row(split, source, start, raw, "invalid_utf8", "bytes are not UTF-8"))
+            return end
         if len(fields) != len(header):
             detail = f"{len(fields)} fields, header has {len(header)}"
-            bad.append(_quarantine_row(split, source, lineno, raw, "wrong_field_count", detail))
-            continue
+            bad.append(_quarantine_row(split, source, start, raw, "wrong_field_count", detail))
+            return end
         # CSV has no types and no null: an empty field is read as null
         record = {h: (v if v != "" else None) for h, v in zip(header, fields, strict=True)}
-        rows.add({"line": lineno, "raw": raw, **_canonical(record, data)})
+        rows.add({"line": start, "raw": raw, **_canonical(record, data)})
+        return end
+
+    pos = reader.line_num  # lines read so far (0-based index of the next one)
+    needs_reader = _csv_reader_lines(physical, pos, bad_utf8) if fast else range(pos, len(physical))
+    simple: list[int] = []  # 0-based indices of the lines polars splits
+    for first in needs_reader:
+        if first < pos:  # inside a record that started on an earlier line
+            continue
+        if first > pos:  # the lines before it: one record each, read by polars below
+            simple.extend(range(pos, first))
+            next(itertools.islice(lines, first - pos, first - pos), None)
+        pos = read_record(first + 1)
+    if fast:
+        simple.extend(range(pos, len(physical)))
+        quick = _csv_simple_records(physical, simple, header, split=split, source=source, data=data, bad=bad)
+        if quick is not None:
+            rows.frames.append(quick)
+        bad.sort(key=lambda b: b["line"])
     if not bad and not rows.pending and not rows.frames:
         raise InputFileError(f"{source}: no records after the CSV header")
     return rows.result(bad)
+
+
+# a quote may open a field that spans lines; backslashes and control characters need JSON
+# escapes in `extra` and NUL trips the reader: lines holding any of them go to the csv reader
+_CSV_READER_CHARS = r'["\\\x00-\x09\x0b\x0c\x0e-\x1f]'
+
+
+def _csv_reader_lines(physical: list[str], start: int, bad_utf8: set[int]) -> list[int]:
+    """0-based indices (from ``start``) of the lines the csv reader must read."""
+    lines = pl.Series(physical[start:], dtype=pl.String).str.strip_suffix("\n").str.strip_suffix("\r")
+    hard = lines.str.contains(_CSV_READER_CHARS) | (lines.str.len_bytes() > csv.field_size_limit())
+    found = (hard.arg_true() + start).to_list()
+    return sorted({*found, *(n - 1 for n in bad_utf8 if n - 1 >= start)})
+
+
+def _csv_simple_records(
+    physical: list[str],
+    simple: list[int],
+    header: list[str],
+    *,
+    split: str,
+    source: str,
+    data: DataParams,
+    bad: list[dict[str, Any]],
+) -> pl.DataFrame | None:
+    """Canonical rows of single-line records with plain fields (commas split them); blank
+    lines and wrong field counts are added to ``bad``."""
+    if not simple:
+        return None
+    raw = pl.Series("raw", [physical[i] for i in simple], dtype=pl.String)
+    frame = pl.DataFrame(
+        {"line": pl.Series(simple, dtype=pl.Int64) + 1, "raw": raw.str.strip_suffix("\n").str.strip_suffix("\r")}
+    ).with_columns(_fields=pl.col("raw").str.count_matches(",", literal=True) + 1)
+    blank = (pl.col("_fields") == 1) & (pl.col("raw").str.strip_chars() == "")
+    for row in frame.filter(blank).iter_rows(named=True):
+        bad.append(_quarantine_row(split, source, row["line"], row["raw"], "blank_line", "line holds no record"))
+    frame = frame.filter(~blank)
+    for row in frame.filter(pl.col("_fields") != len(header)).iter_rows(named=True):
+        detail = f"{row['_fields']} fields, header has {len(header)}"
+        bad.append(_quarantine_row(split, source, row["line"], row["raw"], "wrong_field_count", detail))
+    frame = frame.filter(pl.col("_fields") == len(header))
+    if frame.height == 0:
+        return None
+    parts = frame["raw"].str.split_exact(",", len(header) - 1).struct.rename_fields(header).struct.unnest()
+    values = parts.select(pl.when(pl.col(h) != "").then(pl.col(h)).alias(h) for h in header)
+    canonical = _csv_canonical(pl.concat([frame.select("line", "raw"), values], how="horizontal"), header, data)
+    return canonical.select(pl.lit(split).alias("split"), pl.lit(source).alias("source"), pl.all()).cast(
+        INGESTED_SCHEMA
+    ).select(list(INGESTED_SCHEMA))
+
+
+def _csv_field(name: str, header: list[str]) -> tuple[pl.Expr, pl.Expr]:
+    """(value, *_type) of a CSV column: ``_field`` over a record of the header's keys."""
+    if name not in header:
+        return pl.lit(None, dtype=pl.String), pl.lit(MISSING)
+    value = pl.col(name)
+    return value, pl.when(value.is_null()).then(pl.lit("null")).otherwise(pl.lit("string"))
+
+
+def _csv_canonical(frame: pl.DataFrame, header: list[str], data: DataParams) -> pl.DataFrame:
+    """``_canonical`` over plain CSV records, column by column."""
+    cols = data.columns
+    none = pl.lit(None, dtype=pl.String)
+    rid, rid_type = _csv_field(cols.id, header)
+    out = [pl.col("line"), pl.col("raw"), pl.when(rid_type == "string").then(rid).alias("source_id")]
+    if data.task == "classification":
+        used = {cols.id, cols.text, cols.label}
+        (text, text_type), (label, label_type) = _csv_field(cols.text, header), _csv_field(cols.label, header)
+        out += [text.alias("text"), text_type.alias("text_type"), label.alias("label")]
+        out += [label_type.alias("label_type"), none.alias("response"), pl.lit("null").alias("response_type")]
+    elif cols.prompt in header or cols.instruction not in header:
+        used = {cols.id, cols.prompt, cols.response}
+        (text, text_type), (resp, resp_type) = _csv_field(cols.prompt, header), _csv_field(cols.response, header)
+        out += [text.alias("text"), text_type.alias("text_type"), none.alias("label")]
+        out += [pl.lit("null").alias("label_type"), resp.alias("response"), resp_type.alias("response_type")]
+    else:
+        used = {cols.id, cols.instruction, cols.input, cols.output}
+        (text, text_type), (resp, resp_type) = _csv_field(cols.instruction, header), _csv_field(cols.output, header)
+        if cols.input in header:  # str.strip(): Python's whitespace decides, as in _canonical
+            has_input = pl.col(cols.input).map_elements(lambda s: bool(s.strip()), return_dtype=pl.Boolean)
+            text = pl.when(text.is_not_null() & has_input.fill_null(False)).then(
+                text + "\n\n" + pl.col(cols.input)
+            ).otherwise(text)
+        out += [text.alias("text"), text_type.alias("text_type"), none.alias("label")]
+        out += [pl.lit("null").alias("label_type"), resp.alias("response"), resp_type.alias("response_type")]
+    extra = sorted(h for h in header if h not in used)
+    if extra:  # _dumps of the other fields: plain values need no JSON escape (see _CSV_READER_CHARS)
+        pieces: list[pl.Expr] = []
+        for k, name in enumerate(extra):
+            quoted = pl.when(pl.col(name).is_null()).then(pl.lit("null")).otherwise('"' + pl.col(name) + '"')
+            prefix = ("{" if k == 0 else ", ") + json.dumps(name, ensure_ascii=False) + ": "
+            pieces += [pl.lit(prefix), quoted]
+        out.append(pl.concat_str([*pieces, pl.lit("}")]).alias("extra"))
+    else:
+        out.append(none.alias("extra"))
+    return frame.select(out)
 
 
 def _undecodable(b: bytes) -> bool:
@@ -792,13 +909,16 @@ def assign_ids(frame: pl.DataFrame) -> pl.DataFrame:
     )
     derived = pl.col("split") + "-" + text_hash(key).str.slice(0, 12)
     frame = frame.with_columns(_derived=derived)
-    if frame["_derived"].is_duplicated().any():  # repeats get -2, -3, ... in line order
-        occurrence = pl.col("_derived").cum_count().over("_derived")
-        frame = frame.with_columns(
-            _derived=pl.when(occurrence > 1)
-            .then(pl.col("_derived") + "-" + occurrence.cast(pl.String))
-            .otherwise(pl.col("_derived"))
+    repeated = frame["_derived"].is_duplicated()
+    if repeated.any():  # repeats get -2, -3, ... in line order (counted among repeats only: faster)
+        again = (
+            frame.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("_row"), "_derived")
+            .filter(repeated)
+            .with_columns(_n=pl.col("_derived").cum_count().over("_derived"))
+            .filter(pl.col("_n") > 1)
         )
+        renamed = again["_derived"] + "-" + again["_n"].cast(pl.String)
+        frame = frame.with_columns(frame["_derived"].scatter(again["_row"], renamed))
     return frame.with_columns(
         id=pl.coalesce(pl.col("source_id"), pl.col("_derived")),
         text_hash=text_hash(pl.col("text").fill_null("")),
