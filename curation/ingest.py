@@ -484,9 +484,12 @@ def _fast_records(lines: list[bytes], *, split: str, source: str, data: DataPara
         return None
     decoded = frame["raw"].str.json_decode(pl.Struct({n: pl.String for n in names})).struct.unnest()
     frame = pl.concat([frame, decoded], how="horizontal")
-    return _fast_canonical(frame, data).select(
-        pl.lit(split).alias("split"), pl.lit(source).alias("source"), pl.all()
-    ).cast(INGESTED_SCHEMA).select(list(INGESTED_SCHEMA))
+    return (
+        _fast_canonical(frame, data)
+        .select(pl.lit(split).alias("split"), pl.lit(source).alias("source"), pl.all())
+        .cast(INGESTED_SCHEMA)
+        .select(list(INGESTED_SCHEMA))
+    )
 
 
 def _typed(name: str) -> pl.Expr:
@@ -513,16 +516,20 @@ def _fast_canonical(frame: pl.DataFrame, data: DataParams) -> pl.DataFrame:
     present = {n: pl.col(n).is_not_null() for n in (cols.prompt, cols.instruction, cols.input, cols.output)}
     prompt_form = present[cols.prompt] | ~present[cols.instruction]
     # a key the record's form does not use would go to `extra`: such rows take the slow path
-    mapped = pl.when(prompt_form).then(
-        ~(present[cols.instruction] | present[cols.input] | present[cols.output])
-    ).otherwise(pl.col(cols.response).is_null())
+    mapped = (
+        pl.when(prompt_form)
+        .then(~(present[cols.instruction] | present[cols.input] | present[cols.output]))
+        .otherwise(pl.col(cols.response).is_null())
+    )
     frame = frame.filter(mapped)
     # str.strip() (Python's notion of whitespace) decides whether `input` adds to the prompt
     has_input = frame[cols.input].map_elements(lambda s: bool(s.strip()), return_dtype=pl.Boolean)
     frame = frame.with_columns(_input=has_input.fill_null(False))
-    instruction = pl.when(pl.col("_input")).then(
-        pl.col(cols.instruction) + "\n\n" + pl.col(cols.input)
-    ).otherwise(pl.col(cols.instruction))
+    instruction = (
+        pl.when(pl.col("_input"))
+        .then(pl.col(cols.instruction) + "\n\n" + pl.col(cols.input))
+        .otherwise(pl.col(cols.instruction))
+    )
     return frame.select(
         *base,
         pl.when(prompt_form).then(pl.col(cols.prompt)).otherwise(instruction).alias("text"),
@@ -530,7 +537,10 @@ def _fast_canonical(frame: pl.DataFrame, data: DataParams) -> pl.DataFrame:
         none.alias("label"),
         pl.lit("null").alias("label_type"),
         pl.when(prompt_form).then(pl.col(cols.response)).otherwise(pl.col(cols.output)).alias("response"),
-        pl.when(prompt_form).then(_typed(cols.response)).otherwise(_typed(cols.output)).alias("response_type"),
+        pl.when(prompt_form)
+        .then(_typed(cols.response))
+        .otherwise(_typed(cols.output))
+        .alias("response_type"),
         none.alias("extra"),
     )
 
@@ -775,11 +785,16 @@ def _csv_simple_records(
         return None
     raw = pl.Series("raw", [physical[i] for i in simple], dtype=pl.String)
     frame = pl.DataFrame(
-        {"line": pl.Series(simple, dtype=pl.Int64) + 1, "raw": raw.str.strip_suffix("\n").str.strip_suffix("\r")}
+        {
+            "line": pl.Series(simple, dtype=pl.Int64) + 1,
+            "raw": raw.str.strip_suffix("\n").str.strip_suffix("\r"),
+        }
     ).with_columns(_fields=pl.col("raw").str.count_matches(",", literal=True) + 1)
     blank = (pl.col("_fields") == 1) & (pl.col("raw").str.strip_chars() == "")
     for row in frame.filter(blank).iter_rows(named=True):
-        bad.append(_quarantine_row(split, source, row["line"], row["raw"], "blank_line", "line holds no record"))
+        bad.append(
+            _quarantine_row(split, source, row["line"], row["raw"], "blank_line", "line holds no record")
+        )
     frame = frame.filter(~blank)
     for row in frame.filter(pl.col("_fields") != len(header)).iter_rows(named=True):
         detail = f"{row['_fields']} fields, header has {len(header)}"
@@ -789,10 +804,14 @@ def _csv_simple_records(
         return None
     parts = frame["raw"].str.split_exact(",", len(header) - 1).struct.rename_fields(header).struct.unnest()
     values = parts.select(pl.when(pl.col(h) != "").then(pl.col(h)).alias(h) for h in header)
-    canonical = _csv_canonical(pl.concat([frame.select("line", "raw"), values], how="horizontal"), header, data)
-    return canonical.select(pl.lit(split).alias("split"), pl.lit(source).alias("source"), pl.all()).cast(
-        INGESTED_SCHEMA
-    ).select(list(INGESTED_SCHEMA))
+    canonical = _csv_canonical(
+        pl.concat([frame.select("line", "raw"), values], how="horizontal"), header, data
+    )
+    return (
+        canonical.select(pl.lit(split).alias("split"), pl.lit(source).alias("source"), pl.all())
+        .cast(INGESTED_SCHEMA)
+        .select(list(INGESTED_SCHEMA))
+    )
 
 
 def _csv_field(name: str, header: list[str]) -> tuple[pl.Expr, pl.Expr]:
@@ -816,17 +835,25 @@ def _csv_canonical(frame: pl.DataFrame, header: list[str], data: DataParams) -> 
         out += [label_type.alias("label_type"), none.alias("response"), pl.lit("null").alias("response_type")]
     elif cols.prompt in header or cols.instruction not in header:
         used = {cols.id, cols.prompt, cols.response}
-        (text, text_type), (resp, resp_type) = _csv_field(cols.prompt, header), _csv_field(cols.response, header)
+        (text, text_type), (resp, resp_type) = (
+            _csv_field(cols.prompt, header),
+            _csv_field(cols.response, header),
+        )
         out += [text.alias("text"), text_type.alias("text_type"), none.alias("label")]
         out += [pl.lit("null").alias("label_type"), resp.alias("response"), resp_type.alias("response_type")]
     else:
         used = {cols.id, cols.instruction, cols.input, cols.output}
-        (text, text_type), (resp, resp_type) = _csv_field(cols.instruction, header), _csv_field(cols.output, header)
+        (text, text_type), (resp, resp_type) = (
+            _csv_field(cols.instruction, header),
+            _csv_field(cols.output, header),
+        )
         if cols.input in header:  # str.strip(): Python's whitespace decides, as in _canonical
             has_input = pl.col(cols.input).map_elements(lambda s: bool(s.strip()), return_dtype=pl.Boolean)
-            text = pl.when(text.is_not_null() & has_input.fill_null(False)).then(
-                text + "\n\n" + pl.col(cols.input)
-            ).otherwise(text)
+            text = (
+                pl.when(text.is_not_null() & has_input.fill_null(False))
+                .then(text + "\n\n" + pl.col(cols.input))
+                .otherwise(text)
+            )
         out += [text.alias("text"), text_type.alias("text_type"), none.alias("label")]
         out += [pl.lit("null").alias("label_type"), resp.alias("response"), resp_type.alias("response_type")]
     extra = sorted(h for h in header if h not in used)

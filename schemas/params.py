@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from schemas.review_params import LabelStudioParams
 from schemas.scale_params import ScaleParams
 from schemas.training_params import EvaluateParams, GateParams, SweepParams, TrainParams
@@ -212,6 +210,8 @@ def load_params(path: str | Path | None) -> Params:
     """
     if path is None:
         return params_from_dict({})
+    import yaml  # here, not at the top: `curagate --help` reads no YAML
+
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -240,6 +240,8 @@ def load_label_set(labels: tuple[str | int, ...] | str | None, base_dir: Path) -
     """
     if labels is None:
         return None
+    import yaml
+
     if isinstance(labels, tuple):
         if not labels:
             raise ParamsError("data.labels: an empty label set would quarantine every row; use null")
