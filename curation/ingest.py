@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import dataclasses
 import datetime as dt
 import gzip
 import hashlib
@@ -64,7 +65,7 @@ from typing import Any
 import polars as pl
 
 from schemas.params import ColumnMap, DataParams
-from schemas.records import INGESTED_SCHEMA, QUARANTINE_SCHEMA
+from schemas.records import CHAT_REASONS, INGESTED_SCHEMA, QUARANTINE_SCHEMA
 
 # *_type value of an absent field; validation turns it into missing_<field>
 MISSING = "missing"
@@ -140,6 +141,7 @@ def parse_input(
         InputFileError: a whole-file problem, the message starts with ``"{source}: "``.
     """
     fmt = _format_of(suffix, source)
+    data = _resolved(data, content, suffix, source)
     if content.startswith(GZIP_MAGIC):
         content = _gunzip(content, source)
     if fmt == "csv":
@@ -155,6 +157,75 @@ def parse_input(
         if match and content[match.end() : match.end() + 1] == b"[":
             return parse_json_array(content, split=split, source=source, data=data)
     return parse_jsonl(content, split=split, source=source, data=data)
+
+
+# `data.task: auto` looks at this many records at the start of the train file
+DETECT_RECORDS = 100
+
+
+def detect_task(content: bytes, *, suffix: str, source: str, data: DataParams) -> str:
+    """The task of a file's records, for ``data.task: auto``: ``chat`` when the first records
+    carry a messages field, ``instruction`` when they carry prompt/response or
+    instruction/output, else ``classification`` (each record votes; ties go in that order).
+
+    A file this cannot read is left to ``parse_input`` to refuse with its reason.
+    """
+    fmt = _format_of(suffix, source)
+    if content.startswith(GZIP_MAGIC):
+        content = _gunzip(content, source)
+    if content.startswith(UTF8_BOM):
+        content = content[len(UTF8_BOM) :]
+    keys: list[set[str]] = []
+    if fmt == "csv":
+        first = content.split(b"\n", 1)[0].decode("utf-8", errors="replace")
+        keys = [set(next(csv.reader([first]), []))]
+    elif fmt == "parquet":
+        try:
+            keys = [set(pl.read_parquet_schema(io.BytesIO(content)))]
+        except Exception:  # polars raises several types for a corrupt file; parse_input says why
+            keys = []
+    else:
+        text = content.decode("utf-8", errors="replace")
+        start = _skip_ws(text, 0)
+        if text.startswith("[", start):  # a JSON array: its first elements
+            pos = start + 1
+            while len(keys) < DETECT_RECORDS:
+                try:
+                    value, end = _DECODER.raw_decode(text, _skip_ws(text, pos))
+                except (ValueError, RecursionError):
+                    break
+                if isinstance(value, dict):
+                    keys.append(set(value))
+                pos = _skip_ws(text, end) + 1
+        else:
+            for line in itertools.islice(text.splitlines(), DETECT_RECORDS):
+                try:
+                    value = _DECODER.decode(line)
+                except (ValueError, RecursionError):
+                    continue
+                if isinstance(value, dict):
+                    keys.append(set(value))
+    return _task_of_keys(keys, data)
+
+
+def _task_of_keys(keys: list[set[str]], data: DataParams) -> str:
+    cols = data.columns
+    votes = {"chat": 0, "instruction": 0, "classification": 0}
+    for record in keys:
+        if cols.messages in record:
+            votes["chat"] += 1
+        elif {cols.prompt, cols.response} <= record or {cols.instruction, cols.output} <= record:
+            votes["instruction"] += 1
+        else:
+            votes["classification"] += 1
+    return max(votes, key=lambda task: votes[task])  # dicts keep order: ties go to chat first
+
+
+def _resolved(data: DataParams, content: bytes, suffix: str, source: str) -> DataParams:
+    """``data`` with ``task: auto`` decided from this file (read_inputs decides once, from train)."""
+    if data.task != "auto":
+        return data
+    return dataclasses.replace(data, task=detect_task(content, suffix=suffix, source=source, data=data))
 
 
 def _format_of(suffix: str, source: str) -> str:
@@ -272,6 +343,20 @@ def _canonical(record: dict[str, Any], data: DataParams) -> dict[str, Any]:
         row["label"], row["label_type"] = _field(record, cols.label)
         row["response"], row["response_type"] = None, "null"
         used |= {cols.text, cols.label}
+    elif data.task == "chat":
+        used.add(cols.messages)
+        turns, reason, detail = check_messages(record[cols.messages] if cols.messages in record else _ABSENT)
+        if reason is not None:
+            row["_problem"] = (reason, detail)
+            turns = []
+        row.update(text=render_chat_context(turns), text_type="string", response_type="string")
+        row["response"] = turns[-1]["content"] if turns else None
+        row["label"], row["label_type"] = None, "null"
+        extra = {k: v for k, v in record.items() if k not in used}
+        # the whole conversation, for training with the chat template (a JSON text column)
+        extra["messages"] = json.dumps(turns, ensure_ascii=False, sort_keys=True)
+        row["extra"] = _dumps(extra)
+        return row
     else:
         if cols.prompt in record or cols.instruction not in record:
             text, text_type = _field(record, cols.prompt)
@@ -289,6 +374,68 @@ def _canonical(record: dict[str, Any], data: DataParams) -> dict[str, Any]:
     extra = {k: v for k, v in record.items() if k not in used}
     row["extra"] = _dumps(extra) if extra else None
     return row
+
+
+# ── chat records: a `messages` list of {role, content} turns ─────────────────────────────
+CHAT_ROLES = ("system", "user", "assistant")
+_ABSENT = object()  # a record without the messages field
+
+
+def check_messages(value: Any) -> tuple[list[dict[str, Any]], str | None, str]:
+    """Check one record's ``messages`` value: (turns, reason, detail); reason None when valid.
+
+    A valid conversation is a list of objects with a ``role`` (system, user or assistant) and
+    a non-blank string ``content``: an optional system turn first, then user and assistant
+    turns alternating, starting with the user and ending with the assistant's answer. A JSON
+    text (a CSV or Parquet string column) is parsed first. Reasons, in the order checked:
+    ``missing_messages``, ``null_messages``, ``messages_not_a_list``, ``turn_not_an_object``,
+    ``content_not_a_string``, ``unknown_role``, ``empty_turn``, ``system_not_first``,
+    ``roles_not_alternating``, ``no_assistant_turn``.
+    """
+    if value is _ABSENT:
+        return [], "missing_messages", "field 'messages' is missing"
+    if value is None:
+        return [], "null_messages", "field 'messages' is null"
+    if isinstance(value, str):
+        try:
+            value = _DECODER.decode(value)
+        except ValueError as exc:  # JSONDecodeError, NaN/Infinity
+            return [], "messages_not_a_list", f"messages is text that is not JSON ({exc})"
+        except RecursionError:
+            return [], "messages_not_a_list", f"messages nested deeper than {MAX_JSON_DEPTH} levels"
+    if not isinstance(value, (list, tuple)):
+        return [], "messages_not_a_list", f"messages is a JSON {json_type(value)}, not a list of turns"
+    turns = list(value)
+    for k, turn in enumerate(turns):
+        if not isinstance(turn, dict):
+            return [], "turn_not_an_object", f"turn {k} is a JSON {json_type(turn)}, not an object"
+        if not isinstance(turn.get("content"), str):
+            what = json_type(turn["content"]) if "content" in turn else "missing"
+            return [], "content_not_a_string", f"turn {k}: content is {what}, not a string"
+        if turn.get("role") not in CHAT_ROLES:
+            return [], "unknown_role", f"turn {k}: role {turn.get('role')!r} is not one of {list(CHAT_ROLES)}"
+    for k, turn in enumerate(turns):
+        if not turn["content"].strip():
+            return [], "empty_turn", f"turn {k} ({turn['role']}) is empty or whitespace only"
+    roles = [t["role"] for t in turns]
+    if "system" in roles[1:]:
+        return [], "system_not_first", f"turn {roles.index('system', 1)} is a system turn; only turn 0 may be"
+    dialogue = roles[1:] if roles[:1] == ["system"] else roles
+    for k, role in enumerate(dialogue):
+        expected = "user" if k % 2 == 0 else "assistant"
+        if role != expected:
+            at = k + len(roles) - len(dialogue)
+            return [], "roles_not_alternating", f"turn {at} is {role!r}, expected {expected!r}"
+    if not dialogue or dialogue[-1] != "assistant":
+        last = f"the last turn is {roles[-1]!r}" if roles else "there are no turns"
+        return [], "no_assistant_turn", f"no final assistant turn to learn from ({last})"
+    return turns, None, ""
+
+
+def render_chat_context(turns: list[dict[str, Any]]) -> str:
+    """The conversation before the final assistant turn as one text (curagate's ``text``):
+    one ``<role>: <content>`` line per turn, joined by newlines."""
+    return "\n".join(f"{t['role']}: {t['content']}" for t in turns[:-1])
 
 
 def _depth(value: Any) -> int:
@@ -310,6 +457,8 @@ def _quoted_fields(data: DataParams) -> tuple[str, ...]:
     names: tuple[str, ...]
     if data.task == "classification":
         names = (cols.id, cols.text, cols.label)
+    elif data.task == "chat":
+        names = (cols.id, cols.messages)
     else:
         names = (cols.id, cols.prompt, cols.response, cols.instruction, cols.input, cols.output)
     return tuple(json.dumps(n, ensure_ascii=False) for n in names)
@@ -393,8 +542,14 @@ class _Rows:
         self.split, self.source = split, source
         self.pending: list[dict[str, Any]] = []
         self.frames: list[pl.DataFrame] = []
+        self.problems: list[dict[str, Any]] = []
 
     def add(self, row: dict[str, Any]) -> None:
+        if "_problem" in row:  # a chat record that fails its checks (see check_messages)
+            reason, detail = row["_problem"]
+            bad = _quarantine_row(self.split, self.source, row["line"], row["raw"], reason, detail)
+            self.problems.append(bad)
+            return
         row["split"], row["source"] = self.split, self.source
         self.pending.append(row)
         if len(self.pending) >= ROWS_PER_FRAME:
@@ -407,6 +562,8 @@ class _Rows:
     def result(self, bad: list[dict[str, Any]]) -> tuple[pl.DataFrame, pl.DataFrame]:
         """(ingested rows with ids, quarantined lines)."""
         self._flush()
+        if self.problems:
+            bad = sorted([*bad, *self.problems], key=lambda b: b["line"])
         ingested = pl.concat(self.frames, rechunk=True)
         return assign_ids(ingested), pl.DataFrame(bad, schema=QUARANTINE_SCHEMA)
 
@@ -415,7 +572,7 @@ def _check_records(
     ingested: pl.DataFrame, bad: list[dict[str, Any]], *, source: str, data: DataParams
 ) -> None:
     """Whole-file problems of a JSON file: nothing in it, no object, or no text column."""
-    if ingested.height == 0:
+    if ingested.height == 0 and not any(b["reason"] in CHAT_REASONS for b in bad):
         if all(b["reason"] == "blank_line" for b in bad):
             raise InputFileError(f"{source}: empty file (no records)")
         first = next(b for b in bad if b["reason"] != "blank_line")
@@ -423,7 +580,7 @@ def _check_records(
             f"{source}: no line holds a JSON object (line {first['line']}: {first['reason']}, "
             f"{first['detail']})"
         )
-    if (ingested["text_type"] == MISSING).all():
+    if ingested.height and (ingested["text_type"] == MISSING).all():
         # the first record's keys name what the file holds instead
         _require_text_column(list(_DECODER.decode(ingested["raw"][0])), source, data)
 
@@ -558,6 +715,7 @@ def parse_jsonl(content: bytes, *, split: str, source: str, data: DataParams, fa
     Raises:
         InputFileError: no line holds a record, or no record has the text column.
     """
+    data = _resolved(data, content, ".jsonl", source)
     if content.startswith(UTF8_BOM):
         content = content[len(UTF8_BOM) :]
     rows = _Rows(split, source)
@@ -604,6 +762,7 @@ def parse_json_array(content: bytes, *, split: str, source: str, data: DataParam
         InputFileError: not UTF-8, not an array, an element that does not parse, or no
         element holds the text column.
     """
+    data = _resolved(data, content, ".json", source)
     if content.startswith(UTF8_BOM):
         content = content[len(UTF8_BOM) :]
     try:
@@ -680,6 +839,7 @@ def parse_csv(content: bytes, *, split: str, source: str, data: DataParams, fast
         InputFileError: no header, a header without the text column or with a repeated
         name, or no record after the header.
     """
+    data = _resolved(data, content, ".csv", source)
     try:
         text = content.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -736,6 +896,7 @@ def parse_csv(content: bytes, *, split: str, source: str, data: DataParams, fast
         return end
 
     pos = reader.line_num  # lines read so far (0-based index of the next one)
+    fast = fast and data.task != "chat"  # chat records are checked one by one
     needs_reader = _csv_reader_lines(physical, pos, bad_utf8) if fast else range(pos, len(physical))
     simple: list[int] = []  # 0-based indices of the lines polars splits
     for first in needs_reader:
@@ -881,6 +1042,8 @@ def _require_text_column(columns: list[str], source: str, data: DataParams) -> N
     cols = data.columns
     if data.task == "classification":
         needed = [cols.text]
+    elif data.task == "chat":
+        needed = [cols.messages]
     elif cols.prompt in columns:
         needed = [cols.prompt]
     else:
@@ -899,6 +1062,8 @@ def parse_frame(frame: pl.DataFrame, *, split: str, source: str, data: DataParam
     Raises:
         InputFileError: the frame lacks the text column, or has no rows.
     """
+    if data.task == "auto":
+        data = dataclasses.replace(data, task=_task_of_keys([set(frame.columns)], data))
     _require_text_column(frame.columns, source, data)
     if frame.height == 0:
         raise InputFileError(f"{source}: no rows")

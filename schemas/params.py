@@ -18,7 +18,8 @@ from schemas.scale_params import ScaleParams
 from schemas.training_params import EvaluateParams, GateParams, SweepParams, TrainParams
 from schemas.typed import ParamsError, build, check_fraction, check_near_duplicate_rule
 
-TaskKind = Literal["classification", "instruction"]
+TaskKind = Literal["classification", "instruction", "chat", "auto"]
+TASKS = ("classification", "instruction", "chat", "auto")
 
 
 @dataclass(frozen=True)
@@ -33,21 +34,22 @@ class ColumnMap:
     output: str = "output"
     prompt: str = "prompt"
     response: str = "response"
+    messages: str = "messages"
 
 
 @dataclass(frozen=True)
 class DataParams:
     train: str = "data/raw/train.jsonl"
     test: str | None = None  # no test split: stages that need one (decontam) say so
-    task: TaskKind = "classification"
+    task: TaskKind = "auto"  # auto: decided from the first records of the train file
     columns: ColumnMap = field(default_factory=ColumnMap)
     # a list of labels, a path to a JSON/YAML/text file, or None (= labels seen in test)
     labels: tuple[str | int, ...] | str | None = None
     max_text_chars: int = 20_000
 
     def __post_init__(self) -> None:
-        if self.task not in ("classification", "instruction"):
-            raise ValueError(f"task={self.task!r} must be 'classification' or 'instruction'")
+        if self.task not in TASKS:
+            raise ValueError(f"task={self.task!r} must be one of {list(TASKS)}")
         if self.max_text_chars <= 0:
             raise ValueError("max_text_chars must be positive")
         if self.labels == ():
