@@ -56,7 +56,7 @@ def files(n_rows: int, seed: int) -> dict[str, bytes]:
     ).encode()
     buffer = io.StringIO()
     pl.DataFrame({"text": s.texts, "category": s.labels}).write_csv(buffer)  # Banking77's CSV layout
-    return {"jsonl": jsonl.encode(), "csv": buffer.getvalue().encode()}
+    return {"jsonl": jsonl, "csv": buffer.getvalue().encode()}
 
 
 def timed(fn, content: bytes, suffix: str, data: DataParams):
