@@ -618,12 +618,17 @@ def _fast_names(data: DataParams) -> tuple[str, ...] | None:
     return names
 
 
-def _as_strings(lines: list[bytes]) -> pl.Series:
-    """The lines as a polars String series; a line that is not UTF-8 becomes empty (slow path)."""
+def _as_strings(lines: list[bytes]) -> pl.Series | None:
+    """The lines as a polars String series; a line that is not UTF-8 becomes empty (slow path).
+    None if polars still refuses some line Python's decoder accepts (then no fast path)."""
     try:
         return pl.Series(lines, dtype=pl.Binary).cast(pl.String)
     except pl.exceptions.ComputeError:  # some line is not UTF-8
+        pass
+    try:
         return pl.Series([b if not _undecodable(b) else b"" for b in lines], dtype=pl.Binary).cast(pl.String)
+    except pl.exceptions.ComputeError:
+        return None
 
 
 def _fast_records(lines: list[bytes], *, split: str, source: str, data: DataParams) -> pl.DataFrame | None:
@@ -633,6 +638,8 @@ def _fast_records(lines: list[bytes], *, split: str, source: str, data: DataPara
     if names is None or not lines:
         return None
     text = _as_strings(lines)
+    if text is None:
+        return None
     fast = text.str.contains(_fast_pattern(names))
     for name in names:  # a repeated key, or a name inside a value: let the slow path decide
         fast = fast & (text.str.count_matches(f'"{name}"', literal=True) <= 1)
