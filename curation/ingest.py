@@ -48,21 +48,24 @@ from __future__ import annotations
 
 import base64
 import csv
+import dataclasses
 import datetime as dt
 import gzip
 import hashlib
 import io
+import itertools
 import json
 import math
 import re
 import zlib
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
 import polars as pl
 
 from schemas.params import ColumnMap, DataParams
-from schemas.records import INGESTED_SCHEMA, QUARANTINE_SCHEMA
+from schemas.records import CHAT_REASONS, INGESTED_SCHEMA, QUARANTINE_SCHEMA
 
 # *_type value of an absent field; validation turns it into missing_<field>
 MISSING = "missing"
@@ -138,6 +141,7 @@ def parse_input(
         InputFileError: a whole-file problem, the message starts with ``"{source}: "``.
     """
     fmt = _format_of(suffix, source)
+    data = _resolved(data, content, suffix, source)
     if content.startswith(GZIP_MAGIC):
         content = _gunzip(content, source)
     if fmt == "csv":
@@ -153,6 +157,75 @@ def parse_input(
         if match and content[match.end() : match.end() + 1] == b"[":
             return parse_json_array(content, split=split, source=source, data=data)
     return parse_jsonl(content, split=split, source=source, data=data)
+
+
+# `data.task: auto` looks at this many records at the start of the train file
+DETECT_RECORDS = 100
+
+
+def detect_task(content: bytes, *, suffix: str, source: str, data: DataParams) -> str:
+    """The task of a file's records, for ``data.task: auto``: ``chat`` when the first records
+    carry a messages field, ``instruction`` when they carry prompt/response or
+    instruction/output, else ``classification`` (each record votes; ties go in that order).
+
+    A file this cannot read is left to ``parse_input`` to refuse with its reason.
+    """
+    fmt = _format_of(suffix, source)
+    if content.startswith(GZIP_MAGIC):
+        content = _gunzip(content, source)
+    if content.startswith(UTF8_BOM):
+        content = content[len(UTF8_BOM) :]
+    keys: list[set[str]] = []
+    if fmt == "csv":
+        first = content.split(b"\n", 1)[0].decode("utf-8", errors="replace")
+        keys = [set(next(csv.reader([first]), []))]
+    elif fmt == "parquet":
+        try:
+            keys = [set(pl.read_parquet_schema(io.BytesIO(content)))]
+        except Exception:  # polars raises several types for a corrupt file; parse_input says why
+            keys = []
+    else:
+        text = content.decode("utf-8", errors="replace")
+        start = _skip_ws(text, 0)
+        if text.startswith("[", start):  # a JSON array: its first elements
+            pos = start + 1
+            while len(keys) < DETECT_RECORDS:
+                try:
+                    value, end = _DECODER.raw_decode(text, _skip_ws(text, pos))
+                except (ValueError, RecursionError):
+                    break
+                if isinstance(value, dict):
+                    keys.append(set(value))
+                pos = _skip_ws(text, end) + 1
+        else:
+            for line in itertools.islice(text.splitlines(), DETECT_RECORDS):
+                try:
+                    value = _DECODER.decode(line)
+                except (ValueError, RecursionError):
+                    continue
+                if isinstance(value, dict):
+                    keys.append(set(value))
+    return _task_of_keys(keys, data)
+
+
+def _task_of_keys(keys: list[set[str]], data: DataParams) -> str:
+    cols = data.columns
+    votes = {"chat": 0, "instruction": 0, "classification": 0}
+    for record in keys:
+        if cols.messages in record:
+            votes["chat"] += 1
+        elif {cols.prompt, cols.response} <= record or {cols.instruction, cols.output} <= record:
+            votes["instruction"] += 1
+        else:
+            votes["classification"] += 1
+    return max(votes, key=lambda task: votes[task])  # dicts keep order: ties go to chat first
+
+
+def _resolved(data: DataParams, content: bytes, suffix: str, source: str) -> DataParams:
+    """``data`` with ``task: auto`` decided from this file (read_inputs decides once, from train)."""
+    if data.task != "auto":
+        return data
+    return dataclasses.replace(data, task=detect_task(content, suffix=suffix, source=source, data=data))
 
 
 def _format_of(suffix: str, source: str) -> str:
@@ -270,6 +343,20 @@ def _canonical(record: dict[str, Any], data: DataParams) -> dict[str, Any]:
         row["label"], row["label_type"] = _field(record, cols.label)
         row["response"], row["response_type"] = None, "null"
         used |= {cols.text, cols.label}
+    elif data.task == "chat":
+        used.add(cols.messages)
+        turns, reason, detail = check_messages(record[cols.messages] if cols.messages in record else _ABSENT)
+        if reason is not None:
+            row["_problem"] = (reason, detail)
+            turns = []
+        row.update(text=render_chat_context(turns), text_type="string", response_type="string")
+        row["response"] = turns[-1]["content"] if turns else None
+        row["label"], row["label_type"] = None, "null"
+        extra = {k: v for k, v in record.items() if k not in used}
+        # the whole conversation, for training with the chat template (a JSON text column)
+        extra["messages"] = json.dumps(turns, ensure_ascii=False, sort_keys=True)
+        row["extra"] = _dumps(extra)
+        return row
     else:
         if cols.prompt in record or cols.instruction not in record:
             text, text_type = _field(record, cols.prompt)
@@ -287,6 +374,68 @@ def _canonical(record: dict[str, Any], data: DataParams) -> dict[str, Any]:
     extra = {k: v for k, v in record.items() if k not in used}
     row["extra"] = _dumps(extra) if extra else None
     return row
+
+
+# ── chat records: a `messages` list of {role, content} turns ─────────────────────────────
+CHAT_ROLES = ("system", "user", "assistant")
+_ABSENT = object()  # a record without the messages field
+
+
+def check_messages(value: Any) -> tuple[list[dict[str, Any]], str | None, str]:
+    """Check one record's ``messages`` value: (turns, reason, detail); reason None when valid.
+
+    A valid conversation is a list of objects with a ``role`` (system, user or assistant) and
+    a non-blank string ``content``: an optional system turn first, then user and assistant
+    turns alternating, starting with the user and ending with the assistant's answer. A JSON
+    text (a CSV or Parquet string column) is parsed first. Reasons, in the order checked:
+    ``missing_messages``, ``null_messages``, ``messages_not_a_list``, ``turn_not_an_object``,
+    ``content_not_a_string``, ``unknown_role``, ``empty_turn``, ``system_not_first``,
+    ``roles_not_alternating``, ``no_assistant_turn``.
+    """
+    if value is _ABSENT:
+        return [], "missing_messages", "field 'messages' is missing"
+    if value is None:
+        return [], "null_messages", "field 'messages' is null"
+    if isinstance(value, str):
+        try:
+            value = _DECODER.decode(value)
+        except ValueError as exc:  # JSONDecodeError, NaN/Infinity
+            return [], "messages_not_a_list", f"messages is text that is not JSON ({exc})"
+        except RecursionError:
+            return [], "messages_not_a_list", f"messages nested deeper than {MAX_JSON_DEPTH} levels"
+    if not isinstance(value, (list, tuple)):
+        return [], "messages_not_a_list", f"messages is a JSON {json_type(value)}, not a list of turns"
+    turns = list(value)
+    for k, turn in enumerate(turns):
+        if not isinstance(turn, dict):
+            return [], "turn_not_an_object", f"turn {k} is a JSON {json_type(turn)}, not an object"
+        if not isinstance(turn.get("content"), str):
+            what = json_type(turn["content"]) if "content" in turn else "missing"
+            return [], "content_not_a_string", f"turn {k}: content is {what}, not a string"
+        if turn.get("role") not in CHAT_ROLES:
+            return [], "unknown_role", f"turn {k}: role {turn.get('role')!r} is not one of {list(CHAT_ROLES)}"
+    for k, turn in enumerate(turns):
+        if not turn["content"].strip():
+            return [], "empty_turn", f"turn {k} ({turn['role']}) is empty or whitespace only"
+    roles = [t["role"] for t in turns]
+    if "system" in roles[1:]:
+        return [], "system_not_first", f"turn {roles.index('system', 1)} is a system turn; only turn 0 may be"
+    dialogue = roles[1:] if roles[:1] == ["system"] else roles
+    for k, role in enumerate(dialogue):
+        expected = "user" if k % 2 == 0 else "assistant"
+        if role != expected:
+            at = k + len(roles) - len(dialogue)
+            return [], "roles_not_alternating", f"turn {at} is {role!r}, expected {expected!r}"
+    if not dialogue or dialogue[-1] != "assistant":
+        last = f"the last turn is {roles[-1]!r}" if roles else "there are no turns"
+        return [], "no_assistant_turn", f"no final assistant turn to learn from ({last})"
+    return turns, None, ""
+
+
+def render_chat_context(turns: list[dict[str, Any]]) -> str:
+    """The conversation before the final assistant turn as one text (curagate's ``text``):
+    one ``<role>: <content>`` line per turn, joined by newlines."""
+    return "\n".join(f"{t['role']}: {t['content']}" for t in turns[:-1])
 
 
 def _depth(value: Any) -> int:
@@ -308,6 +457,8 @@ def _quoted_fields(data: DataParams) -> tuple[str, ...]:
     names: tuple[str, ...]
     if data.task == "classification":
         names = (cols.id, cols.text, cols.label)
+    elif data.task == "chat":
+        names = (cols.id, cols.messages)
     else:
         names = (cols.id, cols.prompt, cols.response, cols.instruction, cols.input, cols.output)
     return tuple(json.dumps(n, ensure_ascii=False) for n in names)
@@ -391,8 +542,14 @@ class _Rows:
         self.split, self.source = split, source
         self.pending: list[dict[str, Any]] = []
         self.frames: list[pl.DataFrame] = []
+        self.problems: list[dict[str, Any]] = []
 
     def add(self, row: dict[str, Any]) -> None:
+        if "_problem" in row:  # a chat record that fails its checks (see check_messages)
+            reason, detail = row["_problem"]
+            bad = _quarantine_row(self.split, self.source, row["line"], row["raw"], reason, detail)
+            self.problems.append(bad)
+            return
         row["split"], row["source"] = self.split, self.source
         self.pending.append(row)
         if len(self.pending) >= ROWS_PER_FRAME:
@@ -405,6 +562,8 @@ class _Rows:
     def result(self, bad: list[dict[str, Any]]) -> tuple[pl.DataFrame, pl.DataFrame]:
         """(ingested rows with ids, quarantined lines)."""
         self._flush()
+        if self.problems:
+            bad = sorted([*bad, *self.problems], key=lambda b: b["line"])
         ingested = pl.concat(self.frames, rechunk=True)
         return assign_ids(ingested), pl.DataFrame(bad, schema=QUARANTINE_SCHEMA)
 
@@ -413,7 +572,7 @@ def _check_records(
     ingested: pl.DataFrame, bad: list[dict[str, Any]], *, source: str, data: DataParams
 ) -> None:
     """Whole-file problems of a JSON file: nothing in it, no object, or no text column."""
-    if ingested.height == 0:
+    if ingested.height == 0 and not any(b["reason"] in CHAT_REASONS for b in bad):
         if all(b["reason"] == "blank_line" for b in bad):
             raise InputFileError(f"{source}: empty file (no records)")
         first = next(b for b in bad if b["reason"] != "blank_line")
@@ -421,13 +580,140 @@ def _check_records(
             f"{source}: no line holds a JSON object (line {first['line']}: {first['reason']}, "
             f"{first['detail']})"
         )
-    if (ingested["text_type"] == MISSING).all():
+    if ingested.height and (ingested["text_type"] == MISSING).all():
         # the first record's keys name what the file holds instead
         _require_text_column(list(_DECODER.decode(ingested["raw"][0])), source, data)
 
 
-def parse_jsonl(content: bytes, *, split: str, source: str, data: DataParams):
+# ── the fast path: the clean majority of a JSON Lines file, parsed by polars ─────────────
+# A line takes it only when a regex proves it is a flat JSON object whose keys are canonical
+# column names, each at most once, and whose values are JSON strings with no lone-surrogate
+# escape and no raw control character: every check of the line-by-line path then passes, and
+# polars' JSON reader and Python's json give the same strings. Every other line (blank, not
+# UTF-8, numbers, nulls, nesting, extra keys, repeated names...) takes the line-by-line path,
+# so quarantine reasons, details and line numbers are exactly what that path gives.
+_JSON_STRING = (
+    r'"(?:[^"\\\x00-\x1f]|\\["\\/bfnrt]'
+    r"|\\u(?:[0-9a-cA-CeEfF][0-9a-fA-F]{3}|[dD][0-7][0-9a-fA-F]{2}))*\""
+)
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_]+")
+
+
+def _fast_pattern(names: Sequence[str]) -> str:
+    pair = '"(?:' + "|".join(names) + r')"[ \t]*:[ \t]*' + _JSON_STRING
+    return r"^[ \t]*\{[ \t]*(?:" + pair + r"(?:[ \t]*,[ \t]*" + pair + r")*)?[ \t]*\}[ \t]*$"
+
+
+def _fast_names(data: DataParams) -> tuple[str, ...] | None:
+    """The keys a fast line may hold, or None when this task or column map has no fast path."""
+    cols = data.columns
+    if data.task == "classification":
+        names: tuple[str, ...] = (cols.id, cols.text, cols.label)
+    elif data.task == "instruction":
+        names = (cols.id, cols.prompt, cols.response, cols.instruction, cols.input, cols.output)
+    else:
+        return None
+    if len(set(names)) != len(names) or not all(_PLAIN_NAME.fullmatch(n) for n in names):
+        return None  # names that need JSON or regex escaping: the line-by-line path only
+    return names
+
+
+def _as_strings(lines: list[bytes]) -> pl.Series | None:
+    """The lines as a polars String series; a line that is not UTF-8 becomes empty (slow path).
+    None if polars still refuses some line Python's decoder accepts (then no fast path)."""
+    try:
+        return pl.Series(lines, dtype=pl.Binary).cast(pl.String)
+    except pl.exceptions.ComputeError:  # some line is not UTF-8
+        pass
+    try:
+        return pl.Series([b if not _undecodable(b) else b"" for b in lines], dtype=pl.Binary).cast(pl.String)
+    except pl.exceptions.ComputeError:
+        return None
+
+
+def _fast_records(lines: list[bytes], *, split: str, source: str, data: DataParams) -> pl.DataFrame | None:
+    """Canonical rows (INGESTED_SCHEMA, without ids) of the lines that can skip the
+    line-by-line path, or None when none can."""
+    names = _fast_names(data)
+    if names is None or not lines:
+        return None
+    text = _as_strings(lines)
+    if text is None:
+        return None
+    fast = text.str.contains(_fast_pattern(names))
+    for name in names:  # a repeated key, or a name inside a value: let the slow path decide
+        fast = fast & (text.str.count_matches(f'"{name}"', literal=True) <= 1)
+    frame = pl.DataFrame({"line": pl.int_range(1, len(lines) + 1, eager=True), "raw": text}).filter(fast)
+    if frame.height == 0:
+        return None
+    decoded = frame["raw"].str.json_decode(pl.Struct({n: pl.String for n in names})).struct.unnest()
+    frame = pl.concat([frame, decoded], how="horizontal")
+    return (
+        _fast_canonical(frame, data)
+        .select(pl.lit(split).alias("split"), pl.lit(source).alias("source"), pl.all())
+        .cast(INGESTED_SCHEMA)
+        .select(list(INGESTED_SCHEMA))
+    )
+
+
+def _typed(name: str) -> pl.Expr:
+    """The *_type of a fast field: a string, or missing (a fast line holds no null)."""
+    return pl.when(pl.col(name).is_null()).then(pl.lit(MISSING)).otherwise(pl.lit("string"))
+
+
+def _fast_canonical(frame: pl.DataFrame, data: DataParams) -> pl.DataFrame:
+    """``_canonical`` over decoded fast lines; rows it cannot map exactly are dropped (slow path)."""
+    cols = data.columns
+    none = pl.lit(None, dtype=pl.String)
+    base = [pl.col("line"), pl.col("raw"), pl.col(cols.id).alias("source_id")]
+    if data.task == "classification":
+        return frame.select(
+            *base,
+            pl.col(cols.text).alias("text"),
+            _typed(cols.text).alias("text_type"),
+            pl.col(cols.label).alias("label"),
+            _typed(cols.label).alias("label_type"),
+            none.alias("response"),
+            pl.lit("null").alias("response_type"),
+            none.alias("extra"),
+        )
+    present = {n: pl.col(n).is_not_null() for n in (cols.prompt, cols.instruction, cols.input, cols.output)}
+    prompt_form = present[cols.prompt] | ~present[cols.instruction]
+    # a key the record's form does not use would go to `extra`: such rows take the slow path
+    mapped = (
+        pl.when(prompt_form)
+        .then(~(present[cols.instruction] | present[cols.input] | present[cols.output]))
+        .otherwise(pl.col(cols.response).is_null())
+    )
+    frame = frame.filter(mapped)
+    # str.strip() (Python's notion of whitespace) decides whether `input` adds to the prompt
+    has_input = frame[cols.input].map_elements(lambda s: bool(s.strip()), return_dtype=pl.Boolean)
+    frame = frame.with_columns(_input=has_input.fill_null(False))
+    instruction = (
+        pl.when(pl.col("_input"))
+        .then(pl.col(cols.instruction) + "\n\n" + pl.col(cols.input))
+        .otherwise(pl.col(cols.instruction))
+    )
+    return frame.select(
+        *base,
+        pl.when(prompt_form).then(pl.col(cols.prompt)).otherwise(instruction).alias("text"),
+        pl.when(prompt_form).then(_typed(cols.prompt)).otherwise(_typed(cols.instruction)).alias("text_type"),
+        none.alias("label"),
+        pl.lit("null").alias("label_type"),
+        pl.when(prompt_form).then(pl.col(cols.response)).otherwise(pl.col(cols.output)).alias("response"),
+        pl.when(prompt_form)
+        .then(_typed(cols.response))
+        .otherwise(_typed(cols.output))
+        .alias("response_type"),
+        none.alias("extra"),
+    )
+
+
+def parse_jsonl(content: bytes, *, split: str, source: str, data: DataParams, fast: bool = True):
     """Parse JSON Lines content; every line becomes one ingested or quarantined row.
+
+    The clean majority of lines is parsed by polars (see ``_fast_records``); the others, and
+    every line when ``fast`` is false, one by one in Python. Both give the same rows.
 
     Returns:
         (ingested, quarantine): canonical rows, and lines that could not become a record
@@ -436,13 +722,21 @@ def parse_jsonl(content: bytes, *, split: str, source: str, data: DataParams):
     Raises:
         InputFileError: no line holds a record, or no record has the text column.
     """
+    data = _resolved(data, content, ".jsonl", source)
     if content.startswith(UTF8_BOM):
         content = content[len(UTF8_BOM) :]
     rows = _Rows(split, source)
     add = rows.add
     fields = _quoted_fields(data)
     bad: list[dict[str, Any]] = []
-    for lineno, raw_bytes in enumerate(content.splitlines(), start=1):
+    lines = content.splitlines()
+    numbered: Iterable[tuple[int, bytes]] = enumerate(lines, start=1)
+    quick = _fast_records(lines, split=split, source=source, data=data) if fast else None
+    if quick is not None:
+        rows.frames.append(quick)
+        taken = set(quick["line"].to_list())
+        numbered = ((n, lines[n - 1]) for n in range(1, len(lines) + 1) if n not in taken)
+    for lineno, raw_bytes in numbered:
         try:
             raw = raw_bytes.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -475,6 +769,7 @@ def parse_json_array(content: bytes, *, split: str, source: str, data: DataParam
         InputFileError: not UTF-8, not an array, an element that does not parse, or no
         element holds the text column.
     """
+    data = _resolved(data, content, ".json", source)
     if content.startswith(UTF8_BOM):
         content = content[len(UTF8_BOM) :]
     try:
@@ -538,16 +833,20 @@ def _drop_line_end(line: str) -> str:
     return line
 
 
-def parse_csv(content: bytes, *, split: str, source: str, data: DataParams):
+def parse_csv(content: bytes, *, split: str, source: str, data: DataParams, fast: bool = True):
     """Parse CSV content with a header row; quoted fields may span lines.
 
     A record's ``raw`` is exactly its own text (its physical lines, as the csv reader split
     them, without the final line end); a blank line is quarantined as ``blank_line``.
+    Lines that hold no quote, backslash or control character are single-line records whose
+    fields are the text between commas: polars splits them (``fast``); the csv reader reads
+    the others, and every line when ``fast`` is false. Both give the same rows.
 
     Raises:
         InputFileError: no header, a header without the text column or with a repeated
         name, or no record after the header.
     """
+    data = _resolved(data, content, ".csv", source)
     try:
         text = content.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -561,7 +860,8 @@ def parse_csv(content: bytes, *, split: str, source: str, data: DataParams):
     # lines split where the csv reader splits them (\n, \r, \r\n), unlike str.splitlines,
     # which also splits at U+2028, NEL, form feeds...: the reader reads these very lines
     physical = io.StringIO(text, newline="").readlines()
-    reader = csv.reader(physical)
+    lines = iter(physical)
+    reader = csv.reader(lines)
     try:
         header = next(reader)
     except StopIteration as exc:
@@ -574,37 +874,167 @@ def parse_csv(content: bytes, *, split: str, source: str, data: DataParams):
         raise InputFileError(f"{source}: repeated column name(s) {repeated} in the header")
     rows = _Rows(split, source)
     bad: list[dict[str, Any]] = []
-    start = reader.line_num + 1
-    while True:
+
+    def read_record(start: int) -> int:
+        """Read the record starting on line ``start`` with the csv reader; its last line."""
+        before = reader.line_num
         try:
             fields = next(reader)
-        except StopIteration:
-            break
         except csv.Error as exc:
-            end = reader.line_num
+            end = start + reader.line_num - before - 1
             raw = _drop_line_end("".join(physical[start - 1 : end]))
             bad.append(_quarantine_row(split, source, start, raw, "malformed_csv", str(exc)))
-            start = end + 1
-            continue
-        end = reader.line_num
+            return end
+        end = start + reader.line_num - before - 1
         raw = _drop_line_end(physical[start - 1] if end == start else "".join(physical[start - 1 : end]))
-        lineno, start = start, end + 1
         if not fields or (len(fields) == 1 and not fields[0].strip()):
-            bad.append(_quarantine_row(split, source, lineno, raw, "blank_line", "line holds no record"))
-            continue
-        if bad_utf8 and any(n in bad_utf8 for n in range(lineno, end + 1)):
-            bad.append(_quarantine_row(split, source, lineno, raw, "invalid_utf8", "bytes are not UTF-8"))
-            continue
+            bad.append(_quarantine_row(split, source, start, raw, "blank_line", "line holds no record"))
+            return end
+        if bad_utf8 and any(n in bad_utf8 for n in range(start, end + 1)):
+            bad.append(_quarantine_row(split, source, start, raw, "invalid_utf8", "bytes are not UTF-8"))
+            return end
         if len(fields) != len(header):
             detail = f"{len(fields)} fields, header has {len(header)}"
-            bad.append(_quarantine_row(split, source, lineno, raw, "wrong_field_count", detail))
-            continue
+            bad.append(_quarantine_row(split, source, start, raw, "wrong_field_count", detail))
+            return end
         # CSV has no types and no null: an empty field is read as null
         record = {h: (v if v != "" else None) for h, v in zip(header, fields, strict=True)}
-        rows.add({"line": lineno, "raw": raw, **_canonical(record, data)})
+        rows.add({"line": start, "raw": raw, **_canonical(record, data)})
+        return end
+
+    pos = reader.line_num  # lines read so far (0-based index of the next one)
+    fast = fast and data.task != "chat"  # chat records are checked one by one
+    needs_reader = _csv_reader_lines(physical, pos, bad_utf8) if fast else range(pos, len(physical))
+    simple: list[int] = []  # 0-based indices of the lines polars splits
+    for first in needs_reader:
+        if first < pos:  # inside a record that started on an earlier line
+            continue
+        if first > pos:  # the lines before it: one record each, read by polars below
+            simple.extend(range(pos, first))
+            next(itertools.islice(lines, first - pos, first - pos), None)
+        pos = read_record(first + 1)
+    if fast:
+        simple.extend(range(pos, len(physical)))
+        quick = _csv_simple_records(physical, simple, header, split=split, source=source, data=data, bad=bad)
+        if quick is not None:
+            rows.frames.append(quick)
+        bad.sort(key=lambda b: b["line"])
     if not bad and not rows.pending and not rows.frames:
         raise InputFileError(f"{source}: no records after the CSV header")
     return rows.result(bad)
+
+
+# a quote may open a field that spans lines; backslashes and control characters need JSON
+# escapes in `extra` and NUL trips the reader: lines holding any of them go to the csv reader
+_CSV_READER_CHARS = r'["\\\x00-\x09\x0b\x0c\x0e-\x1f]'
+
+
+def _csv_reader_lines(physical: list[str], start: int, bad_utf8: set[int]) -> list[int]:
+    """0-based indices (from ``start``) of the lines the csv reader must read."""
+    lines = pl.Series(physical[start:], dtype=pl.String).str.strip_suffix("\n").str.strip_suffix("\r")
+    hard = lines.str.contains(_CSV_READER_CHARS) | (lines.str.len_bytes() > csv.field_size_limit())
+    found = (hard.arg_true() + start).to_list()
+    return sorted({*found, *(n - 1 for n in bad_utf8 if n - 1 >= start)})
+
+
+def _csv_simple_records(
+    physical: list[str],
+    simple: list[int],
+    header: list[str],
+    *,
+    split: str,
+    source: str,
+    data: DataParams,
+    bad: list[dict[str, Any]],
+) -> pl.DataFrame | None:
+    """Canonical rows of single-line records with plain fields (commas split them); blank
+    lines and wrong field counts are added to ``bad``."""
+    if not simple:
+        return None
+    raw = pl.Series("raw", [physical[i] for i in simple], dtype=pl.String)
+    frame = pl.DataFrame(
+        {
+            "line": pl.Series(simple, dtype=pl.Int64) + 1,
+            "raw": raw.str.strip_suffix("\n").str.strip_suffix("\r"),
+        }
+    ).with_columns(_fields=pl.col("raw").str.count_matches(",", literal=True) + 1)
+    blank = (pl.col("_fields") == 1) & (pl.col("raw").str.strip_chars() == "")
+    for row in frame.filter(blank).iter_rows(named=True):
+        bad.append(
+            _quarantine_row(split, source, row["line"], row["raw"], "blank_line", "line holds no record")
+        )
+    frame = frame.filter(~blank)
+    for row in frame.filter(pl.col("_fields") != len(header)).iter_rows(named=True):
+        detail = f"{row['_fields']} fields, header has {len(header)}"
+        bad.append(_quarantine_row(split, source, row["line"], row["raw"], "wrong_field_count", detail))
+    frame = frame.filter(pl.col("_fields") == len(header))
+    if frame.height == 0:
+        return None
+    parts = frame["raw"].str.split_exact(",", len(header) - 1).struct.rename_fields(header).struct.unnest()
+    values = parts.select(pl.when(pl.col(h) != "").then(pl.col(h)).alias(h) for h in header)
+    canonical = _csv_canonical(
+        pl.concat([frame.select("line", "raw"), values], how="horizontal"), header, data
+    )
+    return (
+        canonical.select(pl.lit(split).alias("split"), pl.lit(source).alias("source"), pl.all())
+        .cast(INGESTED_SCHEMA)
+        .select(list(INGESTED_SCHEMA))
+    )
+
+
+def _csv_field(name: str, header: list[str]) -> tuple[pl.Expr, pl.Expr]:
+    """(value, *_type) of a CSV column: ``_field`` over a record of the header's keys."""
+    if name not in header:
+        return pl.lit(None, dtype=pl.String), pl.lit(MISSING)
+    value = pl.col(name)
+    return value, pl.when(value.is_null()).then(pl.lit("null")).otherwise(pl.lit("string"))
+
+
+def _csv_canonical(frame: pl.DataFrame, header: list[str], data: DataParams) -> pl.DataFrame:
+    """``_canonical`` over plain CSV records, column by column."""
+    cols = data.columns
+    none = pl.lit(None, dtype=pl.String)
+    rid, rid_type = _csv_field(cols.id, header)
+    out = [pl.col("line"), pl.col("raw"), pl.when(rid_type == "string").then(rid).alias("source_id")]
+    if data.task == "classification":
+        used = {cols.id, cols.text, cols.label}
+        (text, text_type), (label, label_type) = _csv_field(cols.text, header), _csv_field(cols.label, header)
+        out += [text.alias("text"), text_type.alias("text_type"), label.alias("label")]
+        out += [label_type.alias("label_type"), none.alias("response"), pl.lit("null").alias("response_type")]
+    elif cols.prompt in header or cols.instruction not in header:
+        used = {cols.id, cols.prompt, cols.response}
+        (text, text_type), (resp, resp_type) = (
+            _csv_field(cols.prompt, header),
+            _csv_field(cols.response, header),
+        )
+        out += [text.alias("text"), text_type.alias("text_type"), none.alias("label")]
+        out += [pl.lit("null").alias("label_type"), resp.alias("response"), resp_type.alias("response_type")]
+    else:
+        used = {cols.id, cols.instruction, cols.input, cols.output}
+        (text, text_type), (resp, resp_type) = (
+            _csv_field(cols.instruction, header),
+            _csv_field(cols.output, header),
+        )
+        if cols.input in header:  # str.strip(): Python's whitespace decides, as in _canonical
+            has_input = pl.col(cols.input).map_elements(lambda s: bool(s.strip()), return_dtype=pl.Boolean)
+            text = (
+                pl.when(text.is_not_null() & has_input.fill_null(False))
+                .then(text + "\n\n" + pl.col(cols.input))
+                .otherwise(text)
+            )
+        out += [text.alias("text"), text_type.alias("text_type"), none.alias("label")]
+        out += [pl.lit("null").alias("label_type"), resp.alias("response"), resp_type.alias("response_type")]
+    extra = sorted(h for h in header if h not in used)
+    if extra:  # _dumps of the other fields: plain values need no JSON escape (see _CSV_READER_CHARS)
+        pieces: list[pl.Expr] = []
+        for k, name in enumerate(extra):
+            quoted = pl.when(pl.col(name).is_null()).then(pl.lit("null")).otherwise('"' + pl.col(name) + '"')
+            prefix = ("{" if k == 0 else ", ") + json.dumps(name, ensure_ascii=False) + ": "
+            pieces += [pl.lit(prefix), quoted]
+        out.append(pl.concat_str([*pieces, pl.lit("}")]).alias("extra"))
+    else:
+        out.append(none.alias("extra"))
+    return frame.select(out)
 
 
 def _undecodable(b: bytes) -> bool:
@@ -619,6 +1049,8 @@ def _require_text_column(columns: list[str], source: str, data: DataParams) -> N
     cols = data.columns
     if data.task == "classification":
         needed = [cols.text]
+    elif data.task == "chat":
+        needed = [cols.messages]
     elif cols.prompt in columns:
         needed = [cols.prompt]
     else:
@@ -637,6 +1069,8 @@ def parse_frame(frame: pl.DataFrame, *, split: str, source: str, data: DataParam
     Raises:
         InputFileError: the frame lacks the text column, or has no rows.
     """
+    if data.task == "auto":
+        data = dataclasses.replace(data, task=_task_of_keys([set(frame.columns)], data))
     _require_text_column(frame.columns, source, data)
     if frame.height == 0:
         raise InputFileError(f"{source}: no rows")
@@ -648,8 +1082,14 @@ def parse_frame(frame: pl.DataFrame, *, split: str, source: str, data: DataParam
 
 def text_hash(texts: pl.Expr) -> pl.Expr:
     """Stable content hash of a text column (sha1 hex, 16 chars), identical across processes."""
-    return texts.map_elements(
-        lambda t: hashlib.sha1(t.encode("utf-8")).hexdigest()[:16], return_dtype=pl.String
+    return texts.map_batches(_sha1_16, return_dtype=pl.String)
+
+
+def _sha1_16(texts: pl.Series) -> pl.Series:
+    # one Python loop over the whole column: ~30% faster than map_elements' call per row
+    return pl.Series(
+        [None if t is None else hashlib.sha1(t.encode("utf-8")).hexdigest()[:16] for t in texts.to_list()],
+        dtype=pl.String,
     )
 
 
@@ -659,18 +1099,25 @@ def assign_ids(frame: pl.DataFrame) -> pl.DataFrame:
     A derived id is ``<split>-<sha1(text, label, response)[:12]>``, stable when lines move;
     repeated identical records get ``-2``, ``-3``... in line order.
     """
+    frame = frame.sort("line")
+    if frame["source_id"].null_count() == 0:  # every row has its own id: nothing to derive
+        return frame.with_columns(id=pl.col("source_id"), text_hash=text_hash(pl.col("text").fill_null("")))
     key = pl.concat_str(
         [pl.col("text").fill_null(""), pl.col("label").fill_null(""), pl.col("response").fill_null("")],
         separator="\x1f",
     )
     derived = pl.col("split") + "-" + text_hash(key).str.slice(0, 12)
-    frame = frame.sort("line").with_columns(_derived=derived)
-    occurrence = pl.col("_derived").cum_count().over("_derived")
-    frame = frame.with_columns(
-        _derived=pl.when(occurrence > 1)
-        .then(pl.col("_derived") + "-" + occurrence.cast(pl.String))
-        .otherwise(pl.col("_derived"))
-    )
+    frame = frame.with_columns(_derived=derived)
+    repeated = frame["_derived"].is_duplicated()
+    if repeated.any():  # repeats get -2, -3, ... in line order (counted among repeats only: faster)
+        again = (
+            frame.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("_row"), "_derived")
+            .filter(repeated)
+            .with_columns(_n=pl.col("_derived").cum_count().over("_derived"))
+            .filter(pl.col("_n") > 1)
+        )
+        renamed = again["_derived"] + "-" + again["_n"].cast(pl.String)
+        frame = frame.with_columns(frame["_derived"].scatter(again["_row"], renamed))
     return frame.with_columns(
         id=pl.coalesce(pl.col("source_id"), pl.col("_derived")),
         text_hash=text_hash(pl.col("text").fill_null("")),

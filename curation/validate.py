@@ -31,7 +31,10 @@ def validate_records(
     Returns:
         (valid, quarantine) with ``len(valid) + len(quarantine) == len(ingested)``.
     """
-    schema = raw_record_schema(task=data.task, max_text_chars=data.max_text_chars, labels=labels)
+    task = data.task
+    if task == "auto":  # the pipeline resolves it at ingest; alone, the rows tell: a class label
+        task = "classification" if (ingested["response_type"] == "null").all() else "instruction"
+    schema = raw_record_schema(task=task, max_text_chars=data.max_text_chars, labels=labels)
     frame = ingested.with_row_index("_row")
     try:
         schema.validate(frame, lazy=True)

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.logging import RichHandler
 
 from flows.console import console, fail, load_cli_params
 from flows.steps import pipeline_steps
@@ -44,6 +43,8 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", help="no progress bar")]
 
 @app.callback()
 def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    from rich.logging import RichHandler  # ~0.05 s: only when a command runs, not for --help
+
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",

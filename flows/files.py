@@ -8,6 +8,7 @@ verify the manifest before they trust a file.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import logging
@@ -22,7 +23,7 @@ from typing import Any, NamedTuple
 import polars as pl
 from filelock import FileLock, Timeout
 
-from curation.ingest import InputFileError, assign_ids, parse_input
+from curation.ingest import InputFileError, assign_ids, detect_task, parse_input
 from schemas.manifest import MANIFEST_FILE, describe_files, write_manifest
 from schemas.params import DataParams, load_label_set
 from schemas.records import (
@@ -72,15 +73,28 @@ class OutputError(RuntimeError):
 # ── inputs ───────────────────────────────────────────────────────────────────────────
 
 
-def read_input(path: Path, *, split: str, data: DataParams) -> tuple[pl.DataFrame, pl.DataFrame]:
+def read_input(
+    path: Path, *, split: str, data: DataParams, content: bytes | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Read one raw file into (ingested, quarantine); whole-file problems raise InputFileError."""
-    if not path.is_file():
-        raise InputFileError(f"{path}: file not found" if not path.exists() else f"{path}: not a file")
+    content = _read_bytes(path) if content is None else content
     suffix = "".join(path.suffixes).lower()  # "train.jsonl.gz": the format and the gzip
-    return parse_input(_read_bytes(path), suffix=suffix, split=split, source=str(path), data=data)
+    return parse_input(content, suffix=suffix, split=split, source=str(path), data=data)
+
+
+def resolve_task(path: Path, content: bytes, data: DataParams) -> DataParams:
+    """``data.task: auto`` decided once, from the first records of the train file (logged)."""
+    if data.task != "auto":
+        return data
+    suffix = "".join(path.suffixes).lower()
+    task = detect_task(content, suffix=suffix, source=str(path), data=data)
+    log.info("data.task: auto -> %s (from the first records of %s)", task, path)
+    return dataclasses.replace(data, task=task)
 
 
 def _read_bytes(path: Path) -> bytes:
+    if not path.is_file():
+        raise InputFileError(f"{path}: file not found" if not path.exists() else f"{path}: not a file")
     try:
         return path.read_bytes()
     except OSError as exc:
@@ -93,6 +107,7 @@ class Ingested(NamedTuple):
     quarantine: pl.DataFrame
     input_rows: dict[str, int]
     label_set: list[str] | None
+    data: DataParams  # the data section with `task: auto` resolved: what later steps read
 
 
 def read_inputs(*, train_path: Path, test_path: Path | None, data: DataParams, params_dir: Path) -> Ingested:
@@ -101,11 +116,14 @@ def read_inputs(*, train_path: Path, test_path: Path | None, data: DataParams, p
     frames: dict[str, pl.DataFrame] = {}
     quarantine = [pl.DataFrame(schema=QUARANTINE_SCHEMA)]
     input_rows = {}
+    train_content = _read_bytes(train_path)
+    data = resolve_task(train_path, train_content, data)
     for split, path in (("train", train_path), ("test", test_path)):
         if path is None:  # no test split: an empty one (decontam refuses to run without one)
             frames[split], input_rows[split] = assign_ids(pl.DataFrame(schema=INGESTED_SCHEMA)), 0
             continue
-        ingested, quarantined = read_input(path, split=split, data=data)
+        content = train_content if split == "train" else None
+        ingested, quarantined = read_input(path, split=split, data=data, content=content)
         frames[split] = ingested
         input_rows[split] = ingested.height + quarantined.height
         quarantine.append(quarantined)
@@ -114,7 +132,7 @@ def read_inputs(*, train_path: Path, test_path: Path | None, data: DataParams, p
         input_rows["train"] += extra.ingested.height + extra.quarantine.height
         quarantine.append(extra.quarantine)
     label_set = infer_label_set(data, params_dir, frames["test"] if test_path else frames["train"])
-    return Ingested(frames["train"], frames["test"], pl.concat(quarantine), input_rows, label_set)
+    return Ingested(frames["train"], frames["test"], pl.concat(quarantine), input_rows, label_set, data)
 
 
 class ExtraInput(NamedTuple):

@@ -76,7 +76,7 @@ def evaluate_curated(
         if not path.is_file():
             raise ModelStageError(f"{path}: not found; run `curagate curate` first")
     test = pl.read_parquet(test_path)
-    if record.get("task") == "instruction":
+    if record.get("task") in ("instruction", "chat"):  # chat is scored like instruction data
         result = evaluate_instruction_adapter(
             test,
             model_dir / ADAPTER_DIR,

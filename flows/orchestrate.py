@@ -7,11 +7,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import polars as pl
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    import polars as pl
 
 console = Console(stderr=True)
 
@@ -20,6 +22,8 @@ DEPLOYMENT_NAME = "local"
 
 def label_counts_frame(curated: Path) -> pl.DataFrame:
     """Rows per label in curated train, curated test and removed train rows, sorted by label."""
+    import polars as pl
+
     parts = []
     for name in ("train", "test", "removed"):
         path = curated / f"{name}.parquet"

@@ -17,8 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import polars as pl
-
 from schemas.instruction_params import INSTRUCTION_CHECKS, InstructionParams
 from schemas.params import (
     DataParams,
@@ -32,10 +30,12 @@ from schemas.params import (
 if TYPE_CHECKING:
     from pathlib import Path
 
+    import polars as pl
+
     from curation.dedup import CandidateSource, StepResult
     from curation.minhash import Signer
 
-# The curation modules (scipy, datasketch, pandera, sklearn, phonenumbers) are imported by
+# The curation modules (polars, scipy, datasketch, pandera, sklearn, phonenumbers) are imported by
 # the step that calls them, so building the CLI from this table costs no start-up time.
 
 
@@ -83,6 +83,8 @@ def validate_step(
     *, train: pl.DataFrame, test: pl.DataFrame, label_set: list[str] | None, data: DataParams
 ) -> Validated:
     """Check every record against the raw-record contract; failures go to quarantine."""
+    import polars as pl
+
     from curation.validate import validate_records
 
     valid_train, bad_train = validate_records(train, data=data, labels=label_set)
@@ -129,6 +131,8 @@ def noise_step(
     embed: Callable[[list[str]], Any] | None,
 ) -> Flagged:
     """Flag likely label errors from out-of-fold probabilities (train only; flags, no removals)."""
+    import polars as pl
+
     from curation.noise import NoiseCheck, flag_label_issues, noise_check
     from schemas.records import FLAGS_SCHEMA
 

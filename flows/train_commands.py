@@ -12,8 +12,6 @@ from typing import Annotated
 import typer
 
 from flows.console import console, fail, load_cli_params
-from flows.modeling import ModelStageError, evaluate_curated, gate_curated, train_curated
-from schemas.gate import GateError, format_failures
 from schemas.params import DEFAULT_CURATED_DIR, DEFAULT_MODEL_DIR, DEFAULT_REPORTS_DIR
 
 CuratedOpt = Annotated[
@@ -41,6 +39,9 @@ def gate(
     ] = False,
 ) -> None:
     """Check quality.json (and the files behind it) against the gate thresholds; exit 1 on failure."""
+    from flows.modeling import gate_curated  # polars, pydantic: loaded by the command, not --help
+    from schemas.gate import GateError, format_failures
+
     cfg = load_cli_params(params)
     out = out or curated / "gate.json"
     try:
@@ -68,6 +69,9 @@ def train(
     no_progress: NoProgressOpt = False,
 ) -> None:
     """Train a LoRA adapter on curated train.parquet, if gate.json allows it for this data."""
+    from flows.modeling import train_curated
+    from schemas.gate import GateError
+
     _setup_logging()
     cfg = load_cli_params(params)
     try:
@@ -104,6 +108,8 @@ def evaluate(
     no_progress: NoProgressOpt = False,
 ) -> None:
     """Compare the base model with the adapter on the held-out test split."""
+    from flows.modeling import ModelStageError, evaluate_curated
+
     _setup_logging()
     cfg = load_cli_params(params)
     try:

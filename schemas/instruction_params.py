@@ -11,8 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-import polars as pl
-
 from schemas.typed import check_fraction
 
 # The checks, in priority order: a row failing several is removed (or held) under the first one
@@ -116,6 +114,8 @@ class InstructionParams:
         wrong = sorted(set(self.pii_kinds) - set(PII_CHECK_KINDS))
         if wrong:
             raise ValueError(f"pii_kinds {wrong} not in {list(PII_CHECK_KINDS)}")
+        import polars as pl  # here, not at import: `curagate --help` loads no polars
+
         for pattern in self.refusal_phrases:  # polars' (Rust) regex syntax: no look-around
             try:
                 pl.Series([""]).str.contains(pattern)

@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from schemas.instruction_params import InstructionParams
 from schemas.monitor_params import MonitorParams, PredictParams
 from schemas.review_params import LabelStudioParams, PredictionReviewParams
@@ -22,7 +20,8 @@ from schemas.scale_params import ScaleParams
 from schemas.training_params import EvaluateParams, GateParams, SweepParams, TrainParams
 from schemas.typed import ParamsError, build, check_fraction, check_near_duplicate_rule
 
-TaskKind = Literal["classification", "instruction"]
+TaskKind = Literal["classification", "instruction", "chat", "auto"]
+TASKS = ("classification", "instruction", "chat", "auto")
 
 
 @dataclass(frozen=True)
@@ -37,13 +36,14 @@ class ColumnMap:
     output: str = "output"
     prompt: str = "prompt"
     response: str = "response"
+    messages: str = "messages"
 
 
 @dataclass(frozen=True)
 class DataParams:
     train: str = "data/raw/train.jsonl"
     test: str | None = None  # no test split: stages that need one (decontam) say so
-    task: TaskKind = "classification"
+    task: TaskKind = "auto"  # auto: decided from the first records of the train file
     columns: ColumnMap = field(default_factory=ColumnMap)
     # a list of labels, a path to a JSON/YAML/text file, or None (= labels seen in test)
     labels: tuple[str | int, ...] | str | None = None
@@ -52,8 +52,8 @@ class DataParams:
     extra_train: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.task not in ("classification", "instruction"):
-            raise ValueError(f"task={self.task!r} must be 'classification' or 'instruction'")
+        if self.task not in TASKS:
+            raise ValueError(f"task={self.task!r} must be one of {list(TASKS)}")
         if self.max_text_chars <= 0:
             raise ValueError("max_text_chars must be positive")
         if self.labels == ():
@@ -220,6 +220,8 @@ def load_params(path: str | Path | None) -> Params:
     """
     if path is None:
         return params_from_dict({})
+    import yaml  # here, not at the top: `curagate --help` reads no YAML
+
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -248,6 +250,8 @@ def load_label_set(labels: tuple[str | int, ...] | str | None, base_dir: Path) -
     """
     if labels is None:
         return None
+    import yaml
+
     if isinstance(labels, tuple):
         if not labels:
             raise ParamsError("data.labels: an empty label set would quarantine every row; use null")

@@ -106,6 +106,21 @@ INGEST_REASONS = (
     "wrong_field_count",
     "malformed_csv",
 )
+# Reasons a chat record (data.task: chat, a `messages` list of {role, content}) is quarantined
+# with at ingest (curation/ingest.py: check_messages), in the order they are checked.
+CHAT_REASONS = (
+    "missing_messages",
+    "null_messages",
+    "messages_not_a_list",
+    "turn_not_an_object",
+    "content_not_a_string",
+    "unknown_role",
+    "empty_turn",
+    "system_not_first",
+    "roles_not_alternating",
+    "no_assistant_turn",
+)
+INGEST_REASONS += CHAT_REASONS
 
 
 def _type_check(field: str, allowed: Sequence[str]) -> list[pa.Check]:

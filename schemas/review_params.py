@@ -7,10 +7,10 @@ is typed here, next to its reader; `schemas.params.load_params` builds it with t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import phonenumbers
-import polars as pl
+if TYPE_CHECKING:
+    import polars as pl
 
 PII_KINDS = ("email", "phone", "card", "iban")
 DECISIONS = ("keep", "relabel", "drop", "unsure")
@@ -54,6 +54,8 @@ class PiiParams:
             raise ValueError("need 0 < phone_min_digits <= phone_max_digits")
         if not 0 < self.card_min_digits <= self.card_max_digits:
             raise ValueError("need 0 < card_min_digits <= card_max_digits")
+        import phonenumbers  # ~0.15 s: loaded when params are, not by `curagate --help`
+
         unknown = [r for r in self.phone_regions if r not in phonenumbers.SUPPORTED_REGIONS]
         if not self.phone_regions or unknown:
             raise ValueError(f"pii.phone_regions {unknown or []}: need ISO 3166 codes like GB, US")
@@ -150,15 +152,29 @@ class PredictionReviewParams:
             raise ValueError("reviewed_file must be a .jsonl file (curate reads it as data.extra_train)")
 
 
-REVIEWS_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
-    "id": pl.String,
-    "text_hash": pl.String,
-    "decision": pl.String,
-    "label": pl.String,
-    "annotator": pl.String,
-    "time": pl.Datetime("us", "UTC"),
-    "task_id": pl.Int64,
-}
+REVIEWS_SCHEMA: dict[str, pl.DataType | type[pl.DataType]]  # built on first use (__getattr__)
+
+
+def _reviews_schema() -> dict[str, pl.DataType | type[pl.DataType]]:
+    import polars as pl
+
+    return {
+        "id": pl.String,
+        "text_hash": pl.String,
+        "decision": pl.String,
+        "label": pl.String,
+        "annotator": pl.String,
+        "time": pl.Datetime("us", "UTC"),
+        "task_id": pl.Int64,
+    }
+
+
+def __getattr__(name: str) -> Any:
+    # REVIEWS_SCHEMA needs polars: built on first use, so importing the params costs no polars
+    if name == "REVIEWS_SCHEMA":
+        value = globals()[name] = _reviews_schema()
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [

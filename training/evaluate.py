@@ -639,16 +639,16 @@ def evaluate_instruction_adapter(
 
     set_threads(params.threads)
     sample = select_examples(test, params.sample_size, params.seed)
-    prompts_text, responses = sample["text"].to_list(), sample["response"].to_list()
+    task = "chat" if training_record.get("task") == "chat" and "messages" in sample.columns else "instruction"
+    prompts_text = sample["messages" if task == "chat" else "text"].to_list()
+    responses = sample["response"].to_list()
     loaded = load_base_model(
         training_record["params"]["base_model"], device=device, quantize_4bit=False,
         for_training=False, padding_side="left",
     )  # fmt: skip
     tokenizer = loaded.tokenizer
     model = PeftModel.from_pretrained(loaded.model, str(adapter_dir)).eval()
-    prompts = [
-        build_prompt(tokenizer, t, task="instruction", form="chat", label_set=None) for t in prompts_text
-    ]
+    prompts = [build_prompt(tokenizer, t, task=task, form="chat", label_set=None) for t in prompts_text]
     max_length = int(training_record["params"].get("max_length", 512))
     k = min(params.instruction_generated_rows, len(prompts))
     interval = {"samples": params.bootstrap_samples, "confidence": params.confidence, "seed": params.seed}

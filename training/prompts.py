@@ -12,6 +12,10 @@ Two classification prompt forms, both through the model's chat template:
 Instruction data (prompt/response) uses the user turn for the prompt and the assistant
 turn for the response, after a short explicit system message.
 
+Chat data (``messages``: the conversation as JSON text, from curation) goes through the chat
+template turn by turn: every turn before the final assistant one is the prompt (the short
+system message first when the conversation has none), the final assistant turn the answer.
+
 Every prompt carries an explicit system message: without one SmolLM2's chat template
 injects its own ("You are a helpful AI assistant named SmolLM, trained by Hugging Face",
 17 tokens), which costs CPU time on every example and differs between models.
@@ -19,6 +23,7 @@ injects its own ("You are a helpful AI assistant named SmolLM, trained by Huggin
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -69,6 +74,18 @@ def instruction_messages(prompt: str) -> list[dict[str, str]]:
     return [{"role": "system", "content": INSTRUCTION_SYSTEM}, {"role": "user", "content": prompt}]
 
 
+def chat_messages(messages: str) -> list[dict[str, str]]:
+    """The turns of a chat example before its final assistant turn (the prompt), from the
+    ``messages`` JSON text of a curated row; an explicit system message when it has none."""
+    turns = [{"role": t["role"], "content": t["content"]} for t in json.loads(messages)]
+    if not turns or turns[-1]["role"] != "assistant":
+        raise ValueError("a chat example must end with the assistant's turn")
+    context = turns[:-1]
+    if context[0]["role"] != "system":
+        context.insert(0, {"role": "system", "content": INSTRUCTION_SYSTEM})
+    return context
+
+
 def render_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]]) -> str:
     """The chat template applied up to and including the assistant header."""
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -114,7 +131,10 @@ def build_prompt(
     form: str,
     label_set: Sequence[str] | None,
 ) -> str:
-    """The rendered prompt for one example of either task kind."""
+    """The rendered prompt for one example of any task kind (chat: ``text`` is the
+    example's ``messages`` JSON text)."""
+    if task == "chat":
+        return render_prompt(tokenizer, chat_messages(text))
     if task == "instruction":
         return render_prompt(tokenizer, instruction_messages(text))
     return render_prompt(tokenizer, classification_messages(text, form=form, label_set=label_set))

@@ -55,7 +55,10 @@ def read_label_set(curated_dir: Path, frame: pl.DataFrame | None = None) -> list
 
 
 def task_of(frame: pl.DataFrame) -> str:
-    """'instruction' when the frame has a response column, 'classification' with a label."""
+    """'chat' with a messages column, 'instruction' with a response column, 'classification'
+    with a label."""
+    if "messages" in frame.columns and "response" in frame.columns:
+        return "chat"
     if "response" in frame.columns:
         return "instruction"
     if "label" in frame.columns:
@@ -127,9 +130,10 @@ def encode_frame(
     label_set: list[str] | None,
 ) -> list[Encoded]:
     """Prompt and tokenise every row, loss on the answer only."""
-    answer_col = "response" if task == "instruction" else "label"
+    answer_col = "label" if task == "classification" else "response"
+    prompt_col = "messages" if task == "chat" else "text"  # chat: every turn, through the template
     encoded = []
-    for text, answer in zip(frame["text"].to_list(), frame[answer_col].to_list(), strict=True):
+    for text, answer in zip(frame[prompt_col].to_list(), frame[answer_col].to_list(), strict=True):
         prompt = build_prompt(tokenizer, text, task=task, form=params.prompt, label_set=label_set)
         encoded.append(encode_example(tokenizer, prompt, str(answer), max_length=params.max_length))
     return encoded
