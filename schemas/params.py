@@ -17,6 +17,7 @@ import yaml
 
 from schemas.review_params import LabelStudioParams
 from schemas.scale_params import ScaleParams
+from schemas.semantic_params import SemanticParams
 from schemas.training_params import EvaluateParams, GateParams, SweepParams, TrainParams
 from schemas.typed import ParamsError, build, check_fraction, check_near_duplicate_rule
 
@@ -84,9 +85,17 @@ class DecontamParams:
     threshold: float = 0.9
     max_char_edits: int = 1
     word_order: bool = True
+    one_word: bool = True  # one word substituted, inserted or deleted (normalised text)
+    one_word_min_words: int = 4
+    semantic_threshold: float | None = 0.95  # cosine to a test row; needs semantic.enabled
+    same_label: bool = True  # the one-word and semantic rules count only rows with the test row's label
 
     def __post_init__(self) -> None:
         check_near_duplicate_rule("decontam", self.lsh_threshold, self.threshold, self.max_char_edits)
+        if self.one_word_min_words < 1:
+            raise ValueError("one_word_min_words must be >= 1")
+        if self.semantic_threshold is not None:
+            check_fraction("decontam", semantic_threshold=self.semantic_threshold)
 
 
 @dataclass(frozen=True)
@@ -169,6 +178,7 @@ class Params:
     sweep: SweepParams = field(default_factory=SweepParams)
     scale: ScaleParams = field(default_factory=ScaleParams)
     labelstudio: LabelStudioParams = field(default_factory=LabelStudioParams)
+    semantic: SemanticParams = field(default_factory=SemanticParams)
     # where the values came from: relative paths inside (data.labels) resolve against it
     base_dir: Path = field(default=Path("."), compare=False, repr=False)
     source: str = field(default="built-in defaults", compare=False)
