@@ -86,7 +86,7 @@ class DecontamParams:
     max_char_edits: int = 1
     word_order: bool = True
     one_word: bool = True  # one word substituted, inserted or deleted (normalised text)
-    one_word_min_words: int = 4
+    one_word_min_words: int = 10
     semantic_threshold: float | None = 0.95  # cosine to a test row; needs semantic.enabled
     same_label: bool = True  # the one-word and semantic rules count only rows with the test row's label
 
@@ -159,6 +159,12 @@ class ReviewParams:
 @dataclass(frozen=True)
 class ReportParams:
     top_flags: int = 30
+    slice_columns: tuple[str, ...] | None = None  # null = auto: extra input columns with few values
+    max_slice_values: int = 20
+
+    def __post_init__(self) -> None:
+        if self.max_slice_values < 2:
+            raise ValueError("max_slice_values must be >= 2")
 
 
 @dataclass(frozen=True)
