@@ -146,7 +146,8 @@ def public_rows(frame: pl.DataFrame) -> pl.DataFrame:
     out = frame.sort("line")
     if "extra" in out.columns and out["extra"].drop_nulls().len():
         try:
-            extras = out.select(pl.col("extra").str.json_decode()).unnest("extra")
+            # polars 2: the expression needs a dtype; the Series method infers it (from every row)
+            extras = out["extra"].str.json_decode(infer_schema_length=None).to_frame().unnest("extra")
             clash = [c for c in extras.columns if c in out.columns]
             out = pl.concat([out, extras.drop(clash)], how="horizontal")
         except pl.exceptions.PolarsError as exc:  # mixed types across rows: keep the JSON text

@@ -167,8 +167,97 @@ def test_embedding_cache_gives_the_same_bytes_and_embeds_each_text_once(
     assert (tmp_path / "cache" / "minilm-b32-t1.parquet").is_file()
 
 
+def test_gate_acts_on_outlier_rate_and_coverage_only_when_thresholds_are_set() -> None:
+    from schemas.gate import evaluate_gate
+    from schemas.training_params import GateParams
+
+    quality = {"outlier_rate": 0.03, "min_class_spread": 0.2, "min_clusters_per_class": 4}
+    loose = evaluate_gate(quality, thresholds=GateParams(require_accounting=False, require_noise_check=False))
+    names = {c["name"] for c in loose["checks"]}
+    assert not names & {"max_outlier_rate", "min_class_spread", "min_clusters_per_class"}
+    strict = GateParams(
+        require_accounting=False,
+        require_noise_check=False,
+        max_outlier_rate=0.01,
+        min_class_spread=0.1,
+        min_clusters_per_class=5,
+    )
+    failed = set(evaluate_gate(quality, thresholds=strict)["failed"])
+    assert {"max_outlier_rate", "min_clusters_per_class"} <= failed and "min_class_spread" not in failed
+
+
 def test_bad_semantic_params_are_refused() -> None:
     with pytest.raises(ValueError, match="duplicate_policy"):
         SemanticParams(duplicate_policy="drop")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="duplicate_threshold"):
         SemanticParams(duplicate_threshold=1.5)
+
+
+@pytest.mark.slow
+def test_pipeline_with_real_embeddings_finds_planted_paraphrases_and_is_byte_identical_with_a_cache(
+    tmp_path: Path, banking_train: pl.DataFrame, banking_test: pl.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows import embed_cache
+    from flows.pipeline import run_curation, write_run
+    from schemas.params import params_from_dict
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    labels = sorted(banking_train["label"].unique().to_list())[:8]
+    train = banking_train.filter(pl.col("label").is_in(labels)).head(120)
+    test = banking_test.filter(pl.col("label").is_in(labels)).head(30)
+    planted = pl.DataFrame(
+        {
+            "text": [
+                # a paraphrase of train row 0 and a paraphrased leak of test row 0 (label kept)
+                "Could you tell me " + train["text"][0][0].lower() + train["text"][0][1:],
+                "Please, " + test["text"][0],
+                "The mitochondria is the powerhouse of the cell",
+            ],
+            "label": [train["label"][0], test["label"][0], labels[0]],
+        }
+    )
+    rows = pl.concat([train, planted]).with_columns(source=pl.lit("web"))
+    rows = rows.with_columns(
+        source=pl.when(pl.int_range(pl.len()) % 3 == 0).then(pl.lit("app")).otherwise("source")
+    )
+    rows.write_csv(tmp_path / "train.csv")
+    test.write_csv(tmp_path / "test.csv")
+    raw = {
+        "data": {"labels": labels},
+        "noise": {"enabled": False},
+        "decontam": {"semantic_threshold": 0.9},
+        "semantic": {
+            "enabled": True,
+            "duplicate_threshold": 0.9,
+            "outlier_quantile": None,
+            "cache_dir": "cache",
+        },
+    }
+    outs = []
+    for name, cache_dir in (("cold", "cache"), ("warm", "cache"), ("uncached", None)):
+        monkeypatch.setattr(embed_cache, "_MEMORY", {})
+        raw["semantic"]["cache_dir"] = cache_dir
+        params = params_from_dict(raw, base_dir=tmp_path)
+        run = run_curation(tmp_path / "train.csv", tmp_path / "test.csv", params=params, show_progress=False)
+        write_run(run, tmp_path / name)
+        outs.append(tmp_path / name)
+    metrics = json.loads((outs[0] / "quality.json").read_text())
+    assert metrics["accounting_ok"] == 1
+    flags = pl.read_parquet(outs[0] / "flags.parquet")
+    removed = pl.read_parquet(outs[0] / "removed.parquet")
+    n = train.height
+    ids = pl.read_csv(tmp_path / "train.csv").height
+    assert ids == n + 3
+    held = pl.read_parquet(outs[0] / "held.parquet")
+    para_text, leak_text, off_text = planted["text"].to_list()
+    assert para_text in set(held.filter(pl.col("issue") == "paraphrase")["text"])
+    assert leak_text in set(removed.filter(pl.col("reason") == "test_leak")["text"])
+    assert off_text in set(flags.filter(pl.col("issue") == "outlier")["text"])
+    assert metrics["outlier_rate"] > 0 and metrics["min_clusters_per_class"] >= 1
+    assert {r["value"] for r in metrics["slices"]["source"]} == {"app", "web"}
+    html = (outs[0] / "report.html").read_text()
+    assert "Semantic near-duplicates, side by side" in html and "Coverage per class" in html
+    for name in ("train.parquet", "removed.parquet", "held.parquet", "flags.parquet", "quality.json"):
+        assert (
+            (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes() == (outs[2] / name).read_bytes()
+        ), name
