@@ -87,7 +87,7 @@ class DecontamParams:
     word_order: bool = True
     one_word: bool = True  # one word substituted, inserted or deleted (normalised text)
     one_word_min_words: int = 10
-    semantic_threshold: float | None = 0.95  # cosine to a test row; needs semantic.enabled
+    semantic_threshold: float | None = None  # cosine to a test row; needs semantic.enabled
     same_label: bool = True  # the one-word and semantic rules count only rows with the test row's label
 
     def __post_init__(self) -> None:

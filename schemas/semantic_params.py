@@ -24,12 +24,12 @@ class SemanticParams:
     threads: int = 1
     cache_dir: str | None = ".cache/embeddings"
     duplicate_policy: DuplicatePolicy = "flag"
-    duplicate_threshold: float = 0.95
+    duplicate_threshold: float = 0.98
     neighbours: int = 10
     block_rows: int = 2048
     outlier_k: int = 10
     outlier_quantile: float | None = 0.995
-    outlier_min_score: float = 0.5
+    outlier_min_score: float = 0.6
 
     def __post_init__(self) -> None:
         if self.duplicate_policy not in ("flag", "remove", "off"):
