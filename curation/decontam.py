@@ -162,7 +162,7 @@ def remove_test_leaks(
     )
 
 
-def _word_keys(frame: pl.DataFrame, index: str) -> pl.DataFrame:
+def word_edit_keys(frame: pl.DataFrame, index: str) -> pl.DataFrame:
     """Per (row, word position): the text with that word as a wildcard (``sub``) and deleted
     (``dele``); plus the whole text (``full``) and the word count ``n``, from ``_key``."""
     words = frame.select(index, _w=pl.col("_key").str.split(" ")).with_columns(_n=pl.col("_w").list.len())
@@ -176,6 +176,42 @@ def _word_keys(frame: pl.DataFrame, index: str) -> pl.DataFrame:
         dele=pl.concat_list(before, after).list.join(" "),
         full=pl.col("_w").list.join(" "),
     ).filter(pl.col("_n") > 0)
+
+
+def one_word_pairs(frame: pl.DataFrame, *, min_words: int, same_label: bool) -> np.ndarray:
+    """Pairs (i < j) of rows of ``frame`` (by position) one word apart in their normalised text.
+
+    Args:
+        frame: rows with ``text`` (and ``label`` for ``same_label``).
+        min_words: both texts at least this many words long.
+        same_label: only pairs with equal labels.
+
+    Returns:
+        (p, 2) int64 pairs, sorted.
+    """
+    k = frame.select("text", *(["label"] if "label" in frame.columns else [])).with_columns(
+        _key=dedup_key(pl.col("text"))
+    )
+    k = k.with_row_index("_i").filter(pl.col("_key").str.count_matches(" ") + 1 >= min_words)
+    keys = word_edit_keys(k, "_i")
+    whole = keys.unique("_i").select(pl.col("_i").alias("_j"), pl.col("full").alias("dele"))
+    pairs = pl.concat(
+        [
+            keys.select("_i", "sub").join(keys.select(pl.col("_i").alias("_j"), "sub"), on="sub"),
+            keys.select("_i", "dele").join(whole, on="dele"),
+        ],
+        how="diagonal",
+    ).select(lo=pl.min_horizontal("_i", "_j"), hi=pl.max_horizontal("_i", "_j"))
+    pairs = pairs.filter(pl.col("lo") != pl.col("hi")).unique().sort("lo", "hi")
+    if same_label and "label" in k.columns:
+        labels = k.select("_i", "label")
+        pairs = (
+            pairs.join(labels.rename({"_i": "lo", "label": "_a"}), on="lo")
+            .join(labels.rename({"_i": "hi", "label": "_b"}), on="hi")
+            .filter(pl.col("_a").eq_missing(pl.col("_b")))
+            .sort("lo", "hi")
+        )
+    return pairs.select("lo", "hi").to_numpy().astype(np.int64).reshape(-1, 2)
 
 
 def one_word_leaks(tr: pl.DataFrame, te: pl.DataFrame, *, min_words: int, same_label: bool) -> pl.DataFrame:
@@ -192,8 +228,8 @@ def one_word_leaks(tr: pl.DataFrame, te: pl.DataFrame, *, min_words: int, same_l
         (_i, _test_id, _sim) one row per leaking train row, the smallest test id; ``_sim`` is
         the share of words in common.
     """
-    a = _word_keys(tr.filter(pl.col("_key").str.count_matches(" ") + 1 >= min_words), "_i")
-    b = _word_keys(te.filter(pl.col("_key").str.count_matches(" ") + 1 >= min_words), "_j")
+    a = word_edit_keys(tr.filter(pl.col("_key").str.count_matches(" ") + 1 >= min_words), "_i")
+    b = word_edit_keys(te.filter(pl.col("_key").str.count_matches(" ") + 1 >= min_words), "_j")
     full_b = b.unique("_j").select("_j", "full", "_n")
     full_a = a.unique("_i").select("_i", "full", "_n")
     pairs = pl.concat(

@@ -121,13 +121,17 @@ def clusters_of(n: int, pairs: np.ndarray) -> np.ndarray:
     return connected_components(graph, directed=False)[1].astype(np.int64)
 
 
-def find_semantic_issues(train: pl.DataFrame, *, embeddings: np.ndarray, cfg: SemanticParams) -> StepResult:
+def find_semantic_issues(
+    train: pl.DataFrame, *, embeddings: np.ndarray, cfg: SemanticParams, extra_pairs: np.ndarray | None = None
+) -> StepResult:
     """Semantic near-duplicates (flag or remove, per ``cfg.duplicate_policy``) and outliers.
 
     Args:
         train: rows with id, split, line, text, label, text_hash.
         embeddings: one unit vector per row of ``train``, in its order.
         cfg: the ``semantic`` section.
+        extra_pairs: more (i, j) row pairs that belong in one cluster (e.g. one word apart,
+            :func:`curation.decontam.one_word_pairs`).
 
     Returns:
         kept rows; removed rows (``semantic_duplicate``, or ``pending_review`` for the flagged
@@ -140,6 +144,8 @@ def find_semantic_issues(train: pl.DataFrame, *, embeddings: np.ndarray, cfg: Se
         pairs, _ = semantic_pairs(
             emb, threshold=cfg.duplicate_threshold, k=cfg.neighbours, block_rows=cfg.block_rows
         )
+        if extra_pairs is not None and len(extra_pairs):
+            pairs = np.concatenate([pairs, np.asarray(extra_pairs, dtype=np.int64).reshape(-1, 2)])
         cluster = clusters_of(frame.height, pairs)
     else:
         cluster = np.arange(frame.height, dtype=np.int64)

@@ -145,7 +145,14 @@ def semantic_step(*, train: pl.DataFrame, semantic: SemanticParams, params_dir: 
     from flows.embed_cache import cached_embedder
 
     embeddings = cached_embedder(semantic, base_dir=params_dir)(train["text"].to_list())
-    return find_semantic_issues(train, embeddings=embeddings, cfg=semantic)
+    extra = None
+    if semantic.one_word_min_words is not None and semantic.duplicate_policy != "off":
+        from curation.decontam import one_word_pairs
+
+        extra = one_word_pairs(
+            train, min_words=semantic.one_word_min_words, same_label=semantic.one_word_same_label
+        )
+    return find_semantic_issues(train, embeddings=embeddings, cfg=semantic, extra_pairs=extra)
 
 
 class Covered(NamedTuple):

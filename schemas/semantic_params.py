@@ -25,6 +25,8 @@ class SemanticParams:
     cache_dir: str | None = ".cache/embeddings"
     duplicate_policy: DuplicatePolicy = "flag"
     duplicate_threshold: float = 0.98
+    one_word_min_words: int | None = 10  # rows one word apart also join a cluster; null = off
+    one_word_same_label: bool = True
     neighbours: int = 10
     block_rows: int = 2048
     outlier_k: int = 10
@@ -36,6 +38,8 @@ class SemanticParams:
             raise ValueError(f"duplicate_policy={self.duplicate_policy!r} must be 'flag', 'remove' or 'off'")
         if self.batch_size < 1 or self.threads < 1 or self.block_rows < 1:
             raise ValueError("batch_size, threads and block_rows must be >= 1")
+        if self.one_word_min_words is not None and self.one_word_min_words < 1:
+            raise ValueError("one_word_min_words must be >= 1 or null")
         if self.neighbours < 1 or self.outlier_k < 1:
             raise ValueError("neighbours and outlier_k must be >= 1")
         check_fraction("semantic", duplicate_threshold=self.duplicate_threshold)

@@ -90,3 +90,26 @@ def test_semantic_rule_removes_rows_near_a_test_row_by_cosine() -> None:
         test_embeddings=e_test,
     )
     assert sorted(loose.removed["id"]) == ["para", "para_other_label"]
+
+
+def test_one_word_pairs_within_train_join_semantic_clusters() -> None:
+    from curation.decontam import one_word_pairs
+    from curation.semantic import find_semantic_issues
+    from schemas.semantic_params import SemanticParams
+
+    train, _ = frames(
+        [
+            ("a", "how do i get a refund for a duplicated payment today", "refund"),
+            ("b", "how do i get a refund for my duplicated payment today", "refund"),
+            ("c", "how do i get a refund for a duplicated payment", "refund"),
+            ("d", "how do i get a refund for a duplicated payment today", "charge"),
+            ("e", "what is the exchange rate for euros", "rate"),
+        ]
+    )
+    train = train.with_columns(text_hash=pl.col("id"))
+    pairs = one_word_pairs(train, min_words=4, same_label=True)
+    assert pairs.tolist() == [[0, 1], [0, 2]]
+    emb = np.eye(5, 8, dtype=np.float32)  # orthogonal: only the one-word pairs link rows
+    out = find_semantic_issues(train, embeddings=emb, cfg=SemanticParams(), extra_pairs=pairs)
+    assert dict(zip(out.flags["id"], out.flags["duplicate_of"], strict=True)) == {"b": "a", "c": "a"}
+    assert sorted(out.kept["id"]) == ["a", "d", "e"]
