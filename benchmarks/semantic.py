@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from curation.decontam import remove_test_leaks
+from curation.decontam import one_word_pairs, remove_test_leaks
 from curation.dedup import drop_duplicates
 from curation.semantic import clusters_of, nearest_neighbours, outlier_scores, semantic_pairs
 from flows.embed_cache import cached_embedder
@@ -107,7 +107,9 @@ def corrupted(train: pl.DataFrame, test: pl.DataFrame, *, seed: int, leaks: int,
     return full, truth_leak, truth_copy
 
 
-def quality(seed: int, leaks: int, copies: int) -> dict:
+def quality(
+    seed: int, leaks: int, copies: int, only: str | None = None, previous: dict | None = None
+) -> dict:
     train, test = load()
     full, truth_leak, truth_copy = corrupted(train, test, seed=seed, leaks=leaks, copies=copies)
     sem = SemanticParams(enabled=True)
@@ -125,10 +127,14 @@ def quality(seed: int, leaks: int, copies: int) -> dict:
     }
     # --- decontam: each rule set and threshold
     rows = []
-    settings = [("minhash only (before)", dict(one_word=False, semantic_threshold=None))]
-    for mw in (4, 6, 8, 10, 12):
+    if only == "dedup" and previous:
+        result["decontam"] = previous.get("decontam", [])
+        settings = []
+    else:
+        settings = [("minhash only (before)", dict(one_word=False, semantic_threshold=None))]
+    for mw in (4, 6, 8, 10, 12) if settings else ():
         settings.append((f"+ one_word min_words={mw}", dict(one_word_min_words=mw, semantic_threshold=None)))
-    for mw in (8, 10, 12):
+    for mw in (8, 10, 12) if settings else ():
         for thr in (0.9, 0.92, 0.94, 0.96):
             settings.append(
                 (f"+ one_word {mw} + semantic {thr}", dict(one_word_min_words=mw, semantic_threshold=thr))
@@ -154,15 +160,20 @@ def quality(seed: int, leaks: int, copies: int) -> dict:
             }
         )
         print(rows[-1])
-    result["decontam"] = rows
+    if settings:
+        result["decontam"] = rows
     # --- dedup: MinHash first (as the pipeline), then semantic pairs on what it kept
     dd = drop_duplicates(full.filter(~pl.col("id").is_in(list(leak_ids))), cfg=DedupParams())
     kept = dd.kept
     caught_minhash = {i for i in truth_copy if i not in set(kept["id"].to_list())}
     emb_kept = embed(kept["text"].to_list())
     drows = []
-    for thr in (0.9, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98):
+    grid = [(thr, None) for thr in (0.9, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98)]
+    grid += [(1.01, mw) for mw in (4, 6, 8, 10)] + [(0.98, mw) for mw in (8, 10)]
+    for thr, mw in grid:
         pairs, _ = semantic_pairs(emb_kept, threshold=thr, k=10)
+        if mw is not None:
+            pairs = np.concatenate([pairs, one_word_pairs(kept, min_words=mw, same_label=True)])
         cluster = clusters_of(kept.height, pairs)
         f = kept.with_columns(_c=pl.Series(cluster)).sort("line")
         rep = f.group_by("_c", maintain_order=True).agg(pl.col("id").first().alias("_rep"))
@@ -173,7 +184,8 @@ def quality(seed: int, leaks: int, copies: int) -> dict:
         clean_hit = hit & (clean_ids - involved)
         drows.append(
             {
-                "cosine": thr,
+                "cosine": None if thr > 1 else thr,
+                "one_word_min_words": mw,
                 "copy_recall": round(len(caught) / len(truth_copy), 4),
                 "other_rows_removed_or_held": len(clean_hit),
                 "other_rate": round(len(clean_hit) / len(clean_ids - involved), 4),
@@ -240,12 +252,15 @@ def main() -> None:
     parser.add_argument("--leaks", type=int, default=400)
     parser.add_argument("--copies", type=int, default=560)
     parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--only", choices=["dedup"], help="quality: rerun dedup/outliers, keep decontam rows")
     args = parser.parse_args()
-    results = json.loads(OUT.read_text()) if OUT.is_file() else {}
+    previous = json.loads(OUT.read_text()) if OUT.is_file() else {}
     if args.what == "quality":
-        results["quality"] = quality(args.seed, args.leaks, args.copies)
+        part = quality(args.seed, args.leaks, args.copies, args.only, previous.get("quality"))
     else:
-        results["speed"] = speed(args.rows, args.seed)
+        part = speed(args.rows, args.seed)
+    results = json.loads(OUT.read_text()) if OUT.is_file() else {}  # re-read: another part may have run
+    results[args.what] = part
     OUT.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {OUT}")
 
