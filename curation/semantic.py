@@ -86,14 +86,24 @@ def nearest_neighbours(
 
 
 def semantic_pairs(
-    embeddings: np.ndarray, *, threshold: float, k: int, block_rows: int = 2048
+    embeddings: np.ndarray,
+    *,
+    threshold: float,
+    k: int,
+    block_rows: int = 2048,
+    knn: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (i < j) among each row's ``k`` nearest neighbours with cosine >= ``threshold``.
+
+    ``knn``: :func:`nearest_neighbours` of the rows among themselves, if already computed
+    (its first ``k`` columns are used).
 
     Returns:
         (pairs (p, 2) int64 sorted, cosine (p,) float32).
     """
-    idx, sims = nearest_neighbours(embeddings, embeddings, k=k, block_rows=block_rows, exclude_self=True)
+    if knn is None:
+        knn = nearest_neighbours(embeddings, embeddings, k=k, block_rows=block_rows, exclude_self=True)
+    idx, sims = knn[0][:, :k], knn[1][:, :k]
     rows = np.repeat(np.arange(len(idx)), idx.shape[1])
     cols, vals = idx.ravel(), sims.ravel()
     keep = vals >= threshold
@@ -103,13 +113,21 @@ def semantic_pairs(
     return np.stack([codes // n, codes % n], axis=1).reshape(-1, 2), vals[keep][first]
 
 
-def outlier_scores(embeddings: np.ndarray, *, k: int, block_rows: int = 2048) -> np.ndarray:
+def outlier_scores(
+    embeddings: np.ndarray,
+    *,
+    k: int,
+    block_rows: int = 2048,
+    knn: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
     """Mean cosine distance of each row to its ``k`` nearest neighbours (0 = among copies).
 
     Datalab's outlier issue scores rows the same way (mean distance to the k nearest neighbours);
     here the raw distance is kept, so a threshold has a meaning of its own.
     """
-    _, sims = nearest_neighbours(embeddings, embeddings, k=k, block_rows=block_rows, exclude_self=True)
+    if knn is None:
+        knn = nearest_neighbours(embeddings, embeddings, k=k, block_rows=block_rows, exclude_self=True)
+    sims = knn[1][:, :k]
     if sims.shape[1] == 0:
         return np.zeros(len(embeddings), dtype=np.float64)
     return (1.0 - sims.astype(np.float64)).mean(axis=1)
@@ -140,10 +158,12 @@ def find_semantic_issues(
     """
     emb = _check(train, embeddings)
     frame = train.with_row_index("_i").with_columns(pl.col("_i").cast(pl.Int64))
+    # one neighbour search serves both the pairs and the outlier scores
+    knn = nearest_neighbours(
+        emb, emb, k=max(cfg.neighbours, cfg.outlier_k), block_rows=cfg.block_rows, exclude_self=True
+    )
     if cfg.duplicate_policy != "off" and frame.height > 1:
-        pairs, _ = semantic_pairs(
-            emb, threshold=cfg.duplicate_threshold, k=cfg.neighbours, block_rows=cfg.block_rows
-        )
+        pairs, _ = semantic_pairs(emb, threshold=cfg.duplicate_threshold, k=cfg.neighbours, knn=knn)
         if extra_pairs is not None and len(extra_pairs):
             pairs = np.concatenate([pairs, np.asarray(extra_pairs, dtype=np.int64).reshape(-1, 2)])
         cluster = clusters_of(frame.height, pairs)
@@ -163,11 +183,7 @@ def find_semantic_issues(
     frame = frame.join(reps, on="_cluster", how="left", maintain_order="left")
     rep_i = frame["_rep_i"].to_numpy()
     cos_to_rep = np.einsum("ij,ij->i", emb, emb[rep_i]).astype(np.float64)
-    scores = (
-        outlier_scores(emb, k=cfg.outlier_k, block_rows=cfg.block_rows)
-        if frame.height > 1
-        else np.zeros(frame.height)
-    )
+    scores = outlier_scores(emb, k=cfg.outlier_k, knn=knn) if frame.height > 1 else np.zeros(frame.height)
     frame = frame.with_columns(
         _cos=pl.Series(cos_to_rep).round(SCORE_DECIMALS), _outlier=pl.Series(scores).round(SCORE_DECIMALS)
     )
