@@ -261,3 +261,24 @@ def test_pipeline_with_real_embeddings_finds_planted_paraphrases_and_is_byte_ide
         assert (
             (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes() == (outs[2] / name).read_bytes()
         ), name
+
+
+@pytest.mark.slow
+def test_a_texts_vector_does_not_depend_on_the_other_texts_of_the_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from flows.embed import embed_texts
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    texts = [
+        "My card has not arrived yet",
+        "Why was I charged twice?",
+        "I lost my card",
+        "Top up by bank transfer",
+    ]
+    together = embed_texts(texts, batch_size=4, threads=1)
+    for i, text in enumerate(texts):
+        alone = embed_texts(
+            [text, "an unrelated companion text of another length"][: 1 + i % 2], batch_size=4, threads=1
+        )
+        assert alone[0].tobytes() == together[i].tobytes(), text
