@@ -36,31 +36,44 @@ def _load() -> tuple[Any, Any]:
     return tokenizer, model
 
 
-def embed_texts(texts: list[str], *, batch_size: int = 256, show_progress: bool = False) -> np.ndarray:
+def embed_texts(
+    texts: list[str], *, batch_size: int = 32, show_progress: bool = False, threads: int | None = None
+) -> np.ndarray:
     """Embed texts with all-MiniLM-L6-v2 (384 dims, unit length).
+
+    A text's vector depends on that text only, never on the other texts of the call: texts are
+    grouped by their exact token count (no padding) and every forward pass has exactly
+    ``batch_size`` rows (a short last batch repeats its last text). With fixed threads the same
+    text gives the same bytes in any call, so vectors can be cached by text hash
+    (flows/embed_cache.py). Equal-length batches are also ~5x faster than padded ones here.
 
     Args:
         texts: the texts, in row order.
-        batch_size: texts per forward pass; batches are formed from length-sorted texts so
-            padding stays small.
+        batch_size: rows per forward pass.
         show_progress: draw a rich progress bar (entry points only).
+        threads: torch CPU threads for the call (restored after); None = torch's current setting.
 
     Returns:
         float32 array of shape (len(texts), 384), rows in the order of ``texts``.
 
     Raises:
-        ValueError: batch_size < 1.
+        ValueError: batch_size or threads < 1.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size} must be >= 1")
+    if batch_size < 1 or (threads is not None and threads < 1):
+        raise ValueError(f"batch_size={batch_size} and threads={threads} must be >= 1")
     import torch
 
     tokenizer, model = _load()
     out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
     if not texts:
         return out
-    order = np.argsort([len(t) for t in texts], kind="stable")
-    starts = range(0, len(texts), batch_size)
+    ids = tokenizer(texts, truncation=True, max_length=MAX_TOKENS)["input_ids"]
+    lengths = np.array([len(x) for x in ids])
+    order = np.lexsort((np.arange(len(texts)), lengths))  # by length, then row: stable
+    batches = []
+    for length in np.unique(lengths):
+        group = order[lengths[order] == length]
+        batches += [group[k : k + batch_size] for k in range(0, len(group), batch_size)]
     progress = None
     if show_progress:
         from rich.progress import Progress
@@ -68,28 +81,24 @@ def embed_texts(texts: list[str], *, batch_size: int = 256, show_progress: bool 
         progress = Progress(transient=True)
         progress.start()
         bar = progress.add_task("embedding", total=len(texts))
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
     try:
         with torch.inference_mode():
-            for start in starts:
-                idx = order[start : start + batch_size]
-                enc = tokenizer(
-                    [texts[i] for i in idx],
-                    padding=True,
-                    truncation=True,
-                    max_length=MAX_TOKENS,
-                    return_tensors="pt",
-                )
-                hidden = model(**enc).last_hidden_state
-                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
-                out[idx] = pooled.numpy()
+            for idx in batches:
+                rows = np.concatenate([idx, np.repeat(idx[-1], batch_size - len(idx))])
+                batch = torch.tensor([ids[i] for i in rows])
+                hidden = model(input_ids=batch, attention_mask=torch.ones_like(batch)).last_hidden_state
+                pooled = torch.nn.functional.normalize(hidden.mean(1), p=2, dim=1)
+                out[idx] = pooled[: len(idx)].numpy()
                 if progress is not None:
                     progress.advance(bar, len(idx))
     finally:
+        torch.set_num_threads(previous_threads)
         if progress is not None:
             progress.stop()
-    log.info("embedded %d texts", len(texts))
+    log.info("embedded %d texts in %d batches", len(texts), len(batches))
     return out
 
 

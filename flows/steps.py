@@ -26,6 +26,7 @@ from schemas.params import (
     ReportParams,
     ReviewParams,
 )
+from schemas.semantic_params import SemanticParams
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -107,12 +108,92 @@ def dedup_step(
 
 
 def decontam_step(
-    *, train: pl.DataFrame, test: pl.DataFrame, decontam: DecontamParams, dedup: DedupParams, signer: Signer
+    *,
+    train: pl.DataFrame,
+    test: pl.DataFrame,
+    decontam: DecontamParams,
+    dedup: DedupParams,
+    signer: Signer,
+    semantic: SemanticParams,
+    params_dir: Path,
 ) -> StepResult:
     """Train rows copying test rows out (the test split is never changed)."""
     from curation.decontam import remove_test_leaks
 
-    return remove_test_leaks(train, test, cfg=decontam, minhash=dedup, signer=signer)
+    emb_train = emb_test = None
+    if semantic.enabled and decontam.semantic_threshold is not None and train.height and test.height:
+        from flows.embed_cache import cached_embedder
+
+        embed = cached_embedder(semantic, base_dir=params_dir)
+        emb_train, emb_test = embed(train["text"].to_list()), embed(test["text"].to_list())
+    return remove_test_leaks(
+        train,
+        test,
+        cfg=decontam,
+        minhash=dedup,
+        signer=signer,
+        train_embeddings=emb_train,
+        test_embeddings=emb_test,
+    )
+
+
+def semantic_step(*, train: pl.DataFrame, semantic: SemanticParams, params_dir: Path) -> StepResult:
+    """Semantic near-duplicates flagged or removed, outliers flagged (semantic.enabled)."""
+    from curation.dedup import StepResult
+    from schemas.records import FLAGS_SCHEMA, REMOVED_SCHEMA
+
+    if not semantic.enabled or train.height == 0:
+        return StepResult(train, pl.DataFrame(schema=REMOVED_SCHEMA), pl.DataFrame(schema=FLAGS_SCHEMA))
+    from curation.semantic import find_semantic_issues
+    from flows.embed_cache import cached_embedder
+
+    embeddings = cached_embedder(semantic, base_dir=params_dir)(train["text"].to_list())
+    extra = None
+    if semantic.one_word_min_words is not None and semantic.duplicate_policy != "off":
+        from curation.decontam import one_word_pairs
+
+        extra = one_word_pairs(
+            train, min_words=semantic.one_word_min_words, same_label=semantic.one_word_same_label
+        )
+    return find_semantic_issues(train, embeddings=embeddings, cfg=semantic, extra_pairs=extra)
+
+
+class Covered(NamedTuple):
+    coverage: dict[str, Any]  # per class and per slice, for quality.json and report.html
+
+
+def coverage_step(
+    *,
+    train: pl.DataFrame,
+    validated_train: pl.DataFrame,
+    removed: pl.DataFrame,
+    held: pl.DataFrame,
+    flags: pl.DataFrame,
+    semantic: SemanticParams,
+    report: ReportParams,
+    params_dir: Path,
+) -> Covered:
+    """Coverage per class of the curated train (semantic.enabled) and counts per slice."""
+    from curation.coverage import coverage_summary
+
+    embeddings = None
+    if semantic.enabled and train.height:
+        from flows.embed_cache import cached_embedder
+
+        embeddings = cached_embedder(semantic, base_dir=params_dir)(train["text"].to_list())
+    return Covered(
+        coverage_summary(
+            train,
+            validated=validated_train,
+            removed=removed,
+            held=held,
+            flags=flags,
+            embeddings=embeddings,
+            semantic=semantic,
+            slice_columns=report.slice_columns,
+            max_slice_values=report.max_slice_values,
+        )
+    )
 
 
 class Flagged(NamedTuple):
@@ -185,6 +266,7 @@ def report_step(
     removal_stages: tuple[str, ...],
     report: ReportParams,
     instruction_checks: pl.DataFrame | None = None,
+    coverage: dict[str, Any] | None = None,
 ) -> Reported:
     """Quality metrics (with the accounting check) and the HTML report."""
     from curation.decontam import count_test_leaks
@@ -205,6 +287,10 @@ def report_step(
         noise=noise_check,
         instruction=instruction_checks,
     )
+    if coverage:
+        from curation.coverage import coverage_metrics
+
+        metrics.update(coverage_metrics(coverage, curated_rows=train.height))
     if decisions is not None:
         metrics["reviews_applied"] = int(decisions.height)
         metrics["reviews_disagreements"] = int(decisions["disagreement"].sum())
@@ -220,6 +306,14 @@ def report_step(
         stages=removal_stages,
         instruction=instruction_checks,
     )
+    if coverage:
+        from curation.coverage import render_coverage
+
+        html = html.replace(
+            "</body></html>",
+            render_coverage(coverage, flags=flags, removed=removed, validated=validated_train)
+            + "</body></html>",
+        )
     return Reported(metrics, html)
 
 
@@ -305,8 +399,15 @@ STEPS: list[Step] = [
         "decontam",
         "... then remove train rows that copy test rows (reason test_leak).",
         decontam_step,
-        reads=("train", "test", "decontam", "dedup", "signer"),
+        reads=("train", "test", "decontam", "dedup", "signer", "semantic", "params_dir"),
         reasons=("test_leak",),
+    ),
+    Step(
+        "semantic",
+        "... then semantic near-duplicates (flag or remove) and outliers, on embeddings.",
+        semantic_step,
+        reads=("train", "semantic", "params_dir"),
+        reasons=("semantic_duplicate",),
     ),
     Step(
         "noise",
@@ -321,6 +422,13 @@ STEPS: list[Step] = [
         reads=("train", "removed", "flags", "validated_train", "reviews", "review"),
         reasons=("reviewer_drop",),
         command=False,  # `curagate review` is push/pull; `curagate curate --reviews F` applies them
+    ),
+    Step(
+        "coverage",
+        "Coverage per class and counts per slice of the curated train (quality.json).",
+        coverage_step,
+        reads=("train", "validated_train", "removed", "held", "flags", "semantic", "report", "params_dir"),
+        command=False,
     ),
     Step(
         "report",
@@ -342,6 +450,7 @@ STEPS: list[Step] = [
             "removal_stages",
             "report",
             "instruction_checks",
+            "coverage",
         ),
     ),
 ]

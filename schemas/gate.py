@@ -41,6 +41,9 @@ _CHECKS: tuple[tuple[str, str, str, str], ...] = (
     ("max_pending_review", "pending_review", "max_pending_review", "<="),
     ("max_test_leaks", "test_leaks_remaining", "max_test_leaks", "<="),
     ("max_instruction_issue_rate", "instruction_issue_rate", "max_instruction_issue_rate", "<="),
+    ("max_outlier_rate", "outlier_rate", "max_outlier_rate", "<="),
+    ("min_class_spread", "min_class_spread", "min_class_spread", ">="),
+    ("min_clusters_per_class", "min_clusters_per_class", "min_clusters_per_class", ">="),
 )
 # quality.json count -> the curated file whose rows it counts (the manifest knows the rows)
 _COUNTED_FILES: tuple[tuple[tuple[str, ...], str], ...] = (

@@ -17,6 +17,7 @@ from schemas.instruction_params import InstructionParams
 from schemas.monitor_params import MonitorParams, PredictParams
 from schemas.review_params import LabelStudioParams, PredictionReviewParams
 from schemas.scale_params import ScaleParams
+from schemas.semantic_params import SemanticParams
 from schemas.training_params import EvaluateParams, GateParams, SweepParams, TrainParams
 from schemas.typed import ParamsError, build, check_fraction, check_near_duplicate_rule
 
@@ -88,9 +89,17 @@ class DecontamParams:
     threshold: float = 0.9
     max_char_edits: int = 1
     word_order: bool = True
+    one_word: bool = True  # one word substituted, inserted or deleted (normalised text)
+    one_word_min_words: int = 10
+    semantic_threshold: float | None = None  # cosine to a test row; needs semantic.enabled
+    same_label: bool = True  # the one-word and semantic rules count only rows with the test row's label
 
     def __post_init__(self) -> None:
         check_near_duplicate_rule("decontam", self.lsh_threshold, self.threshold, self.max_char_edits)
+        if self.one_word_min_words < 1:
+            raise ValueError("one_word_min_words must be >= 1")
+        if self.semantic_threshold is not None:
+            check_fraction("decontam", semantic_threshold=self.semantic_threshold)
 
 
 @dataclass(frozen=True)
@@ -154,6 +163,12 @@ class ReviewParams:
 @dataclass(frozen=True)
 class ReportParams:
     top_flags: int = 30
+    slice_columns: tuple[str, ...] | None = None  # null = auto: extra input columns with few values
+    max_slice_values: int = 20
+
+    def __post_init__(self) -> None:
+        if self.max_slice_values < 2:
+            raise ValueError("max_slice_values must be >= 2")
 
 
 @dataclass(frozen=True)
@@ -177,6 +192,7 @@ class Params:
     instruction: InstructionParams = field(default_factory=InstructionParams)
     predict: PredictParams = field(default_factory=PredictParams)
     monitor: MonitorParams = field(default_factory=MonitorParams)
+    semantic: SemanticParams = field(default_factory=SemanticParams)
     # where the values came from: relative paths inside (data.labels) resolve against it
     base_dir: Path = field(default=Path("."), compare=False, repr=False)
     source: str = field(default="built-in defaults", compare=False)

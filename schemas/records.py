@@ -92,7 +92,7 @@ HELD_SCHEMA = pl.Schema(
 # The reason a detector gives a row it holds for review (it becomes a held row, not a removed one).
 HOLD_REASON = "pending_review"
 # instruction/chat checks (curation/instruction.py) flag under their own codes when their policy is flag
-FLAG_ISSUES = ("label_issue", "conflicting_duplicate", *INSTRUCTION_CHECKS)
+FLAG_ISSUES = ("label_issue", "conflicting_duplicate", "paraphrase", "outlier", *INSTRUCTION_CHECKS)
 SNAKE_CASE = r"^[a-z][a-z0-9_]*$"
 # Reasons the ingest stage quarantines a line with (curation/ingest.py); validation adds the
 # names of the raw-record checks below (missing_text, text_wrong_type, ...).

@@ -32,8 +32,17 @@ class GateParams:
     require_noise_check: bool = True
     # instruction/chat data: rows removed or held by the instruction checks / checked rows
     max_instruction_issue_rate: float | None = 0.2
+    max_outlier_rate: float | None = None  # outlier flags / validated train rows (semantic.enabled)
+    min_class_spread: float | None = None  # smallest class's mean pairwise cosine distance
+    min_clusters_per_class: int | None = None  # smallest class's distinct near-duplicate clusters
 
     def __post_init__(self) -> None:
+        for name in ("max_outlier_rate", "min_class_spread"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name}={value} must be within [0, 1] (gate) or null")
+        if self.min_clusters_per_class is not None and self.min_clusters_per_class < 0:
+            raise ValueError("min_clusters_per_class must be >= 0 or null")
         _check_fraction(
             "gate",
             max_duplicate_rate=self.max_duplicate_rate,

@@ -20,7 +20,7 @@ from tests.tiny_project import CURATED_FILES, make_tiny_project, sh, stages_run
 
 PIPELINE = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 STAGE_PARAMS = {
-    "curate": ["data", "dedup", "decontam", "noise", "review", "report", "instruction"],
+    "curate": ["data", "dedup", "decontam", "noise", "review", "report", "instruction", "semantic"],
     "gate": ["gate"],
     "train": ["gate", "train"],  # train re-derives the gate verdict
     "evaluate": ["evaluate"],

@@ -1,0 +1,352 @@
+"""Semantic checks on sentence embeddings: near-duplicates by meaning, outliers, class coverage.
+
+Pure functions: the embeddings are passed in (one unit-length float32 row per frame row; the
+flow computes them, see flows/embed_cache.py), nothing here loads a model. Nearest neighbours
+are exact (blocked matrix products), sorted by similarity then by row, so the output does not
+depend on the order in which ties were found.
+
+- :func:`semantic_pairs`: pairs of rows whose cosine is at least a threshold (SemDeDup's epsilon).
+- :func:`find_semantic_issues`: clusters of such pairs, one row kept per cluster by dedup's rule
+  (the earliest input line); the others flagged ``paraphrase`` (held for review) or removed
+  (``semantic_duplicate``), conflicting labels flagged ``conflicting_duplicate``; the rows
+  farthest from their neighbours flagged ``outlier`` (as cleanlab Datalab's outlier issue).
+- :func:`class_coverage`: rows, distinct near-duplicate clusters and spread per class.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import polars as pl
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from curation.dedup import StepResult
+from schemas.records import FLAGS_SCHEMA, HOLD_REASON, REMOVED_SCHEMA
+from schemas.semantic_params import SemanticParams
+
+log = logging.getLogger(__name__)
+
+STAGE = "semantic"
+SCORE_DECIMALS = 6  # scores written to files: rounded, so float noise never reaches the bytes
+
+
+def _check(frame: pl.DataFrame, embeddings: np.ndarray) -> np.ndarray:
+    emb = np.asarray(embeddings, dtype=np.float32)
+    if emb.ndim != 2 or emb.shape[0] != frame.height:
+        raise ValueError(f"embeddings must have one row per frame row: {emb.shape} for {frame.height} rows")
+    return emb
+
+
+def nearest_neighbours(
+    queries: np.ndarray,
+    base: np.ndarray,
+    *,
+    k: int,
+    block_rows: int = 2048,
+    exclude_self: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` most similar base rows of each query row (exact inner product).
+
+    Args:
+        queries: (n, d) unit vectors.
+        base: (m, d) unit vectors; with ``exclude_self`` the same matrix as ``queries``.
+        k: neighbours per query (fewer when the base is smaller).
+        block_rows: query rows per matrix product (bounds memory at block_rows x m floats).
+        exclude_self: a row is not its own neighbour.
+
+    Returns:
+        (indices, similarities), each (n, k'), best first, ties by the smaller index.
+    """
+    if k < 1 or block_rows < 1:
+        raise ValueError("k and block_rows must be >= 1")
+    n, m = len(queries), len(base)
+    kk = min(k, m - (1 if exclude_self else 0))
+    if n == 0 or kk <= 0:
+        return np.zeros((n, 0), dtype=np.int64), np.zeros((n, 0), dtype=np.float32)
+    idx_out = np.empty((n, kk), dtype=np.int64)
+    sim_out = np.empty((n, kk), dtype=np.float32)
+    for lo in range(0, n, block_rows):
+        sims = queries[lo : lo + block_rows] @ base.T
+        rows = np.arange(len(sims))
+        if exclude_self:
+            sims[rows, lo + rows] = -np.inf
+        # argpartition is deterministic for the same input; the kept columns are then sorted
+        cand = (
+            np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
+            if kk < m
+            else np.broadcast_to(np.arange(m), sims.shape)
+        )
+        cand_sims = np.take_along_axis(sims, cand, axis=1)
+        order = np.take_along_axis(cand, np.lexsort((cand, -cand_sims), axis=1), axis=1)
+        idx_out[lo : lo + len(sims)] = order
+        sim_out[lo : lo + len(sims)] = np.take_along_axis(sims, order, axis=1)
+    return idx_out, sim_out
+
+
+def semantic_pairs(
+    embeddings: np.ndarray,
+    *,
+    threshold: float,
+    k: int,
+    block_rows: int = 2048,
+    knn: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (i < j) among each row's ``k`` nearest neighbours with cosine >= ``threshold``.
+
+    ``knn``: :func:`nearest_neighbours` of the rows among themselves, if already computed
+    (its first ``k`` columns are used).
+
+    Returns:
+        (pairs (p, 2) int64 sorted, cosine (p,) float32).
+    """
+    if knn is None:
+        knn = nearest_neighbours(embeddings, embeddings, k=k, block_rows=block_rows, exclude_self=True)
+    idx, sims = knn[0][:, :k], knn[1][:, :k]
+    rows = np.repeat(np.arange(len(idx)), idx.shape[1])
+    cols, vals = idx.ravel(), sims.ravel()
+    keep = vals >= threshold
+    lo, hi = np.minimum(rows, cols)[keep], np.maximum(rows, cols)[keep]
+    codes, first = np.unique(lo * max(len(idx), 1) + hi, return_index=True)
+    n = max(len(idx), 1)
+    return np.stack([codes // n, codes % n], axis=1).reshape(-1, 2), vals[keep][first]
+
+
+def outlier_scores(
+    embeddings: np.ndarray,
+    *,
+    k: int,
+    block_rows: int = 2048,
+    knn: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """Mean cosine distance of each row to its ``k`` nearest neighbours (0 = among copies).
+
+    Datalab's outlier issue scores rows the same way (mean distance to the k nearest neighbours);
+    here the raw distance is kept, so a threshold has a meaning of its own.
+    """
+    if knn is None:
+        knn = nearest_neighbours(embeddings, embeddings, k=k, block_rows=block_rows, exclude_self=True)
+    sims = knn[1][:, :k]
+    if sims.shape[1] == 0:
+        return np.zeros(len(embeddings), dtype=np.float64)
+    return (1.0 - sims.astype(np.float64)).mean(axis=1)
+
+
+def clusters_of(n: int, pairs: np.ndarray) -> np.ndarray:
+    """Connected components (union-find) of ``n`` rows linked by ``pairs``."""
+    graph = coo_matrix((np.ones(len(pairs), dtype=np.int8), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    return connected_components(graph, directed=False)[1].astype(np.int64)
+
+
+def find_semantic_issues(
+    train: pl.DataFrame, *, embeddings: np.ndarray, cfg: SemanticParams, extra_pairs: np.ndarray | None = None
+) -> StepResult:
+    """Semantic near-duplicates (flag or remove, per ``cfg.duplicate_policy``) and outliers.
+
+    Args:
+        train: rows with id, split, line, text, label, text_hash.
+        embeddings: one unit vector per row of ``train``, in its order.
+        cfg: the ``semantic`` section.
+        extra_pairs: more (i, j) row pairs that belong in one cluster (e.g. one word apart,
+            :func:`curation.decontam.one_word_pairs`).
+
+    Returns:
+        kept rows; removed rows (``semantic_duplicate``, or ``pending_review`` for the flagged
+        ones, which the review policy holds); flags ``paraphrase``, ``conflicting_duplicate``
+        and ``outlier`` (score: cosine to the kept row, or the outlier score).
+    """
+    emb = _check(train, embeddings)
+    frame = train.with_row_index("_i").with_columns(pl.col("_i").cast(pl.Int64))
+    # one neighbour search serves both the pairs and the outlier scores
+    knn = nearest_neighbours(
+        emb, emb, k=max(cfg.neighbours, cfg.outlier_k), block_rows=cfg.block_rows, exclude_self=True
+    )
+    if cfg.duplicate_policy != "off" and frame.height > 1:
+        pairs, _ = semantic_pairs(emb, threshold=cfg.duplicate_threshold, k=cfg.neighbours, knn=knn)
+        if extra_pairs is not None and len(extra_pairs):
+            pairs = np.concatenate([pairs, np.asarray(extra_pairs, dtype=np.int64).reshape(-1, 2)])
+        cluster = clusters_of(frame.height, pairs)
+    else:
+        cluster = np.arange(frame.height, dtype=np.int64)
+    frame = frame.with_columns(_cluster=pl.Series(cluster, dtype=pl.Int64))
+    reps = (
+        frame.sort("line", "_i")
+        .group_by("_cluster", maintain_order=True)
+        .agg(
+            pl.col("id").first().alias("_rep_id"),
+            pl.col("label").first().alias("_rep_label"),
+            pl.col("_i").first().alias("_rep_i"),
+            pl.len().alias("_size"),
+        )
+    )
+    frame = frame.join(reps, on="_cluster", how="left", maintain_order="left")
+    rep_i = frame["_rep_i"].to_numpy()
+    cos_to_rep = np.einsum("ij,ij->i", emb, emb[rep_i]).astype(np.float64)
+    scores = outlier_scores(emb, k=cfg.outlier_k, knn=knn) if frame.height > 1 else np.zeros(frame.height)
+    frame = frame.with_columns(
+        _cos=pl.Series(cos_to_rep).round(SCORE_DECIMALS), _outlier=pl.Series(scores).round(SCORE_DECIMALS)
+    )
+    is_rep = pl.col("_i") == pl.col("_rep_i")
+    conflicting = ~is_rep & pl.col("label").ne_missing(pl.col("_rep_label"))
+    kept_reps = frame.filter(is_rep)
+    cut = outlier_cut(kept_reps["_outlier"].to_numpy(), cfg=cfg)
+    outlier = is_rep & (pl.col("_outlier") >= cut)
+    members = frame.filter(~is_rep)
+    hold = members.filter(conflicting | pl.lit(cfg.duplicate_policy == "flag"))
+    drop = members.filter(~conflicting & pl.lit(cfg.duplicate_policy == "remove"))
+    outliers = frame.filter(outlier)
+    removed = pl.concat(
+        [
+            drop.select(
+                *_removed_cols("semantic_duplicate"),
+                pl.col("_rep_id").alias("duplicate_of"),
+                pl.format("cosine {} to the kept row (semantic cluster of {})", "_cos", "_size").alias(
+                    "detail"
+                ),
+                "text",
+                "label",
+            ),
+            hold.select(
+                *_removed_cols(HOLD_REASON),
+                pl.col("_rep_id").alias("duplicate_of"),
+                pl.when(conflicting)
+                .then(
+                    pl.format(
+                        "conflicting_duplicate: label '{}' vs '{}' of {} (cosine {})",
+                        "label",
+                        "_rep_label",
+                        "_rep_id",
+                        "_cos",
+                    )
+                )
+                .otherwise(
+                    pl.format(
+                        "paraphrase: cosine {} to {} (semantic cluster of {})", "_cos", "_rep_id", "_size"
+                    )
+                )
+                .alias("detail"),
+                "text",
+                "label",
+            ),
+            outliers.select(
+                *_removed_cols(HOLD_REASON),
+                pl.lit(None, pl.String).alias("duplicate_of"),
+                pl.format(
+                    "outlier: mean cosine distance {} to its {} nearest rows",
+                    "_outlier",
+                    pl.lit(cfg.outlier_k),
+                ).alias("detail"),
+                "text",
+                "label",
+            ),
+        ]
+    )
+    flags = pl.concat(
+        [
+            hold.select(
+                "id",
+                "text_hash",
+                "text",
+                pl.when(conflicting)
+                .then(pl.lit("conflicting_duplicate"))
+                .otherwise(pl.lit("paraphrase"))
+                .alias("issue"),
+                pl.col("_cos").alias("score"),
+                pl.col("label").alias("given_label"),
+                pl.col("_rep_label").alias("suggested_label"),
+                pl.col("_rep_id").alias("duplicate_of"),
+            ),
+            outliers.select(
+                "id",
+                "text_hash",
+                "text",
+                pl.lit("outlier").alias("issue"),
+                pl.col("_outlier").alias("score"),
+                pl.col("label").alias("given_label"),
+                pl.lit(None, pl.String).alias("suggested_label"),
+                pl.lit(None, pl.String).alias("duplicate_of"),
+            ),
+        ]
+    )
+    kept = frame.filter(is_rep & ~outlier).drop(pl.selectors.starts_with("_"))
+    log.info(
+        "semantic: %d clusters merged %d rows; %d outliers",
+        reps.filter(pl.col("_size") > 1).height,
+        members.height,
+        outliers.height,
+    )
+    return StepResult(
+        kept=kept.sort("line"),
+        removed=removed.cast(REMOVED_SCHEMA).sort("line", "id"),
+        flags=flags.cast(FLAGS_SCHEMA).sort("id", "issue"),
+    )
+
+
+def outlier_cut(scores: np.ndarray, *, cfg: SemanticParams) -> float:
+    """The score from which a row is an outlier: above ``outlier_min_score`` and, when set, in
+    the top ``1 - outlier_quantile`` of the scores (inf when there are too few rows to say)."""
+    if len(scores) <= cfg.outlier_k:
+        return float("inf")
+    cut = cfg.outlier_min_score
+    if cfg.outlier_quantile is not None:
+        cut = max(cut, float(np.quantile(scores, cfg.outlier_quantile, method="higher")))
+    return cut
+
+
+def _removed_cols(reason: str) -> list[pl.Expr]:
+    return [
+        pl.col("id"),
+        pl.col("split"),
+        pl.col("line"),
+        pl.lit(STAGE).alias("stage"),
+        pl.lit(reason).alias("reason"),
+    ]
+
+
+def class_coverage(
+    frame: pl.DataFrame, *, embeddings: np.ndarray, threshold: float, k: int, block_rows: int = 2048
+) -> pl.DataFrame:
+    """Per class: rows, distinct near-duplicate clusters (cosine >= ``threshold`` within the
+    class) and spread (mean pairwise cosine distance within the class; null below 2 rows).
+
+    Returns:
+        label, rows, clusters, spread (sorted by label).
+    """
+    emb = _check(frame, embeddings)
+    if frame.height == 0:
+        return pl.DataFrame(
+            schema={"label": pl.String, "rows": pl.Int64, "clusters": pl.Int64, "spread": pl.Float64}
+        )
+    labels = frame["label"].cast(pl.String).fill_null("").to_numpy()
+    pairs, _ = (
+        semantic_pairs(emb, threshold=threshold, k=k, block_rows=block_rows)
+        if frame.height > 1
+        else (np.zeros((0, 2), np.int64), None)
+    )
+    pairs = pairs[labels[pairs[:, 0]] == labels[pairs[:, 1]]] if len(pairs) else pairs
+    cluster = clusters_of(frame.height, pairs)
+    out = []
+    for label in sorted(set(labels.tolist())):
+        rows = np.flatnonzero(labels == label)
+        n = len(rows)
+        total = emb[rows].astype(np.float64).sum(axis=0)
+        # mean over pairs i != j of 1 - cos(i, j), from the sum of unit vectors: O(n d), not O(n^2 d)
+        spread = 1.0 - (float(total @ total) - n) / (n * (n - 1)) if n > 1 else None
+        out.append((label, n, len(np.unique(cluster[rows])), None if spread is None else round(spread, 4)))
+    return pl.DataFrame(
+        out,
+        schema={"label": pl.String, "rows": pl.Int64, "clusters": pl.Int64, "spread": pl.Float64},
+        orient="row",
+    )
+
+
+__all__ = [
+    "class_coverage",
+    "clusters_of",
+    "find_semantic_issues",
+    "nearest_neighbours",
+    "outlier_cut",
+    "outlier_scores",
+    "semantic_pairs",
+]
