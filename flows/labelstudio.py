@@ -656,7 +656,7 @@ def pull_prediction_reviews(params: Params, *, ls: Any = None) -> PredictionPull
     from curation.review import annotations_to_verdicts, resolve_decisions
 
     review, cfg = params.prediction_review, params.labelstudio
-    if params.data.task != "classification":
+    if params.data.task not in ("classification", "auto"):  # auto: the predictions are labels
         raise ValueError("prediction review needs data.task: classification")
     ls = ls if ls is not None else connect(cfg)
     with _sdk_errors(ls):

@@ -139,6 +139,8 @@ def decontam_step(
 
 def semantic_step(*, train: pl.DataFrame, semantic: SemanticParams, params_dir: Path) -> StepResult:
     """Semantic near-duplicates flagged or removed, outliers flagged (semantic.enabled)."""
+    import polars as pl
+
     from curation.dedup import StepResult
     from schemas.records import FLAGS_SCHEMA, REMOVED_SCHEMA
 
@@ -333,8 +335,10 @@ def instruction_step(
     instruction: InstructionParams,
 ) -> Checked:
     """Instruction/chat quality checks on (prompt, response); classification data: a no-op."""
-    if data.task == "classification":
+    if data.task not in ("instruction", "chat"):  # `auto` is resolved by ingest before this runs
         return Checked(train, removed, flags, None)
+    import polars as pl
+
     from curation.instruction import detect_instruction_issues, language_inputs, summarise_instruction_checks
     from curation.policy import apply_instruction_policy
     from schemas.records import FLAGS_SCHEMA, REMOVED_SCHEMA
