@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import yaml
 
+from schemas.registry_params import RegistryParams
 from schemas.review_params import LabelStudioParams
 from schemas.scale_params import ScaleParams
 from schemas.training_params import EvaluateParams, GateParams, SweepParams, TrainParams
@@ -169,6 +170,7 @@ class Params:
     sweep: SweepParams = field(default_factory=SweepParams)
     scale: ScaleParams = field(default_factory=ScaleParams)
     labelstudio: LabelStudioParams = field(default_factory=LabelStudioParams)
+    registry: RegistryParams = field(default_factory=RegistryParams)
     # where the values came from: relative paths inside (data.labels) resolve against it
     base_dir: Path = field(default=Path("."), compare=False, repr=False)
     source: str = field(default="built-in defaults", compare=False)
