@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -41,6 +42,7 @@ DB_FILE = "mlflow.db"
 ARTIFACTS_DIR = "artifacts"
 TAG = "curagate."  # prefix of every tag this module sets
 HISTORY_TAG = f"{TAG}champion_history"  # registered-model tag: champion versions, oldest first
+EVAL_ARTIFACTS = ("eval.json", "eval_detail.json", "eval.html")  # names under the run's eval/
 MAX_TAG_CHARS = 5000  # MLflow's limit on a tag value
 # the reviewed production sample (README "Registry and promotion"): required columns
 PRODUCTION_COLUMNS = ("id", "text", "label", "champion_label", "challenger_label")
@@ -317,8 +319,12 @@ def _log_evaluation(
         tags[f"{TAG}evaluate_params_changed"] = _clip(", ".join(changed))
     for key, value in tags.items():
         client.set_tag(run_id, key, value)
-    for path in files:
-        client.log_artifact(run_id, str(path), "eval")
+    with tempfile.TemporaryDirectory() as tmp:  # fixed names: a later promote reads them back
+        for path, name in zip((eval_json, detail_json, html), EVAL_ARTIFACTS, strict=True):
+            if path is not None:
+                copy = Path(tmp) / name
+                shutil.copyfile(path, copy)
+                client.log_artifact(run_id, str(copy), "eval")
     return True
 
 
@@ -350,7 +356,7 @@ def _set_history(client: Any, registry: RegistryParams, history: list[str]) -> N
 
 
 def _test_answers(detail: dict[str, Any], where: str) -> Any:
-    from training.promotion import TestAnswers
+    from training.promotion import HeldOutAnswers
 
     try:
         ids, labels = detail["row_ids"], detail["row_labels"]
@@ -360,25 +366,25 @@ def _test_answers(detail: dict[str, Any], where: str) -> Any:
             f"{where}: no per-row test answers (row_ids, sides.adapter.predicted); "
             "re-run `curagate evaluate` with this version of curagate"
         ) from exc
-    return TestAnswers([str(i) for i in ids], [str(g) for g in labels], predicted)
+    return HeldOutAnswers([str(i) for i in ids], [str(g) for g in labels], predicted)
 
 
 def _champion_answers(client: Any, champion: Any) -> tuple[Any, list[str]]:
     """The champion's test answers from its run's eval_detail.json; empty (so the rule
     rejects for want of common rows) with a reason when the run has none."""
-    from training.promotion import TestAnswers
+    from training.promotion import HeldOutAnswers
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
             path = client.download_artifacts(champion.run_id, "eval/eval_detail.json", tmp)
         except (*_mlflow_errors(), OSError):
             reason = f"fail: the champion (version {champion.version}) has no eval_detail.json logged"
-            return TestAnswers([], [], []), [reason]
+            return HeldOutAnswers([], [], []), [reason]
         detail = _read(Path(path), "champion's eval_detail.json")
     try:
         return _test_answers(detail, f"champion version {champion.version}"), []
     except RegistryError as exc:
-        return TestAnswers([], [], []), [f"fail: {exc}"]
+        return HeldOutAnswers([], [], []), [f"fail: {exc}"]
 
 
 def read_production_sample(path: Path, *, champion_version: str | None) -> Any:

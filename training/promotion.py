@@ -25,7 +25,7 @@ import numpy as np
 from training.intervals import bootstrap_interval, difference, encode_labels, interval_dict, side_statistics
 
 
-class TestAnswers(NamedTuple):
+class HeldOutAnswers(NamedTuple):
     """One adapter's answers on the held-out test rows (eval_detail.json: row_ids, row_labels,
     sides.adapter.predicted), aligned by position."""
 
@@ -45,7 +45,7 @@ class ProductionAnswers(NamedTuple):
 
 
 def pair_test_rows(
-    challenger: TestAnswers, champion: TestAnswers
+    challenger: HeldOutAnswers, champion: HeldOutAnswers
 ) -> tuple[list[str], list[str | None], list[str | None], dict[str, int]]:
     """The rows both adapters answered, in the challenger's order.
 
@@ -91,8 +91,8 @@ def weighted_accuracy_statistic(correct: np.ndarray, weights: np.ndarray):
 
 
 def _test_comparison(
-    challenger: TestAnswers,
-    champion: TestAnswers,
+    challenger: HeldOutAnswers,
+    champion: HeldOutAnswers,
     *,
     metric: str,
     margin: float,
@@ -179,8 +179,8 @@ def _production_comparison(
 
 
 def champion_verdict(
-    challenger: TestAnswers,
-    champion: TestAnswers | None,
+    challenger: HeldOutAnswers,
+    champion: HeldOutAnswers | None,
     *,
     evaluate_verdict: Mapping[str, Any],
     production: ProductionAnswers | None = None,
