@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from training.promotion import (
-    ProductionAnswers,
     HeldOutAnswers,
+    ProductionAnswers,
     champion_verdict,
     pair_test_rows,
     weighted_accuracy_statistic,
@@ -25,7 +25,9 @@ def _gold(n: int) -> list[str]:
 
 def _answers(gold: list[str], right: np.ndarray) -> list[str]:
     """Right where ``right`` is True, otherwise the next label (a wrong but valid answer)."""
-    return [g if ok else LABELS[(LABELS.index(g) + 1) % len(LABELS)] for g, ok in zip(gold, right, strict=True)]
+    return [
+        g if ok else LABELS[(LABELS.index(g) + 1) % len(LABELS)] for g, ok in zip(gold, right, strict=True)
+    ]
 
 
 def _test(gold: list[str], right: np.ndarray) -> HeldOutAnswers:
@@ -53,7 +55,9 @@ def test_a_clearly_better_challenger_is_promoted_with_both_scores() -> None:
     )
     test = verdict["test"]
     assert verdict["verdict"] == "promote" and test["rows"] == n
-    assert test["challenger"] == pytest.approx(270 / n, abs=1e-6) and test["champion"] == pytest.approx(210 / n, abs=1e-6)
+    assert test["challenger"] == pytest.approx(270 / n, abs=1e-6) and test["champion"] == pytest.approx(
+        210 / n, abs=1e-6
+    )
     assert test["difference"]["value"] == pytest.approx(60 / n, abs=1e-6)
     assert 0 < test["difference"]["low"] < test["difference"]["value"] < test["difference"]["high"]
 
@@ -91,11 +95,15 @@ def test_worse_on_the_reviewed_production_sample_blocks_a_test_winner() -> None:
     challenger, champion = _test(gold, _right(n, 270)), _test(gold, _right(n, 210))
     m = 200
     reviewed = _gold(m)
-    worse = ProductionAnswers(reviewed, _answers(reviewed, _right(m, 180)), _answers(reviewed, _right(m, 140)))
+    worse = ProductionAnswers(
+        reviewed, _answers(reviewed, _right(m, 180)), _answers(reviewed, _right(m, 140))
+    )
     rejected = champion_verdict(challenger, champion, evaluate_verdict=PROMOTE, production=worse, **RULE)
     assert rejected["test"]["passed"] and not rejected["production"]["passed"] and not rejected["promote"]
     assert rejected["production"]["difference"]["value"] == pytest.approx(-40 / m, abs=1e-6)
-    level = ProductionAnswers(reviewed, _answers(reviewed, _right(m, 180)), _answers(reviewed, _right(m, 180)))
+    level = ProductionAnswers(
+        reviewed, _answers(reviewed, _right(m, 180)), _answers(reviewed, _right(m, 180))
+    )
     kept = champion_verdict(challenger, champion, evaluate_verdict=PROMOTE, production=level, **RULE)
     assert kept["production"]["passed"] and kept["promote"]
 
@@ -107,14 +115,20 @@ def test_production_weights_undo_the_review_samples_stratification() -> None:
     assert stat(np.arange(4)) == pytest.approx((1 + 1) / weights.sum())
     reviewed = ["a", "a", "b", "b"]
     # the challenger wins only the light rows, loses the heavy ones: unweighted a tie, weighted worse
-    production = ProductionAnswers(reviewed, ["b", "b", "b", "b"], ["a", "a", "a", "a"], weights=list(weights))
+    production = ProductionAnswers(
+        reviewed, ["b", "b", "b", "b"], ["a", "a", "a", "a"], weights=list(weights)
+    )
     gold = _gold(60)
     verdict = champion_verdict(
         _test(gold, _right(60, 60)), _test(gold, _right(60, 30)), evaluate_verdict=PROMOTE,
         production=production, **RULE,
     )  # fmt: skip
     entry = verdict["production"]
-    assert entry["weighted"] and entry["challenger"] == pytest.approx(2 / 8, abs=1e-6) and entry["champion"] == 0.75
+    assert (
+        entry["weighted"]
+        and entry["challenger"] == pytest.approx(2 / 8, abs=1e-6)
+        and entry["champion"] == 0.75
+    )
 
 
 def test_rows_pair_by_id_and_gold_label_only() -> None:

@@ -32,14 +32,21 @@ def _write_params(root: Path, **registry: object) -> Path:
     import yaml
 
     path = root / "params.yaml"
-    path.write_text(yaml.safe_dump({"registry": {"dir": "mlruns", **registry}, "evaluate": {"bootstrap_samples": 300}}))
+    path.write_text(
+        yaml.safe_dump({"registry": {"dir": "mlruns", **registry}, "evaluate": {"bootstrap_samples": 300}})
+    )
     return path
 
 
 def _curated(root: Path) -> Path:
     curated = root / "curated"
     curated.mkdir(parents=True, exist_ok=True)
-    manifest = {"files": {"train.parquet": {"md5": "1" * 32, "bytes": 1}, "test.parquet": {"md5": "2" * 32, "bytes": 1}}}
+    manifest = {
+        "files": {
+            "train.parquet": {"md5": "1" * 32, "bytes": 1},
+            "test.parquet": {"md5": "2" * 32, "bytes": 1},
+        }
+    }
     (curated / "manifest.json").write_text(json.dumps(manifest))
     return curated
 
@@ -61,14 +68,21 @@ def _adapter(root: Path, name: str, right: np.ndarray, *, evaluate_promotes: boo
     (model_dir / "training.json").write_text(json.dumps(record))
     gold = [LABELS[i % 3] for i in range(N)]
     pred = [g if ok else LABELS[(LABELS.index(g) + 1) % 3] for g, ok in zip(gold, right, strict=True)]
-    verdict = {"verdict": "promote" if evaluate_promotes else "reject", "promote": evaluate_promotes, "reasons": []}
+    verdict = {
+        "verdict": "promote" if evaluate_promotes else "reject",
+        "promote": evaluate_promotes,
+        "reasons": [],
+    }
     detail = {
         "n": N, "row_ids": [f"test-{i}" for i in range(N)], "row_labels": gold,
         "sides": {"adapter": {"accuracy": float(np.mean(right)), "predicted": pred}}, "verdict": verdict,
     }  # fmt: skip
     files = {"model_dir": model_dir}
     for key, text in (
-        ("eval_json", json.dumps({"n": N, "adapter_accuracy": float(np.mean(right)), "verdict": verdict["verdict"]})),
+        (
+            "eval_json",
+            json.dumps({"n": N, "adapter_accuracy": float(np.mean(right)), "verdict": verdict["verdict"]}),
+        ),
         ("detail_json", json.dumps(detail)),
         ("html", "<html><body>eval</body></html>"),
     ):
@@ -100,7 +114,7 @@ def _production(path: Path, champion: np.ndarray, challenger: np.ndarray, versio
 def test_first_champion_promote_reject_and_rollback_on_a_real_backend(tmp_path: Path) -> None:
     from mlflow import MlflowClient
 
-    from flows.registry import RegistryError, backend_of, log_run, promote, rollback, show
+    from flows.registry import RegistryError, backend_of, download_champion, log_run, promote, rollback, show
 
     params = _params(tmp_path)
     runner = CliRunner()
@@ -140,7 +154,11 @@ def test_first_champion_promote_reject_and_rollback_on_a_real_backend(tmp_path: 
     assert result.exit_code == 0, result.output
     block = json.loads(out.read_text())["champion"]
     assert block == json.loads(v2["eval_json"].read_text())["champion"]
-    assert (block["verdict"], block["champion_version"], block["previous_champion_version"]) == ("promote", "2", "1")
+    assert (block["verdict"], block["champion_version"], block["previous_champion_version"]) == (
+        "promote",
+        "2",
+        "1",
+    )
     assert block["test_challenger"] == pytest.approx(0.9) and block["test_champion"] == pytest.approx(0.7)
     assert block["test_difference_low"] > 0
     version = client.get_model_version("curagate-adapter", "2")
@@ -153,11 +171,19 @@ def test_first_champion_promote_reject_and_rollback_on_a_real_backend(tmp_path: 
     noisy_right = _right(270)
     noisy_right[270:280], noisy_right[:6] = True, False  # +4 rows: above the margin, interval crosses 0
     noisy = promote(**_adapter(tmp_path, "v4-noisy", noisy_right), params=params)
-    assert noisy["verdict"] == "reject" and noisy["test_difference"] >= 0.01 and noisy["test_difference_low"] <= 0
+    assert (
+        noisy["verdict"] == "reject"
+        and noisy["test_difference"] >= 0.01
+        and noisy["test_difference_low"] <= 0
+    )
     better = _adapter(tmp_path, "v5-better", _right(295))
     sample = _production(tmp_path / "reviewed.parquet", _right(200)[:200] | True, _right(120)[:200], "2")
     worse = promote(**better, params=params, production=sample)
-    assert worse["verdict"] == "reject" and worse["test_difference_low"] > 0 and worse["production_difference"] < 0
+    assert (
+        worse["verdict"] == "reject"
+        and worse["test_difference_low"] > 0
+        and worse["production_difference"] < 0
+    )
     rejected = client.get_model_version("curagate-adapter", worse["challenger_version"])
     assert rejected.tags["curagate.promotion_verdict"] == "reject"
     assert "production rows" in rejected.tags["curagate.promotion_reasons"]
@@ -173,5 +199,9 @@ def test_first_champion_promote_reject_and_rollback_on_a_real_backend(tmp_path: 
     assert show(params=params)["history"] == ["1"]
     with pytest.raises(RegistryError, match="nothing to roll back to"):
         rollback(params=params)
+    pulled = download_champion(tmp_path / "served", params=params)
+    assert (pulled / "adapter_model.safetensors").read_bytes() == b"v1" * 64
     unknown = runner.invoke(app, ["registry", "rollback", "--to", "99", "--params", str(params_file)])
-    assert unknown.exit_code == 2 and "no version '99'" in unknown.output and "Traceback" not in unknown.output
+    assert (
+        unknown.exit_code == 2 and "no version '99'" in unknown.output and "Traceback" not in unknown.output
+    )
