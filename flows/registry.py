@@ -187,7 +187,7 @@ def _log_training(client: Any, experiment_id: str, model_dir: Path, digest: str)
     run_id = run.info.run_id
     params = [Param(f"train.{k}", _param_text(v)) for k, v in _flatten("", record.get("params", {}))]
     scalars = {k: v for k, v in record.items() if k not in ("params", "loss_curve")}
-    stamp = 0
+    stamp = int(datetime.now(UTC).timestamp() * 1000)
     metrics = [Metric(k, v, stamp, 0) for k, v in _numbers(scalars).items()]
     for point in record.get("loss_curve") or []:
         if isinstance(point, dict) and "step" in point and "loss" in point:
@@ -530,6 +530,15 @@ def promote(
         )
         if extra:
             verdict["reasons"][1:1] = extra
+        rolled_back = client.get_model_version(registry.model_name, logged.version).tags.get(
+            f"{TAG}rolled_back_at"
+        )
+        if rolled_back and verdict["promote"]:  # a rollback is a person's decision: it stands
+            verdict.update(verdict="reject", promote=False)
+            verdict["reasons"].append(
+                f"fail: version {logged.version} was rolled back at {rolled_back}; make it champion "
+                f"again by hand: curagate registry rollback --to {logged.version}"
+            )
         previous = str(current.version) if current is not None else None
         if verdict["promote"]:
             client.set_registered_model_alias(registry.model_name, registry.champion_alias, logged.version)
@@ -608,6 +617,8 @@ def rollback(*, params: Params, to: str | None = None) -> dict[str, Any]:
         when = _now()
         client.set_model_version_tag(registry.model_name, str(current.version), f"{TAG}rolled_back_at", when)
         client.set_model_version_tag(registry.model_name, target, f"{TAG}restored_at", when)
+        if f"{TAG}rolled_back_at" in client.get_model_version(registry.model_name, target).tags:
+            client.delete_model_version_tag(registry.model_name, target, f"{TAG}rolled_back_at")
         client.set_model_version_tag(registry.model_name, target, f"{TAG}restored_from", str(current.version))
     except _mlflow_errors() as exc:
         raise RegistryError(f"registry {backend.tracking_uri}: {exc}") from exc

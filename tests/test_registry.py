@@ -199,8 +199,12 @@ def test_first_champion_promote_reject_and_rollback_on_a_real_backend(tmp_path: 
     assert show(params=params)["history"] == ["1"]
     with pytest.raises(RegistryError, match="nothing to roll back to"):
         rollback(params=params)
+    # the rolled-back version is not promoted again by a re-run; by hand it can be
+    rerun = promote(**v2, params=params)
+    assert rerun["verdict"] == "reject" and "was rolled back" in rerun["reasons"]
+    assert rollback(params=params, to="2")["to_version"] == "2"
     pulled = download_champion(tmp_path / "served", params=params)
-    assert (pulled / "adapter_model.safetensors").read_bytes() == b"v1" * 64
+    assert (pulled / "adapter_model.safetensors").read_bytes() == b"v2" * 64
     unknown = runner.invoke(app, ["registry", "rollback", "--to", "99", "--params", str(params_file)])
     assert (
         unknown.exit_code == 2 and "no version '99'" in unknown.output and "Traceback" not in unknown.output
