@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -88,6 +89,8 @@ def _client(backend: Backend, *, create: bool) -> Any:
         backend.local_dir.mkdir(parents=True, exist_ok=True)
     for name in ("mlflow", "alembic"):  # schema-migration chatter on first use
         logging.getLogger(name).setLevel(logging.WARNING)
+    # a tqdm bar per downloaded eval_detail.json is noise in a one-line command
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=backend.tracking_uri, registry_uri=backend.tracking_uri)
