@@ -7,6 +7,7 @@ each other), so `dvc repro` and a deployment run do the same thing.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ import polars as pl
 
 from schemas.gate import GateError, GateRecord, make_gate_record, read_json_object, write_gate_record
 from schemas.params import Params
+
+log = logging.getLogger(__name__)
 
 
 class ModelStageError(RuntimeError):
@@ -41,9 +44,11 @@ def train_curated(
     """
     from training.train import train_from_curated  # imports torch: only when training
 
-    return train_from_curated(
+    record = train_from_curated(
         curated, params.train, model_dir, gate_path=gate, gate=params.gate, show_progress=show_progress
     )
+    log_to_registry(model_dir, params=params)
+    return record
 
 
 def evaluate_curated(
@@ -99,7 +104,32 @@ def evaluate_curated(
     flat = write_eval_outputs(
         result, eval_json=out, detail_json=detail, html_path=html, training_record=record
     )
+    log_to_registry(model_dir, params=params, eval_json=out, detail=detail, html=html)
     return flat, result
+
+
+def log_to_registry(
+    model_dir: Path,
+    *,
+    params: Params,
+    eval_json: Path | None = None,
+    detail: Path | None = None,
+    html: Path | None = None,
+) -> str | None:
+    """Log a train/evaluate run to the MLflow registry when ``registry.enabled``; returns the run
+    id. A registry that cannot be written is a warning, not a lost adapter: `curagate registry
+    log` (and the promote stage) log it later."""
+    if not params.registry.enabled:
+        return None
+    from flows.registry import RegistryError, log_run  # loads mlflow: only when logging
+
+    try:
+        logged = log_run(model_dir, params=params, eval_json=eval_json, detail_json=detail, html=html)
+    except RegistryError as exc:
+        log.warning("not logged to the registry: %s (retry: curagate registry log)", exc)
+        return None
+    log.info("registry: run %s, model version %s (%s)", logged.run_id, logged.version, logged.tracking_uri)
+    return logged.run_id
 
 
 def read_json_if_present(path: Path) -> dict[str, Any] | None:

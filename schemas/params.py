@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from schemas.instruction_params import InstructionParams
 from schemas.monitor_params import MonitorParams, PredictParams
+from schemas.registry_params import RegistryParams
 from schemas.review_params import LabelStudioParams, PredictionReviewParams
 from schemas.scale_params import ScaleParams
 from schemas.semantic_params import SemanticParams
@@ -193,6 +194,7 @@ class Params:
     predict: PredictParams = field(default_factory=PredictParams)
     monitor: MonitorParams = field(default_factory=MonitorParams)
     semantic: SemanticParams = field(default_factory=SemanticParams)
+    registry: RegistryParams = field(default_factory=RegistryParams)
     # where the values came from: relative paths inside (data.labels) resolve against it
     base_dir: Path = field(default=Path("."), compare=False, repr=False)
     source: str = field(default="built-in defaults", compare=False)

@@ -24,6 +24,7 @@ STAGE_PARAMS = {
     "gate": ["gate"],
     "train": ["gate", "train"],  # train re-derives the gate verdict
     "evaluate": ["evaluate"],
+    "promote": ["registry", "evaluate"],  # evaluate: the bootstrap settings of the intervals
 }
 
 
@@ -41,8 +42,11 @@ def test_stage_commands_use_only_options_the_cli_defines() -> None:
         argv = shlex.split(stage["cmd"])
         assert argv[0] == "curagate", name
         command = cli.commands[argv[1]]  # type: ignore[attr-defined]
-        known = {opt for p in command.params for opt in p.opts}
-        used = {a for a in argv[2:] if a.startswith("--")}
+        args = argv[2:]
+        if hasattr(command, "commands"):  # a sub-app: `curagate registry promote ...`
+            command, args = command.commands[argv[2]], argv[3:]
+        known = {opt for p in command.params for opt in (*p.opts, *p.secondary_opts)}
+        used = {a for a in args if a.startswith("--")}
         assert used <= known, (name, used - known)
 
 

@@ -196,6 +196,9 @@ def test_tiny_real_training_saves_reloads_and_changes_outputs(tmp_path: Path) ->
     low, high = detail["sides"]["adapter"]["accuracy_ci"]
     assert low <= detail["sides"]["adapter"]["accuracy"] <= high
     assert detail["verdict"]["verdict"] in ("promote", "reject") and detail["verdict"]["reasons"]
+    # per-row answers by id: a later adapter is compared with this one on the same rows
+    assert len(set(detail["row_ids"])) == 4 and set(detail["row_ids"]) <= set(frame["id"].to_list())
+    assert len(detail["sides"]["adapter"]["predicted"]) == len(detail["row_labels"]) == 4
     flat = write_eval_outputs(
         detail,
         eval_json=tmp_path / "eval.json",
