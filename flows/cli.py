@@ -122,9 +122,9 @@ app.command("curate")(_stage_command(pipeline_steps()[-1].name, "Curate end to e
 
 def _register_commands() -> None:
     """Commands beside the curation steps (training, review, orchestration)."""
-    from flows import orchestrate, review_commands, train_commands
+    from flows import compare, orchestrate, review_commands, train_commands
 
-    for module in (train_commands, review_commands, orchestrate):
+    for module in (train_commands, review_commands, orchestrate, compare):
         module.register(app)
 
 

@@ -201,6 +201,11 @@ def report_step(
     if decisions is not None:
         metrics["reviews_applied"] = int(decisions.height)
         metrics["reviews_disagreements"] = int(decisions["disagreement"].sum())
+    planted = _planted_table(report, train=train, removed=removed, flags=flags, quarantine=quarantine)
+    if planted is not None:
+        from curation.report import planted_metrics
+
+        metrics.update(planted_metrics(planted))
     html = render_report(
         metrics=metrics,
         validated_train=validated_train,
@@ -211,8 +216,38 @@ def report_step(
         flags=flags,
         top_flags=report.top_flags,
         stages=removal_stages,
+        planted=planted,
     )
     return Reported(metrics, html)
+
+
+def _planted_table(
+    report: ReportParams,
+    *,
+    train: pl.DataFrame,
+    removed: pl.DataFrame,
+    flags: pl.DataFrame,
+    quarantine: pl.DataFrame,
+) -> pl.DataFrame | None:
+    """Planted vs caught when ``report.planted`` names the demo's truth file (else None)."""
+    if report.planted is None:
+        return None
+    from pathlib import Path
+
+    from curation.ingest import InputFileError
+    from curation.report import planted_vs_caught
+
+    path = Path(report.planted)
+    try:
+        planted = pl.read_parquet(path)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise InputFileError(f"{path}: cannot read the planted file (report.planted): {exc}") from exc
+    missing = sorted({"id", "line", "kind", "edit", "source"} - set(planted.columns))
+    if missing:
+        raise InputFileError(f"{path}: not a planted file (report.planted): missing columns {missing}")
+    return planted_vs_caught(
+        planted, curated_train=train, removed=removed, flags=flags, quarantine=quarantine
+    )
 
 
 def ingest_step(*, train_path: Path, test_path: Path | None, data: DataParams, params_dir: Path) -> Any:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import yaml
 
+from schemas.compare_params import CompareParams, DemoParams
 from schemas.review_params import LabelStudioParams
 from schemas.scale_params import ScaleParams
 from schemas.training_params import EvaluateParams, GateParams, SweepParams, TrainParams
@@ -150,6 +151,7 @@ class ReviewParams:
 @dataclass(frozen=True)
 class ReportParams:
     top_flags: int = 30
+    planted: str | None = None  # planted.parquet of `curagate demo-data`: the report shows planted vs caught
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,8 @@ class Params:
     sweep: SweepParams = field(default_factory=SweepParams)
     scale: ScaleParams = field(default_factory=ScaleParams)
     labelstudio: LabelStudioParams = field(default_factory=LabelStudioParams)
+    demo: DemoParams = field(default_factory=DemoParams)
+    compare: CompareParams = field(default_factory=CompareParams)
     # where the values came from: relative paths inside (data.labels) resolve against it
     base_dir: Path = field(default=Path("."), compare=False, repr=False)
     source: str = field(default="built-in defaults", compare=False)
