@@ -56,7 +56,14 @@ def main() -> None:
     parser.add_argument("--flip-rate", type=float, help="override demo.flip_rate (e.g. 0.2)")
     parser.add_argument("--confusable-share", type=float, help="override demo.confusable_share")
     parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument("--replot", action="store_true", help="only add --adapter points to --out and redraw")
     args = parser.parse_args()
+    if args.replot:
+        out = json.loads(args.out.read_text())
+        out["adapter_points"] = adapter_points(args.adapter)
+        args.out.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+        plot(out, args.out.with_suffix(".png"))
+        return
     raw_params = yaml.safe_load((ROOT / "params.yaml").read_text())
     if args.flip_rate is not None:
         raw_params["demo"]["flip_rate"] = args.flip_rate
@@ -142,23 +149,7 @@ def main() -> None:
             paired[-1],
             flush=True,
         )
-    adapters = []
-    for path in args.adapter:
-        result = json.loads(path.read_text())
-        for group in ("sample", "clean", "leaked"):
-            entry = result["adapter"].get(group, {})
-            if entry.get("n"):
-                adapters.append(
-                    {
-                        "file": str(path.relative_to(ROOT) if path.is_absolute() else path),
-                        "train_rows": result["budget"]["max_train_examples"],
-                        "group": group,
-                        "n": entry["n"],
-                        "raw": entry["raw"],
-                        "curated": entry["curated"],
-                        "curated_minus_raw": entry["difference"],
-                    }
-                )
+    adapters = adapter_points(args.adapter)
     out = {
         "demo": demo,
         "demo_params": {
@@ -183,6 +174,28 @@ def main() -> None:
     print(f"-> {args.out}")
 
 
+def adapter_points(paths: list[Path]) -> list[dict[str, Any]]:
+    """The LoRA points of `curagate compare` result files, per row group."""
+    adapters = []
+    for path in paths:
+        result = json.loads(path.read_text())
+        for group in ("sample", "clean", "leaked"):
+            entry = result["adapter"].get(group, {})
+            if entry.get("n"):
+                adapters.append(
+                    {
+                        "file": str(path.relative_to(ROOT) if path.is_absolute() else path),
+                        "train_rows": result["budget"]["max_train_examples"],
+                        "group": group,
+                        "n": entry["n"],
+                        "raw": entry["raw"],
+                        "curated": entry["curated"],
+                        "curated_minus_raw": entry["difference"],
+                    }
+                )
+    return adapters
+
+
 def plot(result: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -199,7 +212,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
             color=colours[name], label=f"TF-IDF + SVM, {names[name]}",
         )  # fmt: skip
     for p in result["adapter_points"]:
-        if p["group"] != "sample":
+        if p["group"] != "clean":
             continue
         for arm, marker in (("raw", "s"), ("curated", "D")):
             value, (low, high) = p[arm]["accuracy"], p[arm]["accuracy_ci"]
