@@ -246,7 +246,13 @@ def test_tiny_real_compare_trains_both_arms_and_splits_leaked_rows(tmp_path: Pat
     raw = yaml.safe_load(
         f"""
 data: {{train: demo/train.jsonl, test: test.csv, labels: labels.json, columns: {{label: category}}}}
-demo: {{source_train: train.csv, source_test: test.csv, seed: 2, leak_rate: 0.15, leak_edits: [exact]}}
+demo:
+  source_train: train.csv
+  source_test: test.csv
+  seed: 2
+  leak_rate: 0.15
+  leak_edits: [exact]
+  confusable_pairs: [[card_arrival, card_delivery_estimate]]
 report: {{planted: {tmp_path / "demo" / "planted.parquet"}}}
 noise: {{enabled: false}}
 train:
