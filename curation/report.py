@@ -218,13 +218,18 @@ def render_report(
     stages: Sequence[str],
     title: str = "curagate quality report",
     instruction: pl.DataFrame | None = None,
+    planted: pl.DataFrame | None = None,
 ) -> str:
     """A self-contained HTML page: counts per stage, reasons, clusters, labels, noise scores.
 
     Args:
         stages: the steps that can remove rows, in pipeline order (one bar each).
+        planted: :func:`planted_vs_caught`'s table, shown first when the input was dirtied on
+            purpose (`curagate demo-data`).
     """
     parts: list[str] = []
+    if planted is not None and planted.height:
+        parts.append("<h2>Planted vs caught</h2>" + _table(planted, 100))
     stage_names = ["input", "quarantined", *stages, "held for review", "curated"]
     stage_counts = [
         metrics["input_train_rows"],
@@ -322,3 +327,92 @@ def render_report(
         f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{verdict}"
         f"<h2>Metrics</h2>{_table(metric_rows, 100)}{''.join(parts)}</body></html>"
     )
+
+
+# ── planted vs caught (the demo's dirty input, whose truth is known) ─────────────────
+
+DEDUP_REASONS = ("exact_duplicate", "near_duplicate")
+PLANTED_KINDS = ("label_flip", "confusable_flip", "near_copy", "test_leak", "malformed")
+
+
+def planted_vs_caught(
+    planted: pl.DataFrame,
+    *,
+    curated_train: pl.DataFrame,
+    removed: pl.DataFrame,
+    flags: pl.DataFrame,
+    quarantine: pl.DataFrame,
+    by_edit: bool = False,
+) -> pl.DataFrame:
+    """Per planted defect kind: how many were planted, caught, and the recall.
+
+    A defect is *caught* by the stage meant for it: a label flip when its row is flagged
+    (label issue or conflicting duplicate), a near copy when it or its source is removed as
+    a duplicate of the other (or the pair is flagged as a conflicting duplicate), a test leak
+    when its row is removed as ``test_leak``, a malformed line when that train line is
+    quarantined. ``out_of_train`` counts the planted rows that did not reach the curated
+    train split at all, whatever the reason.
+
+    Args:
+        planted: ``Corruption.planted()`` (id, line, kind, edit, source).
+        by_edit: one row per (kind, edit) instead of per kind (copy and leak edits).
+
+    Returns:
+        kind[, edit], planted, caught, recall, out_of_train.
+    """
+    flagged = set(flags["id"].to_list())
+    conflicts = set(flags.filter(pl.col("issue") == "conflicting_duplicate")["id"].to_list())
+    dup = removed.filter(pl.col("reason").is_in(DEDUP_REASONS))
+    dup_pairs = set(zip(dup["id"].to_list(), dup["duplicate_of"].to_list(), strict=True))
+    dup_ids = set(dup["id"].to_list())
+    leaks = set(removed.filter(pl.col("reason") == "test_leak")["id"].to_list())
+    bad_lines = set(quarantine.filter(pl.col("split") == "train")["line"].to_list())
+    curated = set(curated_train["id"].to_list())
+
+    def caught(kind: str, rid: str | None, line: int | None, source: str | None) -> bool:
+        if kind in ("label_flip", "confusable_flip"):
+            return rid in flagged
+        if kind == "near_copy":
+            return rid in dup_ids or (source, rid) in dup_pairs or rid in conflicts or source in conflicts
+        if kind == "test_leak":
+            return rid in leaks
+        return line in bad_lines
+
+    rows = planted.with_columns(
+        pl.Series(
+            "caught",
+            [
+                caught(k, r, ln, src)
+                for k, r, ln, src in planted.select("kind", "id", "line", "source").iter_rows()
+            ],
+            dtype=pl.Boolean,
+        ),
+        (pl.col("id").is_not_null() & ~pl.col("id").is_in(sorted(curated))).alias("gone"),
+    ).with_columns(
+        pl.when(pl.col("kind") == "malformed").then(pl.col("caught")).otherwise("gone").alias("gone")
+    )
+    keys = ["kind", "edit"] if by_edit else ["kind"]
+    order = {k: i for i, k in enumerate(PLANTED_KINDS)}
+    table = (
+        rows.group_by(keys)
+        .agg(
+            pl.len().alias("planted"),
+            pl.col("caught").sum().alias("caught"),
+            pl.col("gone").sum().alias("out_of_train"),
+        )
+        .with_columns((pl.col("caught") / pl.col("planted")).round(4).alias("recall"))
+        .with_columns(pl.col("kind").replace_strict(order, default=len(order)).alias("_order"))
+        .sort(["_order", *keys[1:]])
+        .drop("_order")
+    )
+    return table.select(*keys, "planted", "caught", "recall", "out_of_train")
+
+
+def planted_metrics(table: pl.DataFrame) -> dict[str, Metric]:
+    """Flat ``planted_<kind>``, ``caught_<kind>``, ``recall_<kind>`` for quality.json."""
+    out: dict[str, Metric] = {}
+    for kind, planted, caught, recall in table.select("kind", "planted", "caught", "recall").iter_rows():
+        out[f"planted_{kind}"] = int(planted)
+        out[f"caught_{kind}"] = int(caught)
+        out[f"recall_{kind}"] = float(recall)
+    return out

@@ -123,9 +123,23 @@ app.command("curate")(_stage_command(pipeline_steps()[-1].name, "Curate end to e
 
 def _register_commands() -> None:
     """Commands beside the curation steps (training, review, orchestration)."""
-    from flows import monitor_commands, orchestrate, registry_commands, review_commands, train_commands
+    from flows import (
+        compare,
+        monitor_commands,
+        orchestrate,
+        registry_commands,
+        review_commands,
+        train_commands,
+    )
 
-    for module in (train_commands, review_commands, orchestrate, monitor_commands, registry_commands):
+    for module in (
+        train_commands,
+        review_commands,
+        orchestrate,
+        monitor_commands,
+        registry_commands,
+        compare,
+    ):
         module.register(app)
 
 

@@ -13,6 +13,7 @@ Adding a step = one entry here + its function in curation/ (see the README's "Ad
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -296,6 +297,13 @@ def report_step(
     if decisions is not None:
         metrics["reviews_applied"] = int(decisions.height)
         metrics["reviews_disagreements"] = int(decisions["disagreement"].sum())
+    planted = _planted_table(
+        report, train=train, removed=removed, flags=flags, quarantine=quarantine, validated=validated_train
+    )
+    if planted is not None:
+        from curation.report import planted_metrics
+
+        metrics.update(planted_metrics(planted))
     html = render_report(
         metrics=metrics,
         validated_train=validated_train,
@@ -307,6 +315,7 @@ def report_step(
         top_flags=report.top_flags,
         stages=removal_stages,
         instruction=instruction_checks,
+        planted=planted,
     )
     if coverage:
         from curation.coverage import render_coverage
@@ -317,6 +326,54 @@ def report_step(
             + "</body></html>",
         )
     return Reported(metrics, html)
+
+
+def _planted_table(
+    report: ReportParams,
+    *,
+    train: pl.DataFrame,
+    removed: pl.DataFrame,
+    flags: pl.DataFrame,
+    quarantine: pl.DataFrame,
+    validated: pl.DataFrame,
+) -> pl.DataFrame | None:
+    """Planted vs caught when ``report.planted`` names the demo's truth file (else None).
+
+    Skipped (with a warning) when the file's planted rows are not rows of this input: the
+    truth of the demo's dirty split says nothing about another train file.
+    """
+    if report.planted is None:
+        return None
+    from pathlib import Path
+
+    import polars as pl
+
+    from curation.ingest import InputFileError
+    from curation.report import planted_vs_caught
+
+    path = Path(report.planted)
+    try:
+        planted = pl.read_parquet(path)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise InputFileError(
+            f"{path}: cannot read the planted file (report.planted): {exc}; "
+            "run `curagate demo-data` first, or set report.planted: null"
+        ) from exc
+    missing = sorted({"id", "line", "kind", "edit", "source"} - set(planted.columns))
+    if missing:
+        raise InputFileError(f"{path}: not a planted file (report.planted): missing columns {missing}")
+    planted_ids = set(planted.filter(pl.col("kind") != "malformed")["id"].to_list())
+    foreign = planted_ids - set(validated["id"].to_list())
+    if foreign:
+        logging.getLogger(__name__).warning(
+            "%s: %d planted rows are not rows of this train input: planted vs caught skipped",
+            path,
+            len(foreign),
+        )
+        return None
+    return planted_vs_caught(
+        planted, curated_train=train, removed=removed, flags=flags, quarantine=quarantine
+    )
 
 
 class Checked(NamedTuple):

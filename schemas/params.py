@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from schemas.compare_params import CompareParams, DemoParams
 from schemas.instruction_params import InstructionParams
 from schemas.monitor_params import MonitorParams, PredictParams
 from schemas.registry_params import RegistryParams
@@ -171,6 +172,8 @@ class ReportParams:
         if self.max_slice_values < 2:
             raise ValueError("max_slice_values must be >= 2")
 
+    planted: str | None = None  # planted.parquet of `curagate demo-data`: the report shows planted vs caught
+
 
 @dataclass(frozen=True)
 class Params:
@@ -195,6 +198,8 @@ class Params:
     monitor: MonitorParams = field(default_factory=MonitorParams)
     semantic: SemanticParams = field(default_factory=SemanticParams)
     registry: RegistryParams = field(default_factory=RegistryParams)
+    demo: DemoParams = field(default_factory=DemoParams)
+    compare: CompareParams = field(default_factory=CompareParams)
     # where the values came from: relative paths inside (data.labels) resolve against it
     base_dir: Path = field(default=Path("."), compare=False, repr=False)
     source: str = field(default="built-in defaults", compare=False)

@@ -56,7 +56,7 @@ def test_every_section_is_typed_and_the_repo_params_load() -> None:
     assert set(SECTIONS) == {
         "data", "dedup", "decontam", "noise", "review", "report", "gate", "train", "evaluate", "sweep",
         "scale", "labelstudio", "prediction_review", "instruction", "predict", "monitor", "semantic",
-        "registry",
+        "registry", "demo", "compare",
     }  # fmt: skip
     for name in SECTIONS:
         assert type(getattr(params, name)).__module__.startswith("schemas.")
