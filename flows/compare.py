@@ -19,9 +19,8 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import polars as pl
 import typer
 
 from flows.console import console, fail, load_cli_params
@@ -29,6 +28,10 @@ from schemas.params import DEFAULT_CURATED_DIR, DEFAULT_MODEL_DIR, DEFAULT_REPOR
 
 log = logging.getLogger(__name__)
 
+if TYPE_CHECKING:
+    import polars as pl
+
+# polars loads in the functions that use it: registering these commands costs no start-up time
 DEMO_DIR = "data/demo"
 FLIP_KINDS = ("label_flip", "confusable_flip")
 
@@ -41,6 +44,8 @@ class CompareError(RuntimeError):
 
 
 def _read_source(path: Path, params: Params) -> pl.DataFrame:
+    import polars as pl
+
     cols = params.data.columns
     try:
         frame = pl.read_csv(path, infer_schema_length=0)
@@ -98,6 +103,8 @@ def make_demo_data(params: Params, *, out_dir: Path) -> dict[str, Any]:
 def leak_map(removed: pl.DataFrame, test: pl.DataFrame, planted: pl.DataFrame | None) -> dict[str, str]:
     """Train row id -> the test row id it copies: decontam's finds, plus the planted leaks
     (matched to the test row by text) that decontam missed (one-word paraphrases)."""
+    import polars as pl
+
     found = removed.filter(pl.col("reason") == "test_leak")
     leaks = dict(zip(found["id"].to_list(), found["duplicate_of"].to_list(), strict=True))
     if planted is not None:
@@ -109,6 +116,8 @@ def leak_map(removed: pl.DataFrame, test: pl.DataFrame, planted: pl.DataFrame | 
 
 
 def _read_planted(params: Params) -> pl.DataFrame | None:
+    import polars as pl
+
     if params.report.planted is None:
         return None
     path = Path(params.report.planted)
@@ -132,6 +141,8 @@ def compare_curation(
     Raises:
         CompareError: the curated directory is incomplete, or the raw input cannot be read.
     """
+    import polars as pl
+
     from curation.ingest import InputFileError
     from flows.pipeline import run_curation
     from training.baseline import fit_predict_baseline

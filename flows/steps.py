@@ -352,6 +352,12 @@ def _planted_table(
     from curation.report import planted_vs_caught
 
     path = Path(report.planted)
+    if not path.exists():  # the bundled params name the demo's truth file; other inputs have none
+        logging.getLogger(__name__).warning(
+            "%s: no planted file (report.planted; `curagate demo-data` writes it): planted vs caught skipped",
+            path,
+        )
+        return None
     try:
         planted = pl.read_parquet(path)
     except (OSError, pl.exceptions.PolarsError) as exc:
