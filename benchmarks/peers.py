@@ -100,7 +100,8 @@ def run_rensa(path: Path) -> tuple[np.ndarray, float]:
     seconds = time.perf_counter() - t0
     rep = np.arange(len(docs))
     dropped = [i for i, k in enumerate(keep) if not k]
-    for i, m in zip(dropped, RMinHash.from_token_sets([docs[i] for i in dropped], num_perm=NUM_PERM, seed=SEED)):
+    sketches = RMinHash.from_token_sets([docs[i] for i in dropped], num_perm=NUM_PERM, seed=SEED)
+    for i, m in zip(dropped, sketches, strict=True):
         found = sorted(int(k) for k in dedup.get_duplicates(m))
         rep[i] = found[0] if found else i
     return rep, seconds

@@ -17,8 +17,6 @@ from functools import cache
 import icu  # type: ignore[import-untyped]  # ICU's TR39 skeletons (the confusables data)
 import numpy as np
 import polars as pl
-from datasketch import MinHash
-from datasketch.lsh import _optimal_param
 from rapidfuzz import process
 from rapidfuzz.distance import OSA
 
@@ -133,6 +131,8 @@ def shingles(text: str, *, kind: str, ngram: int) -> list[bytes]:
 
 def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """datasketch's permutation parameters (a, b) for this num_perm and seed."""
+    from datasketch import MinHash  # imported when used: it loads scipy and its async LSH
+
     a, b = MinHash(num_perm=num_perm, seed=seed).permutations
     return a.astype(np.uint32), b.astype(np.uint32)
 
@@ -272,7 +272,9 @@ def signatures(
 
             h64, counts = char_ngram_hashes(chunk, ngram=ngram)
             offsets = np.concatenate(([0], np.cumsum(counts)))
-            kernels.min_hashes((h64 >> np.uint64(32)).astype(np.uint32), offsets, a, b, out[start : start + len(chunk)])
+            kernels.min_hashes(
+                (h64 >> np.uint64(32)).astype(np.uint32), offsets, a, b, out[start : start + len(chunk)]
+            )
             continue
         found = _char_shingle_hashes(chunk, ngram, cache) if kind == "char" else None
         hv, counts = found if found is not None else _generic_shingle_hashes(chunk, kind, ngram, cache)
@@ -300,6 +302,8 @@ def _min_hashes(
 
 def lsh_bands(threshold: float, num_perm: int) -> tuple[int, int]:
     """(bands, rows per band) exactly as datasketch's MinHashLSH picks them."""
+    from datasketch.lsh import _optimal_param
+
     return _optimal_param(threshold, num_perm, 0.5, 0.5)
 
 
@@ -546,7 +550,13 @@ class PairVerifier:
 
 _POLY = np.uint64(0x100000001B3)  # FNV-1a's 64-bit prime: odd, so invertible mod 2**64
 _POLY_INV = np.uint64(pow(0x100000001B3, -1, 1 << 64))
-_MIX = (np.uint64(30), np.uint64(0xBF58476D1CE4E5B9), np.uint64(27), np.uint64(0x94D049BB133111EB), np.uint64(31))
+_MIX = (
+    np.uint64(30),
+    np.uint64(0xBF58476D1CE4E5B9),
+    np.uint64(27),
+    np.uint64(0x94D049BB133111EB),
+    np.uint64(31),
+)
 _TEXTS_PER_CHUNK = 1 << 16  # texts whose code points are laid out together (bounds memory)
 _SALT = np.uint64(0x9E3779B97F4A7C15)  # offsets the per-length salts of the one-edit keys
 _BITMAP_BITS = 27  # bits of the screen for repeated keys (2**27 bits = 16 MiB)
@@ -673,7 +683,9 @@ def _repeated(keys: np.ndarray) -> np.ndarray:
     bitmap = np.zeros(1 << (_BITMAP_BITS - 3), dtype=np.uint8)
     mask = np.uint64((1 << _BITMAP_BITS) - 1)
     low = values & mask
-    np.bitwise_or.at(bitmap, (low >> np.uint64(3)).astype(np.intp), (np.uint8(1) << (low & np.uint64(7)).astype(np.uint8)))
+    np.bitwise_or.at(
+        bitmap, (low >> np.uint64(3)).astype(np.intp), (np.uint8(1) << (low & np.uint64(7)).astype(np.uint8))
+    )
     from curation import kernels
 
     screened = np.empty(keys.size, dtype=np.uint8)

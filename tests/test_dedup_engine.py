@@ -63,7 +63,9 @@ def test_exact_bands_find_every_pair_reaching_the_threshold() -> None:
     copy = base.copy()
     for i in range(len(copy)):
         # the worst case: one differing slot in as many bands as possible, the rest random
-        spread = np.arange(most_differing) * rows if i % 2 else rng.choice(num_perm, most_differing, replace=False)
+        spread = (
+            np.arange(most_differing) * rows if i % 2 else rng.choice(num_perm, most_differing, replace=False)
+        )
         copy[i, spread] ^= np.uint32(1)
     pairs = candidate_pairs(band_keys(np.concatenate([base, copy]), bands=bands, rows=rows))
     found = {tuple(p) for p in pairs.tolist()}
