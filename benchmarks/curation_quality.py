@@ -43,6 +43,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "curation_quality.json")
+    parser.add_argument(
+        "--engine", choices=("datasketch", "fast"), help="dedup.engine (default: params.yaml)"
+    )
     args = parser.parse_args()
     labels = json.loads((ROOT / "data/raw/categories.json").read_text())
     train = pl.read_csv(ROOT / "data/raw/train.csv").rename({"category": "label"})
@@ -51,6 +54,8 @@ def main() -> None:
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["data"]["columns"]["label"] = "label"
     raw["data"]["labels"] = str(ROOT / "data/raw/categories.json")
+    if args.engine:
+        raw["dedup"]["engine"] = args.engine
     params = params_from_dict(raw, base_dir=ROOT)
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
@@ -123,6 +128,7 @@ def main() -> None:
         },
         "label_flips": _prf(flagged, flipped),
         "noise_features": list(params.noise.features),
+        "dedup_engine": params.dedup.engine,
         "accounting_ok": run.metrics["accounting_ok"],
         "quality": run.metrics,
     }

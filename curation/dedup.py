@@ -23,10 +23,12 @@ from curation.minhash import (
     band_keys,
     candidate_pairs,
     canonical_text,
+    exact_bands,
     lsh_bands,
-    normalize_text,
+    one_edit_pairs,
     same_key_pairs,
     signatures,
+    strip_punctuation,
 )
 from schemas.params import DedupParams
 from schemas.records import FLAGS_SCHEMA, REMOVED_SCHEMA
@@ -49,13 +51,41 @@ def dedup_key(text: pl.Expr) -> pl.Expr:
     punctuation kept, so "???" and "!!!" are not called copies of each other while "?\u200b??"
     still is a copy of "???".
     """
-    norm = normalize_text(text)
-    return pl.when(norm.str.len_chars() > 0).then(norm).otherwise(canonical_text(text).str.strip_chars())
+    return dedup_key_from_canonical(canonical_text(text))
+
+
+def dedup_key_from_canonical(canonical: pl.Expr) -> pl.Expr:
+    """:func:`dedup_key` of a text already in :func:`canonical_text` form (computing the
+    canonical form once, in its own column, halves the normalisation time)."""
+    norm = strip_punctuation(canonical)
+    return pl.when(norm.str.len_chars() > 0).then(norm).otherwise(canonical.str.strip_chars())
 
 
 def local_signer(cfg: DedupParams) -> Signer:
     """``signatures`` with the dedup section's MinHash settings, computed in this process."""
-    return partial(signatures, kind=cfg.shingle, ngram=cfg.ngram, num_perm=cfg.num_perm, seed=cfg.seed)
+    return partial(
+        signatures,
+        kind=cfg.shingle,
+        ngram=cfg.ngram,
+        num_perm=cfg.num_perm,
+        seed=cfg.seed,
+        engine=cfg.engine,
+    )
+
+
+def exact_edit_rule(cfg: DedupParams) -> bool:
+    """Whether the edit rule's pairs come from :func:`one_edit_pairs` (all of them) rather
+    than from LSH at ``lsh_threshold`` (those that LSH happens to find)."""
+    return cfg.engine == "fast" and cfg.max_char_edits <= 1
+
+
+def candidate_bands(cfg: DedupParams) -> tuple[int, int]:
+    """(bands, rows) of the in-memory LSH: with the fast engine and at most one edit, the
+    pigeonhole banding that finds every pair reaching ``threshold`` (:func:`exact_bands`);
+    otherwise datasketch's banding at ``lsh_threshold``, which also finds edit copies."""
+    if exact_edit_rule(cfg):
+        return exact_bands(cfg.threshold, cfg.num_perm)
+    return lsh_bands(cfg.lsh_threshold, cfg.num_perm)
 
 
 # signatures -> blocks of LSH candidate pairs (i, j), i < j; a block is verified as it comes
@@ -63,7 +93,7 @@ CandidateSource = Callable[[np.ndarray], Iterable[np.ndarray]]
 
 
 def banded_candidates(cfg: DedupParams) -> CandidateSource:
-    """LSH candidates in memory, ``cfg.bands_per_pass`` bands at a time (datasketch's bands).
+    """LSH candidates in memory, ``cfg.bands_per_pass`` bands at a time (:func:`candidate_bands`).
 
     On dense data the pairs of all bands at once do not fit in memory while the verified ones
     are few. A pair found in two passes is verified twice, with the same result, so the
@@ -71,7 +101,7 @@ def banded_candidates(cfg: DedupParams) -> CandidateSource:
     """
 
     def blocks(sig: np.ndarray) -> Iterable[np.ndarray]:
-        bands, rows = lsh_bands(cfg.lsh_threshold, cfg.num_perm)
+        bands, rows = candidate_bands(cfg)
         keys = band_keys(sig, bands=bands, rows=rows)
         for lo in range(0, bands, cfg.bands_per_pass):
             yield candidate_pairs(keys[:, lo : lo + cfg.bands_per_pass])
@@ -119,8 +149,14 @@ def near_duplicate_clusters(
         found_sims.append(sims)
         if progress:
             progress(f"LSH block {k}: {n_candidates:,} candidate pairs checked")
+    exact_sources = []
     if verifier.left_bag is not None:  # word-order copies, which LSH may miss
-        block = same_key_pairs(verifier.left_bag)
+        exact_sources.append(lambda: same_key_pairs(verifier.left_bag))
+    if exact_edit_rule(cfg) and cfg.max_char_edits == 1:  # every one-edit copy
+        exact_sources.append(lambda: one_edit_pairs(norm_texts))
+    for source in exact_sources:
+        block = source()
+        n_candidates += len(block)
         ok, sims = verifier(block)
         found_codes.append(block[ok] @ code)
         found_sims.append(sims)
@@ -133,7 +169,7 @@ def near_duplicate_clusters(
         (np.ones(len(verified), dtype=np.int8), (verified[:, 0], verified[:, 1])), shape=(n, n)
     )
     _, labels = connected_components(graph, directed=False)
-    bands, rows = lsh_bands(cfg.lsh_threshold, cfg.num_perm)
+    bands, rows = candidate_bands(cfg)
     log.info(
         "dedup: %d distinct texts, %d LSH candidate pairs, %d verified (b=%d, r=%d)",
         n,
@@ -169,7 +205,11 @@ def drop_duplicates(
         removed: exact_duplicate / near_duplicate rows and conflicting members (pending_review);
         flags: one ``conflicting_duplicate`` flag per conflicting member.
     """
-    frame = train.with_columns(_key=dedup_key(pl.col("text")))
+    frame = (
+        train.with_columns(_canon=canonical_text(pl.col("text")))
+        .with_columns(_key=dedup_key_from_canonical(pl.col("_canon")))
+        .drop("_canon")
+    )
     keys = frame.select(pl.col("_key").unique(maintain_order=True)).to_series()
     # sort distinct keys so cluster numbering never depends on row order or process
     keys = keys.sort()

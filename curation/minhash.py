@@ -1,4 +1,5 @@
-"""MinHash signatures computed in vectorised batches, identical to datasketch's.
+"""MinHash signatures computed in vectorised batches (datasketch's, or a faster hash), LSH
+candidates, and exact candidate sources for the edit rule.
 
 datasketch (>= 2.0, scheme "affine32") hashes each shingle with ``sha1_hash32``, pre-mixes it
 with the 32-bit MurmurHash3 finalizer, applies ``a*h + b mod 2**32`` per permutation and
@@ -16,8 +17,6 @@ from functools import cache
 import icu  # type: ignore[import-untyped]  # ICU's TR39 skeletons (the confusables data)
 import numpy as np
 import polars as pl
-from datasketch import MinHash
-from datasketch.lsh import _optimal_param
 from rapidfuzz import process
 from rapidfuzz.distance import OSA
 
@@ -103,12 +102,12 @@ def normalize_text(text: pl.Expr) -> pl.Expr:
     case tricks normalises to the same string as the original; a text in another script
     keeps its own letters where they do not imitate Latin ones.
     """
-    return (
-        canonical_text(text)
-        .str.replace_all(r"[\p{P}\p{S}]+", " ")
-        .str.replace_all(r"\s+", " ")
-        .str.strip_chars()
-    )
+    return strip_punctuation(canonical_text(text))
+
+
+def strip_punctuation(canonical: pl.Expr) -> pl.Expr:
+    """:func:`normalize_text` of a text already in :func:`canonical_text` form."""
+    return canonical.str.replace_all(r"[\p{P}\p{S}]+", " ").str.replace_all(r"\s+", " ").str.strip_chars()
 
 
 def shingles(text: str, *, kind: str, ngram: int) -> list[bytes]:
@@ -132,6 +131,8 @@ def shingles(text: str, *, kind: str, ngram: int) -> list[bytes]:
 
 def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """datasketch's permutation parameters (a, b) for this num_perm and seed."""
+    from datasketch import MinHash  # imported when used: it loads scipy and its async LSH
+
     a, b = MinHash(num_perm=num_perm, seed=seed).permutations
     return a.astype(np.uint32), b.astype(np.uint32)
 
@@ -145,6 +146,7 @@ def _fmix32(hv: np.ndarray) -> np.ndarray:
     return hv ^ (hv >> s3)
 
 
+ENGINES = ("datasketch", "fast")  # how shingles are hashed (see ``signatures``)
 _SHINGLE_BATCH = 1 << 16  # documents shingled and deduplicated together (bounds the key arrays)
 _CACHE_LIMIT = 4_000_000  # shingle hashes kept across batches (bounds memory on diverse corpora)
 
@@ -243,21 +245,37 @@ def signatures(
     num_perm: int,
     seed: int,
     batch_docs: int = 256,
+    engine: str = "datasketch",
 ) -> np.ndarray:
-    """MinHash signatures (``len(texts) x num_perm``, uint32) equal to datasketch's.
+    """MinHash signatures (``len(texts) x num_perm``, uint32).
 
     Args:
         texts: normalised texts.
         batch_docs: documents per vectorised min step; bounds the (num_perm x shingles)
             matrix (256 short texts keep it in cache).
+        engine: "datasketch" hashes each shingle with sha1 as datasketch does (signatures
+            equal to datasketch's); "fast" hashes character n-grams arithmetically over their
+            code points (:func:`char_ngram_hashes`), with no per-shingle Python work. Both
+            then apply datasketch's permutations; word shingles use sha1 in both.
     """
     if batch_docs < 1:
         raise ValueError("batch_docs must be >= 1")
+    if engine not in ENGINES:
+        raise ValueError(f"engine={engine!r} must be one of {', '.join(ENGINES)}")
     a, b = permutations(num_perm, seed)
     out = np.full((len(texts), num_perm), EMPTY_HASH, dtype=np.uint32)
     cache: dict[str, int] = {}
     for start in range(0, len(texts), _SHINGLE_BATCH):
         chunk = texts[start : start + _SHINGLE_BATCH]
+        if kind == "char" and engine == "fast":
+            from curation import kernels
+
+            h64, counts = char_ngram_hashes(chunk, ngram=ngram)
+            offsets = np.concatenate(([0], np.cumsum(counts)))
+            kernels.min_hashes(
+                (h64 >> np.uint64(32)).astype(np.uint32), offsets, a, b, out[start : start + len(chunk)]
+            )
+            continue
         found = _char_shingle_hashes(chunk, ngram, cache) if kind == "char" else None
         hv, counts = found if found is not None else _generic_shingle_hashes(chunk, kind, ngram, cache)
         _min_hashes(hv, counts, a, b, out[start : start + len(chunk)], batch_docs)
@@ -284,6 +302,8 @@ def _min_hashes(
 
 def lsh_bands(threshold: float, num_perm: int) -> tuple[int, int]:
     """(bands, rows per band) exactly as datasketch's MinHashLSH picks them."""
+    from datasketch.lsh import _optimal_param
+
     return _optimal_param(threshold, num_perm, 0.5, 0.5)
 
 
@@ -524,3 +544,155 @@ class PairVerifier:
             ok |= self.left_bag[li] == self.right_bag[ri]
         ok &= (self.left_len[li] > 0) & (self.right_len[ri] > 0)
         return ok, estimated_jaccard(self.left_sig, self.right_sig, pairs[ok])
+
+
+# --- the "fast" engine: arithmetic shingle hashes, exact candidate sources -----------------
+
+_POLY = np.uint64(0x100000001B3)  # FNV-1a's 64-bit prime: odd, so invertible mod 2**64
+_POLY_INV = np.uint64(pow(0x100000001B3, -1, 1 << 64))
+_MIX = (
+    np.uint64(30),
+    np.uint64(0xBF58476D1CE4E5B9),
+    np.uint64(27),
+    np.uint64(0x94D049BB133111EB),
+    np.uint64(31),
+)
+_TEXTS_PER_CHUNK = 1 << 16  # texts whose code points are laid out together (bounds memory)
+_SALT = np.uint64(0x9E3779B97F4A7C15)  # offsets the per-length salts of the one-edit keys
+_BITMAP_BITS = 27  # bits of the screen for repeated keys (2**27 bits = 16 MiB)
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: spreads a 64-bit value over all bits (a bijection)."""
+    s1, m1, s2, m2, s3 = _MIX
+    x = x ^ (x >> s1)
+    x = x * m1
+    x = x ^ (x >> s2)
+    x = x * m2
+    return x ^ (x >> s3)
+
+
+def _code_units(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(code point + 1 of every character, as uint64; length of each text)."""
+    lens = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    cps = np.frombuffer("".join(texts).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    return cps.astype(np.uint64) + np.uint64(1), lens
+
+
+def char_ngram_hashes(texts: Sequence[str], *, ngram: int) -> tuple[np.ndarray, np.ndarray]:
+    """A 64-bit hash of every character n-gram occurrence, and the n-grams per text.
+
+    The same shingles as :func:`shingles` (a text shorter than ``ngram`` is one shingle, an
+    empty text has none), hashed as a polynomial over their code points mixed by splitmix64,
+    in compiled code: no Python object per shingle, and the same value for the same n-gram
+    whatever the batch. Returns (hashes in text order, counts per text).
+    """
+    from curation import kernels  # numba: loaded only when signatures are computed
+
+    units, lens = _code_units(texts)
+    counts = np.where(lens > ngram, lens - ngram + 1, (lens > 0).astype(np.int64))
+    out = np.empty(int(counts.sum()), dtype=np.uint64)
+    kernels.ngram_hashes(units, lens, ngram, _POLY, out)
+    return out, counts
+
+
+def min_equal_slots(threshold: float, num_perm: int) -> int:
+    """Fewest equal slots of ``num_perm`` with ``equal / num_perm >= threshold`` (the same
+    division as :func:`estimated_jaccard`)."""
+    equal = max(0, min(num_perm, int(np.ceil(threshold * num_perm))))
+    while equal > 0 and (equal - 1) / num_perm >= threshold:
+        equal -= 1
+    while equal < num_perm and equal / num_perm < threshold:
+        equal += 1
+    return equal
+
+
+def exact_bands(threshold: float, num_perm: int) -> tuple[int, int]:
+    """(bands, rows per band) such that every pair whose estimated Jaccard reaches
+    ``threshold`` shares at least one band.
+
+    Such a pair differs in at most m = num_perm - :func:`min_equal_slots` slots; with m + 1
+    disjoint bands one band has no differing slot (pigeonhole), so banding finds every such
+    pair, and the long bands let few others through. Rows = num_perm // bands.
+    """
+    bands = num_perm - min_equal_slots(threshold, num_perm) + 1
+    return bands, max(1, num_perm // bands)
+
+
+def _bucket_pairs(flat: np.ndarray, docs: np.ndarray, n: int) -> np.ndarray:
+    """All (i, j), i < j, of documents sharing a key in ``flat`` (``docs[k]`` holds key
+    ``flat[k]``); sorted, unique."""
+    order = np.argsort(flat, kind="stable")
+    flat, docs = flat[order], docs[order]
+    run_start = np.flatnonzero(np.concatenate(([True], flat[1:] != flat[:-1])))
+    run_end = np.append(run_start[1:], flat.size)
+    end = np.repeat(run_end, run_end - run_start)
+    codes = []
+    idx = np.flatnonzero(np.arange(1, flat.size + 1) < end)
+    step = 1
+    while idx.size:
+        a, b = docs[idx], docs[idx + step]
+        lo, hi = np.minimum(a, b), np.maximum(a, b)
+        codes.append((lo * n + hi)[lo != hi])
+        step += 1
+        idx = idx[idx + step < end[idx]]
+    if not codes:
+        return np.zeros((0, 2), dtype=np.int64)
+    return _unique_pairs(np.concatenate(codes), n)
+
+
+def one_edit_pairs(texts: Sequence[str]) -> np.ndarray:
+    """Every (i, j), i < j, of texts at most one edit apart (substitution, insertion,
+    deletion or swap of adjacent characters: optimal string alignment distance <= 1).
+
+    Exact, not sampled: two such texts always share a one-deletion variant (delete the
+    substituted or one of the swapped characters from both, or the inserted one from the
+    longer), so grouping texts on their variants (the deletion neighbourhood of SymSpell)
+    finds every pair; a hash collision only adds a candidate that verification rejects.
+    Returns candidates: check them with :class:`PairVerifier`.
+    """
+    from curation import kernels  # numba: loaded only when pairs are searched
+
+    n = len(texts)
+    keys, docs = [], []
+    for lo in range(0, n, _TEXTS_PER_CHUNK):
+        units, lens = _code_units(texts[lo : lo + _TEXTS_PER_CHUNK])
+        salt = _mix64(np.arange(int(lens.max(initial=0)) + 2, dtype=np.uint64) + _SALT)
+        k = np.empty(len(lens) + units.size, dtype=np.uint64)
+        d = np.empty(len(lens) + units.size, dtype=np.int64)
+        kernels.deletion_keys(units, lens, _POLY, _POLY_INV, salt, k, d, lo)
+        # keep only keys shared within the chunk or possibly with another chunk: all of them
+        keys.append(k)
+        docs.append(d)
+    if not keys:
+        return np.zeros((0, 2), dtype=np.int64)
+    all_keys, all_docs = np.concatenate(keys), np.concatenate(docs)
+    shared = _repeated(all_keys)
+    return _bucket_pairs(all_keys[shared], all_docs[shared], n)
+
+
+def _repeated(keys: np.ndarray) -> np.ndarray:
+    """Mask of the keys that occur more than once.
+
+    Sorting the keys alone is fast (numpy's SIMD sort; an argsort is several times slower);
+    the few repeated values then mark a bitmap that screens all keys, and only keys passing
+    it are looked up exactly.
+    """
+    ordered = np.sort(keys)
+    values = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
+    bitmap = np.zeros(1 << (_BITMAP_BITS - 3), dtype=np.uint8)
+    mask = np.uint64((1 << _BITMAP_BITS) - 1)
+    low = values & mask
+    np.bitwise_or.at(
+        bitmap, (low >> np.uint64(3)).astype(np.intp), (np.uint8(1) << (low & np.uint64(7)).astype(np.uint8))
+    )
+    from curation import kernels
+
+    screened = np.empty(keys.size, dtype=np.uint8)
+    kernels.in_bitmap(keys, bitmap, mask, screened)
+    maybe = np.flatnonzero(screened)
+    at = np.searchsorted(values, keys[maybe])
+    found = maybe[(at < values.size) & (values[np.minimum(at, values.size - 1)] == keys[maybe])]
+    out = np.zeros(keys.size, dtype=bool)
+    out[found] = True
+    return out

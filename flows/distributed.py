@@ -59,19 +59,23 @@ def shard_bounds(n: int, shards: int) -> list[tuple[int, int]]:
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
-def signature_shard(texts: list[str], kind: str, ngram: int, num_perm: int, seed: int) -> np.ndarray:
+def signature_shard(
+    texts: list[str], kind: str, ngram: int, num_perm: int, seed: int, engine: str = "datasketch"
+) -> np.ndarray:
     """MinHash signatures of one shard (runs on a worker)."""
-    return signatures(texts, kind=kind, ngram=ngram, num_perm=num_perm, seed=seed)
+    return signatures(texts, kind=kind, ngram=ngram, num_perm=num_perm, seed=seed, engine=engine)
 
 
 @flow(name="sharded-signatures", validate_parameters=False, persist_result=False)
-def sharded_signatures_flow(shards: Any, kind: str, ngram: int, num_perm: int, seed: int) -> np.ndarray:
+def sharded_signatures_flow(
+    shards: Any, kind: str, ngram: int, num_perm: int, seed: int, engine: str = "datasketch"
+) -> np.ndarray:
     """Submit one signature task per shard; concatenate the results in shard order.
 
     ``shards`` is a :class:`Shards` holder, so Prefect records a placeholder instead of
     serialising every text into the flow run's parameters.
     """
-    futures = [signature_shard.submit(part, kind, ngram, num_perm, seed) for part in shards.parts]
+    futures = [signature_shard.submit(part, kind, ngram, num_perm, seed, engine) for part in shards.parts]
     parts = [f.result() for f in futures]
     return np.concatenate(parts) if parts else np.zeros((0, num_perm), dtype=np.uint32)
 
@@ -95,7 +99,7 @@ def distributed_signatures(texts: Sequence[str], *, cfg: DedupParams, scale: Sca
     """
     parts = [list(texts[lo:hi]) for lo, hi in shard_bounds(len(texts), scale.shards)]
     runnable = sharded_signatures_flow.with_options(task_runner=task_runner(scale))
-    return runnable(Shards(parts), cfg.shingle, cfg.ngram, cfg.num_perm, cfg.seed)
+    return runnable(Shards(parts), cfg.shingle, cfg.ngram, cfg.num_perm, cfg.seed, cfg.engine)
 
 
 @contextmanager

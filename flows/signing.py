@@ -15,7 +15,7 @@ import polars as pl
 
 from curation.dedup import CandidateSource, local_signer
 from curation.minhash import Signer
-from schemas.params import DedupParams
+from schemas.params import DedupParams, ParamsError
 from schemas.scale_params import ScaleParams
 
 log = logging.getLogger(__name__)
@@ -47,11 +47,35 @@ def scale_hooks(scale: ScaleParams, dedup: DedupParams) -> Iterator[tuple[Signer
         candidates = None
         if scale.redis_host is not None:
             cfg = dedup
+            check_redis_banding(cfg)
 
             def candidates(sig: np.ndarray) -> list[np.ndarray]:
                 return [redis_candidate_pairs(sig, threshold=cfg.lsh_threshold, seed=cfg.seed, scale=scale)]
 
         yield signer, candidates
+
+
+def check_redis_banding(cfg: DedupParams) -> None:
+    """The Redis index bands at ``lsh_threshold`` (datasketch's storage picks the bands). With
+    the fast engine dedup adds the edit and word-order pairs itself, so the curated files
+    equal the in-memory ones exactly when that banding has more bands than a pair reaching
+    ``threshold`` can differ in slots (:func:`curation.minhash.exact_bands`).
+
+    Raises:
+        ParamsError: the banding could miss such a pair.
+    """
+    from curation.minhash import exact_bands, lsh_bands
+
+    if cfg.engine != "fast" or cfg.max_char_edits > 1:
+        return
+    have, _ = lsh_bands(cfg.lsh_threshold, cfg.num_perm)
+    need, _ = exact_bands(cfg.threshold, cfg.num_perm)
+    if have < need:
+        raise ParamsError(
+            f"dedup.lsh_threshold={cfg.lsh_threshold} gives the Redis index {have} LSH bands; "
+            f"engine fast needs at least {need} (threshold={cfg.threshold}, num_perm={cfg.num_perm}) "
+            "to find every near duplicate: lower dedup.lsh_threshold"
+        )
 
 
 class RememberedSignatures:

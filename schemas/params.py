@@ -74,10 +74,13 @@ class DedupParams:
     word_order: bool = True
     seed: int = 1
     bands_per_pass: int = 8
+    engine: Literal["datasketch", "fast"] = "fast"
 
     def __post_init__(self) -> None:
         if self.bands_per_pass < 1:
             raise ValueError("bands_per_pass must be >= 1")
+        if self.engine not in ("datasketch", "fast"):
+            raise ValueError(f"engine={self.engine!r} must be 'datasketch' or 'fast'")
         if self.shingle not in ("char", "word"):
             raise ValueError(f"shingle={self.shingle!r} must be 'char' or 'word'")
         if self.ngram < 1 or self.num_perm < 2:

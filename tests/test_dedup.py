@@ -269,7 +269,7 @@ def test_pair_verifier_equals_the_rule_checked_pair_by_pair() -> None:
 
 
 def test_dedup_reports_progress_per_candidate_block() -> None:
-    from curation.minhash import lsh_bands
+    from curation.dedup import candidate_bands
 
     texts = ["my card was declined", "my card was declined!", "how do i top up", "how do i top up?"]
     frame = pl.DataFrame(
@@ -278,5 +278,5 @@ def test_dedup_reports_progress_per_candidate_block() -> None:
     notes: list[str] = []
     cfg = DedupParams(bands_per_pass=8)
     drop_duplicates(frame, cfg=cfg, progress=notes.append)
-    bands, _ = lsh_bands(cfg.lsh_threshold, cfg.num_perm)
+    bands, _ = candidate_bands(cfg)
     assert len(notes) == -(-bands // 8) and notes[-1].startswith(f"LSH block {len(notes)}:")

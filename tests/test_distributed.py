@@ -75,7 +75,9 @@ def test_local_runner_signatures_equal_single_process(banking_train, prefect_api
 
     texts = _texts(banking_train, 1000)
     cfg = DedupParams()
-    single = signatures(texts, kind=cfg.shingle, ngram=cfg.ngram, num_perm=cfg.num_perm, seed=cfg.seed)
+    single = signatures(
+        texts, kind=cfg.shingle, ngram=cfg.ngram, num_perm=cfg.num_perm, seed=cfg.seed, engine=cfg.engine
+    )
     sharded = distributed_signatures(texts, cfg=cfg, scale=ScaleParams(runner="local", shards=3))
     assert sharded.dtype == single.dtype and sharded.shape == single.shape
     assert sharded.tobytes() == single.tobytes()
@@ -89,7 +91,9 @@ def test_dask_cluster_signatures_equal_single_process(banking_train, prefect_api
 
     texts = _texts(banking_train)
     cfg = DedupParams()
-    single = signatures(texts, kind=cfg.shingle, ngram=cfg.ngram, num_perm=cfg.num_perm, seed=cfg.seed)
+    single = signatures(
+        texts, kind=cfg.shingle, ngram=cfg.ngram, num_perm=cfg.num_perm, seed=cfg.seed, engine=cfg.engine
+    )
     with distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
     ) as cluster:

@@ -1,0 +1,111 @@
+"""dedup.engine "fast": arithmetic n-gram hashes, pigeonhole bands, one-edit neighbourhood."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from rapidfuzz.distance import OSA
+
+from curation.minhash import (
+    EMPTY_HASH,
+    band_keys,
+    candidate_pairs,
+    char_ngram_hashes,
+    exact_bands,
+    min_equal_slots,
+    one_edit_pairs,
+    shingles,
+    signatures,
+)
+from schemas.params import DedupParams, ParamsError, params_from_dict
+
+TEXTS = [
+    "my card was declined",
+    "my card was declinde",  # swap
+    "my card was decline",  # deletion
+    "my card was declined!",  # insertion
+    "my cart was declined",  # substitution
+    "how do i top up",
+    "how do i top up my card",
+    "ab",
+    "ba",
+    "a",
+    "",
+    "café au lait",
+    "cafe au lait",
+    "ж карта",
+    "ж карты",
+]
+
+
+def test_one_edit_pairs_holds_every_pair_within_one_edit() -> None:
+    expected = {
+        (i, j)
+        for i in range(len(TEXTS))
+        for j in range(i + 1, len(TEXTS))
+        if OSA.distance(TEXTS[i], TEXTS[j]) <= 1
+    }
+    got = {tuple(p) for p in one_edit_pairs(TEXTS).tolist()}
+    assert {(0, 1), (0, 2), (0, 3), (0, 4), (7, 9), (11, 12), (13, 14)} <= expected
+    assert expected <= got
+    # pairs sharing no one-deletion variant are never candidates
+    assert (0, 5) not in got and (5, 6) not in got
+
+
+def test_exact_bands_find_every_pair_reaching_the_threshold() -> None:
+    num_perm, threshold = 128, 0.9
+    bands, rows = exact_bands(threshold, num_perm)
+    most_differing = num_perm - min_equal_slots(threshold, num_perm)
+    assert (num_perm - most_differing) / num_perm >= threshold > (num_perm - most_differing - 1) / num_perm
+    assert bands == most_differing + 1 and bands * rows <= num_perm
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 2**32, size=(200, num_perm), dtype=np.uint64).astype(np.uint32)
+    copy = base.copy()
+    for i in range(len(copy)):
+        # the worst case: one differing slot in as many bands as possible, the rest random
+        spread = (
+            np.arange(most_differing) * rows if i % 2 else rng.choice(num_perm, most_differing, replace=False)
+        )
+        copy[i, spread] ^= np.uint32(1)
+    pairs = candidate_pairs(band_keys(np.concatenate([base, copy]), bands=bands, rows=rows))
+    found = {tuple(p) for p in pairs.tolist()}
+    assert all((i, i + len(base)) in found for i in range(len(base)))
+
+
+def test_char_ngram_hashes_follow_the_shingles_and_not_the_batch() -> None:
+    hashes, counts = char_ngram_hashes(TEXTS, ngram=5)
+    assert counts.tolist() == [len(shingles(t, kind="char", ngram=5)) for t in TEXTS]
+    alone, _ = char_ngram_hashes(TEXTS[3:4], ngram=5)
+    start = int(counts[:3].sum())
+    assert hashes[start : start + counts[3]].tobytes() == alone.tobytes()
+    # equal n-grams hash equally, different ones (here) differently
+    first = {s: h for s, h in zip(shingles(TEXTS[0], kind="char", ngram=5), hashes[: counts[0]], strict=True)}
+    assert len(set(first.values())) == len(first)
+
+
+def test_fast_signatures_are_deterministic_and_order_free() -> None:
+    sig = signatures(TEXTS, kind="char", ngram=5, num_perm=64, seed=3, engine="fast")
+    again = signatures(TEXTS[::-1], kind="char", ngram=5, num_perm=64, seed=3, engine="fast")[::-1]
+    assert sig.dtype == np.uint32 and sig.tobytes() == again.tobytes()
+    assert (sig[TEXTS.index("")] == EMPTY_HASH).all()
+    # a near copy agrees in most slots, an unrelated text in few
+    same = (sig[0] == sig[3]).mean()
+    other = (sig[0] == sig[5]).mean()
+    assert same > 0.6 > 0.2 > other
+    with pytest.raises(ValueError, match="engine"):
+        signatures(TEXTS, kind="char", ngram=5, num_perm=64, seed=3, engine="rensa")
+
+
+def test_engine_is_checked_at_load() -> None:
+    assert DedupParams().engine == "fast"
+    with pytest.raises(ParamsError, match="engine"):
+        params_from_dict({"dedup": {"engine": "minhash"}})
+
+
+def test_redis_banding_must_find_what_the_fast_engine_finds() -> None:
+    from flows.signing import check_redis_banding
+
+    check_redis_banding(DedupParams())  # lsh_threshold 0.4: 32 bands >= 13
+    check_redis_banding(DedupParams(engine="datasketch", lsh_threshold=0.8))
+    with pytest.raises(ParamsError, match="lsh_threshold"):
+        check_redis_banding(DedupParams(lsh_threshold=0.8))
