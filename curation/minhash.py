@@ -342,28 +342,8 @@ def _unique_pairs(codes: np.ndarray, n_right: int) -> np.ndarray:
 
 def candidate_pairs(keys: np.ndarray) -> np.ndarray:
     """All (i, j), i < j, sharing a bucket in any band; shape (n_pairs, 2), sorted, unique."""
-    n = keys.shape[0]
     flat, docs = _flat_buckets(keys)
-    order = np.argsort(flat)
-    flat, docs = flat[order], docs[order]
-    # end (exclusive) of the run of equal keys that each sorted position belongs to
-    run_start = np.flatnonzero(np.concatenate(([True], flat[1:] != flat[:-1])))
-    run_end = np.append(run_start[1:], flat.size)
-    end = np.repeat(run_end, run_end - run_start)
-    # pair each position with its 1st, 2nd, ... follower in the run; the active set shrinks,
-    # so the work is the number of pairs, not (largest run) x (positions)
-    codes = []
-    idx = np.flatnonzero(np.arange(1, flat.size + 1) < end)
-    step = 1
-    while idx.size:
-        a, b = docs[idx], docs[idx + step]
-        lo, hi = np.minimum(a, b), np.maximum(a, b)
-        codes.append((lo * n + hi)[lo != hi])
-        step += 1
-        idx = idx[idx + step < end[idx]]
-    if not codes:
-        return np.zeros((0, 2), dtype=np.int64)
-    return _unique_pairs(np.concatenate(codes), n)
+    return _bucket_pairs(flat, docs, keys.shape[0])
 
 
 def same_key_pairs(ids: np.ndarray) -> np.ndarray:
@@ -626,7 +606,10 @@ def _bucket_pairs(flat: np.ndarray, docs: np.ndarray, n: int) -> np.ndarray:
     flat, docs = flat[order], docs[order]
     run_start = np.flatnonzero(np.concatenate(([True], flat[1:] != flat[:-1])))
     run_end = np.append(run_start[1:], flat.size)
+    # end (exclusive) of the run of equal keys that each sorted position belongs to
     end = np.repeat(run_end, run_end - run_start)
+    # pair each position with its 1st, 2nd, ... follower in the run; the active set shrinks,
+    # so the work is the number of pairs, not (largest run) x (positions)
     codes = []
     idx = np.flatnonzero(np.arange(1, flat.size + 1) < end)
     step = 1

@@ -49,8 +49,8 @@ RESOLVED_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
 # --- Label Studio payloads ---------------------------------------------------------------
 
 
-def build_label_config(labels: Sequence[str], cfg: LabelStudioParams) -> str:
-    """Labelling interface XML: the masked text, the flag's context, a decision and a label.
+def _label_choices(labels: Sequence[str]) -> str:
+    """The label set as <Choice> lines of a labelling interface.
 
     Raises:
         ValueError: empty or duplicated label set.
@@ -59,7 +59,16 @@ def build_label_config(labels: Sequence[str], cfg: LabelStudioParams) -> str:
         raise ValueError("label set is empty")
     if len(set(labels)) != len(labels):
         raise ValueError("label set has duplicates")
-    label_choices = "\n".join(f"      <Choice value={quoteattr(str(lab))}/>" for lab in labels)
+    return "\n".join(f"      <Choice value={quoteattr(str(lab))}/>" for lab in labels)
+
+
+def build_label_config(labels: Sequence[str], cfg: LabelStudioParams) -> str:
+    """Labelling interface XML: the masked text, the flag's context, a decision and a label.
+
+    Raises:
+        ValueError: empty or duplicated label set.
+    """
+    label_choices = _label_choices(labels)
     decision_choices = "\n".join(f"      <Choice value={quoteattr(d)}/>" for d in DECISIONS)
     layout = {"select": 'layout="select"', "inline": 'showInline="true"', "vertical": ""}
     return f"""<View>
@@ -409,11 +418,7 @@ def build_prediction_label_config(labels: Sequence[str], cfg: LabelStudioParams)
     Raises:
         ValueError: empty or duplicated label set.
     """
-    if not labels:
-        raise ValueError("label set is empty")
-    if len(set(labels)) != len(labels):
-        raise ValueError("label set has duplicates")
-    label_choices = "\n".join(f"      <Choice value={quoteattr(str(lab))}/>" for lab in labels)
+    label_choices = _label_choices(labels)
     verdict_choices = "\n".join(f"      <Choice value={quoteattr(v)}/>" for v in VERDICTS)
     layout = {"select": 'layout="select"', "inline": 'showInline="true"', "vertical": ""}
     return f"""<View>
