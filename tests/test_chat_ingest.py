@@ -162,7 +162,20 @@ def test_curate_works_on_chat_files_without_params(tmp_path: Path, monkeypatch: 
         "why was I charged a fee", "the exchange rate looks wrong", "cancel my last transfer please",
         "is apple pay supported", "my refund has not arrived", "how long does a bank transfer take",
     ]  # fmt: skip
-    train = [{"messages": _turns(("user", q), ("assistant", f"Here is how: {q[::-1]}"))} for q in questions]
+    answers = [
+        "Cards usually arrive within five working days of the order.",
+        "Freeze the card in the app right away and order a replacement.",
+        "You can change your PIN at any cash machine that accepts our cards.",
+        "Cheques are not accepted for top ups, but bank transfers are.",
+        "That fee applies to cash withdrawals above the monthly free limit.",
+        "We use the wholesale exchange rate plus a small weekend markup.",
+        "Transfers that are still pending can be cancelled from the activity screen.",
+        "Yes, you can add the card to your phone wallet from the card settings.",
+        "Refunds take up to ten days to reach your account after the merchant sends them.",
+        "Domestic transfers normally arrive the same day, international ones within three days.",
+    ]  # realistic answers: the instruction checks (language, repetition, ...) pass them
+    pairs = zip(questions, answers, strict=True)
+    train = [{"messages": _turns(("user", q), ("assistant", a))} for q, a in pairs]
     train.append({"messages": _turns(("user", "hi"), ("user", "hello?"), ("assistant", "yes"))})
     test = [{"messages": _turns(("user", "what is my balance"), ("assistant", "See the app."))}]
     (tmp_path / "chat.jsonl").write_bytes(_jsonl(train))
