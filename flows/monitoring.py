@@ -79,7 +79,9 @@ def read_traffic(path: Path, *, data: DataParams) -> tuple[pl.DataFrame, pl.Data
     rows = valid.sort("line").select("id", "text", "extra", "_input_label")
     extras = _extra_columns(rows)
     if rows["_input_label"].null_count() < rows.height:
-        extras = extras.with_columns(input_label=rows["_input_label"])
+        label = rows.select(input_label="_input_label")
+        # no other extra columns: an empty frame has no rows to add the label to
+        extras = extras.with_columns(label["input_label"]) if extras.width else label
     return pl.concat([rows.select("id", "text"), extras], how="horizontal"), pl.concat(
         [quarantine, bad]
     ).cast(QUARANTINE_SCHEMA).sort("line")

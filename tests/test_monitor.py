@@ -180,6 +180,19 @@ def test_traffic_is_ingested_and_validated_like_curate(tmp_path: Path) -> None:
     assert quarantine_path(tmp_path / "p.parquet").name == "p.quarantine.parquet"
 
 
+def test_labelled_traffic_without_other_columns_keeps_its_label(tmp_path: Path) -> None:
+    """A CSV of text and label only (e.g. the test split sent as traffic): no extra columns."""
+    from flows.monitoring import read_traffic
+    from schemas.params import DataParams
+
+    path = tmp_path / "traffic.csv"
+    path.write_text("text,label\nwhere is my card,card_arrival\nwhat rate today,exchange_rate\n")
+    rows, quarantine = read_traffic(path, data=DataParams())
+    assert rows.columns == ["id", "text", "input_label"]
+    assert rows["input_label"].to_list() == ["card_arrival", "exchange_rate"]
+    assert quarantine.height == 0
+
+
 @pytest.mark.slow  # matplotlib and a page: a few seconds
 def test_cli_monitor_writes_metrics_and_page_and_refuses_bad_files(
     tmp_path: Path, planted: dict[str, pl.DataFrame]
