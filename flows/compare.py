@@ -115,16 +115,29 @@ def leak_map(removed: pl.DataFrame, test: pl.DataFrame, planted: pl.DataFrame | 
     return leaks
 
 
-def _read_planted(params: Params) -> pl.DataFrame | None:
+def _read_planted(params: Params, raw: pl.DataFrame) -> pl.DataFrame | None:
+    """The demo's planted faults, or None (with a warning, as curate does) when the file is
+    absent or its rows are not rows of this raw input."""
     import polars as pl
 
     if params.report.planted is None:
         return None
     path = Path(params.report.planted)
+    if not path.exists():
+        log.warning("%s: no planted file (report.planted): planted faults not used", path)
+        return None
     try:
-        return pl.read_parquet(path)
+        planted = pl.read_parquet(path)
     except (OSError, pl.exceptions.PolarsError) as exc:
         raise CompareError(f"{path}: cannot read the planted file (report.planted): {exc}") from exc
+    missing = sorted({"id", "kind", "source"} - set(planted.columns))
+    if missing:
+        raise CompareError(f"{path}: not a planted file (report.planted): missing columns {missing}")
+    foreign = set(planted.filter(pl.col("kind") != "malformed")["id"].to_list()) - set(raw["id"].to_list())
+    if foreign:
+        log.warning("%s: %d planted rows are not rows of this input: not used", path, len(foreign))
+        return None
+    return planted
 
 
 def compare_curation(
@@ -172,7 +185,7 @@ def compare_curation(
     raw = run.frame("validated_train").select("id", "text", "label")
     seconds["validate"] = round(time.perf_counter() - started, 3)
 
-    planted = _read_planted(params)
+    planted = _read_planted(params, raw)
     leaks = leak_map(removed, test, planted)
     flipped = (
         set() if planted is None else set(planted.filter(pl.col("kind").is_in(FLIP_KINDS))["id"].to_list())
