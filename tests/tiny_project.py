@@ -65,6 +65,9 @@ def tiny_params() -> dict[str, Any]:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["noise"]["folds"] = 3
     params["gate"].update(min_examples=50, min_per_class=5)
+    # the clean tiny split, not the demo's dirty one (no demo_data stage here)
+    params["data"]["train"] = "data/raw/train.csv"
+    params["report"]["planted"] = None
     return params
 
 
@@ -92,6 +95,10 @@ def make_tiny_project(dest: Path, *, stages: tuple[str, ...] = ("curate", "gate"
     (dest / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
     pipeline = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     pipeline["stages"] = {k: v for k, v in pipeline["stages"].items() if k in stages}
+    if "demo_data" not in stages:  # its outs are nobody's deps then
+        demo_outs = set(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["demo_data"]["outs"])
+        for stage in pipeline["stages"].values():
+            stage["deps"] = [d for d in stage.get("deps", []) if d not in demo_outs]
     if "train" not in stages:
         pipeline["plots"] = [p for p in pipeline.get("plots", []) if "loss" not in p]
     (dest / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
