@@ -268,6 +268,7 @@ def report_step(
     removal_reasons: tuple[str, ...],
     removal_stages: tuple[str, ...],
     report: ReportParams,
+    data: DataParams,
     instruction_checks: pl.DataFrame | None = None,
     coverage: dict[str, Any] | None = None,
 ) -> Reported:
@@ -290,6 +291,8 @@ def report_step(
         noise=noise_check,
         instruction=instruction_checks,
     )
+    # 1 = labelled rows (classification): the gate's class-count checks apply; 0 = instruction/chat
+    metrics["labelled_task"] = int(data.task == "classification")
     if coverage:
         from curation.coverage import coverage_metrics
 
@@ -516,6 +519,7 @@ STEPS: list[Step] = [
             "removal_reasons",
             "removal_stages",
             "report",
+            "data",
             "instruction_checks",
             "coverage",
         ),

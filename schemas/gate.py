@@ -45,6 +45,8 @@ _CHECKS: tuple[tuple[str, str, str, str], ...] = (
     ("min_class_spread", "min_class_spread", "min_class_spread", ">="),
     ("min_clusters_per_class", "min_clusters_per_class", "min_clusters_per_class", ">="),
 )
+# checks about classes: not applicable to instruction/chat data (quality.json labelled_task 0)
+_CLASS_CHECKS = frozenset({"min_num_classes", "min_per_class", "max_imbalance_ratio", "min_class_spread"})
 # quality.json count -> the curated file whose rows it counts (the manifest knows the rows)
 _COUNTED_FILES: tuple[tuple[tuple[str, ...], str], ...] = (
     (("curated_train_rows",), "train.parquet"),
@@ -158,9 +160,12 @@ def evaluate_gate(
         ``override`` and ``allowed`` (passed or overridden: what `train` looks at).
     """
     checks = []
+    unlabelled = quality.get("labelled_task") == 0  # instruction/chat rows: no classes to count
     for name, metric, field_name, comparison in _CHECKS:
         limit = getattr(thresholds, field_name)
         if limit is None:  # an optional threshold switched off in params.yaml
+            continue
+        if unlabelled and name in _CLASS_CHECKS:
             continue
         checks.append(_check(name, metric, quality.get(metric), limit, comparison))
     if thresholds.require_accounting:

@@ -109,6 +109,21 @@ def test_each_threshold_fails_alone_with_its_value_and_limit(key: str, value: fl
     assert line.startswith(f"{failed}: {value} vs limit")
 
 
+def test_instruction_data_is_not_held_to_class_counts() -> None:
+    """labelled_task 0 (instruction/chat): one "class" is no failure; every other check stays."""
+    unlabelled = {"labelled_task": 0, "num_classes": 1, "min_class_count": 0, "imbalance_ratio": 0}
+    quality = {**GOOD_QUALITY, **unlabelled}
+    report = evaluate_gate(quality, thresholds=THRESHOLDS)
+    assert report["passed"], report["failed"]
+    names = set(_by_name(report))
+    assert not names & {"min_num_classes", "min_per_class", "max_imbalance_ratio"}
+    assert {"min_examples", "max_duplicate_rate", "max_test_leaks", "max_instruction_issue_rate"} <= names
+    bad = evaluate_gate({**quality, "test_leaks_remaining": 2}, thresholds=THRESHOLDS)
+    assert bad["failed"] == ["max_test_leaks"]
+    labelled = evaluate_gate({**quality, "labelled_task": 1}, thresholds=THRESHOLDS)
+    assert "min_num_classes" in labelled["failed"]
+
+
 def test_missing_or_non_numeric_metric_fails_instead_of_passing_by_omission() -> None:
     quality = {k: v for k, v in GOOD_QUALITY.items() if k != "test_leaks_remaining"}
     quality["duplicate_rate"] = "n/a"
