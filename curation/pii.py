@@ -218,6 +218,8 @@ def _cards(norm: str, cfg: PiiParams, ctx: _Context) -> list[PiiSpan]:
             if not cfg.card_min_digits <= sum(groups) <= cfg.card_max_digits:
                 continue
             start, end = run.start() + parts[i].start(), run.start() + parts[j - 1].end()
+            if start >= 2 and norm[start - 1] in ".," and norm[start - 2].isdigit():
+                continue  # the fraction of a decimal number (0.4221165755827173), not a card
             digits = "".join(p.group(0) for p in parts[i:j])
             if _card_ok(digits, groups, _before(norm, start, ctx), ctx):
                 spans.append(PiiSpan(start, end, "card"))

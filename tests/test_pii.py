@@ -64,6 +64,9 @@ def test_banking77_has_nothing_to_mask() -> None:
         ("iban de89 3704 0044 0532 0130 00", "iban [IBAN]"),
         ("ref 2024-0115-1234-5678", "ref 2024-0115-1234-5678"),
         ("order 4111111111111111", "order 4111111111111111"),
+        ("the score was 0.4221165755827173", "the score was 0.4221165755827173"),  # a decimal's fraction
+        ("ratio 3,4111111111111111 today", "ratio 3,4111111111111111 today"),
+        ("card 4111.1111.1111.1111", "card [CARD]"),  # dots between groups: still a card
     ],
 )
 def test_mask_text_replaces_the_original_span(text: str, expected: str) -> None:
