@@ -224,8 +224,8 @@ def output_frames(values: dict[str, Any], stages_run: list[str]) -> dict[str, pl
         files["flags.parquet"] = Flag.validate(values["flags"].sort("issue", "id"))
     if held is not None:
         files["held.parquet"] = HeldRow.validate(held.sort("line", "id")).drop("split")
-    if values.get("label_set") is not None:
-        files["labels.json"] = json.dumps(values["label_set"], indent=1) + "\n"
+    if "label_set" in values:  # [] for instruction/chat data: no label set, but the file is there
+        files["labels.json"] = json.dumps(values["label_set"] or [], indent=1) + "\n"
     if values.get("metrics"):
         files["quality.json"] = json.dumps(values["metrics"], indent=2, sort_keys=True) + "\n"
     if values.get("report_html") is not None:

@@ -405,7 +405,12 @@ def read_flags(out_dir: Path) -> tuple[pl.DataFrame, list[str]]:
             raise FileNotFoundError(f"{out_dir / name}: not found (run curate first)")
     flags = pl.read_parquet(out_dir / "flags.parquet")
     labels = json.loads((out_dir / "labels.json").read_text(encoding="utf-8"))
-    if not isinstance(labels, list) or not labels:
+    if labels == []:
+        raise ValueError(
+            f"{out_dir / 'labels.json'}: no label set (instruction/chat data): Label Studio review of "
+            "these flags is not supported yet; decide them in a reviews file (`curagate curate --reviews`)"
+        )
+    if not isinstance(labels, list):
         raise ValueError(f"{out_dir / 'labels.json'}: must be a non-empty JSON list")
     return flags, [str(x) for x in labels]
 

@@ -225,6 +225,10 @@ def test_run_curation_on_instruction_jsonl_puts_every_row_in_one_place(
     ]
     flags = pl.read_parquet(out / "flags.parquet")
     assert set(flags["id"]) == set(held["id"]) and set(flags["status"]) == {"pending"}
+    # labels.json is written (a DVC out) and empty: instruction data has no label set
+    from training.train import read_label_set
+
+    assert json.loads((out / "labels.json").read_text()) == [] and read_label_set(out) is None
 
 
 @pytest.mark.slow

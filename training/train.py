@@ -46,9 +46,9 @@ def read_label_set(curated_dir: Path, frame: pl.DataFrame | None = None) -> list
     path = curated_dir / "labels.json"
     if path.is_file():
         labels = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(labels, list) or not labels:
-            raise ValueError(f"{path}: expected a non-empty JSON list of labels")
-        return [str(x) for x in labels]
+        if not isinstance(labels, list):
+            raise ValueError(f"{path}: expected a JSON list of labels")
+        return [str(x) for x in labels] or None  # []: instruction/chat data has no label set
     if frame is not None and "label" in frame.columns:
         return sorted(frame["label"].unique().to_list())
     return None
