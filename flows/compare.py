@@ -116,28 +116,14 @@ def leak_map(removed: pl.DataFrame, test: pl.DataFrame, planted: pl.DataFrame | 
 
 
 def _read_planted(params: Params, raw: pl.DataFrame) -> pl.DataFrame | None:
-    """The demo's planted faults, or None (with a warning, as curate does) when the file is
-    absent or its rows are not rows of this raw input."""
-    import polars as pl
+    """The demo's planted faults, or None (logged), exactly as curate's report reads them."""
+    from curation.ingest import InputFileError
+    from flows.files import read_planted
 
-    if params.report.planted is None:
-        return None
-    path = Path(params.report.planted)
-    if not path.exists():
-        log.warning("%s: no planted file (report.planted): planted faults not used", path)
-        return None
     try:
-        planted = pl.read_parquet(path)
-    except (OSError, pl.exceptions.PolarsError) as exc:
-        raise CompareError(f"{path}: cannot read the planted file (report.planted): {exc}") from exc
-    missing = sorted({"id", "kind", "source"} - set(planted.columns))
-    if missing:
-        raise CompareError(f"{path}: not a planted file (report.planted): missing columns {missing}")
-    foreign = set(planted.filter(pl.col("kind") != "malformed")["id"].to_list()) - set(raw["id"].to_list())
-    if foreign:
-        log.warning("%s: %d planted rows are not rows of this input: not used", path, len(foreign))
-        return None
-    return planted
+        return read_planted(params.report, raw["id"])
+    except InputFileError as exc:
+        raise CompareError(str(exc)) from exc
 
 
 def compare_curation(

@@ -25,7 +25,7 @@ from filelock import FileLock, Timeout
 
 from curation.ingest import InputFileError, assign_ids, detect_task, parse_input
 from schemas.manifest import MANIFEST_FILE, describe_files, write_manifest
-from schemas.params import DataParams, load_label_set
+from schemas.params import DataParams, ReportParams, load_label_set
 from schemas.records import (
     HELD_SCHEMA,
     HOLD_REASON,
@@ -363,3 +363,34 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def read_planted(report: ReportParams, row_ids: pl.Series) -> pl.DataFrame | None:
+    """The demo's planted faults (``report.planted``), or None: not set, the file is absent,
+    or its planted rows are not among ``row_ids`` (the truth of the demo's dirty split says
+    nothing about another train file; both skips are logged).
+
+    Raises:
+        InputFileError: the file is there but unreadable or not a planted file.
+    """
+    if report.planted is None:
+        return None
+    path = Path(report.planted)
+    if not path.exists():  # the bundled params name the demo's truth file; other inputs have none
+        log.warning("%s: no planted file (report.planted; `curagate demo-data` writes it): skipped", path)
+        return None
+    try:
+        planted = pl.read_parquet(path)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise InputFileError(
+            f"{path}: cannot read the planted file (report.planted): {exc}; "
+            "run `curagate demo-data` first, or set report.planted: null"
+        ) from exc
+    missing = sorted({"id", "line", "kind", "edit", "source"} - set(planted.columns))
+    if missing:
+        raise InputFileError(f"{path}: not a planted file (report.planted): missing columns {missing}")
+    foreign = set(planted.filter(pl.col("kind") != "malformed")["id"].to_list()) - set(row_ids.to_list())
+    if foreign:
+        log.warning("%s: %d planted rows are not rows of this train input: skipped", path, len(foreign))
+        return None
+    return planted

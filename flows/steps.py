@@ -13,7 +13,6 @@ Adding a step = one entry here + its function in curation/ (see the README's "Ad
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -345,40 +344,11 @@ def _planted_table(
     Skipped (with a warning) when the file's planted rows are not rows of this input: the
     truth of the demo's dirty split says nothing about another train file.
     """
-    if report.planted is None:
-        return None
-    from pathlib import Path
-
-    import polars as pl
-
-    from curation.ingest import InputFileError
     from curation.report import planted_vs_caught
+    from flows.files import read_planted
 
-    path = Path(report.planted)
-    if not path.exists():  # the bundled params name the demo's truth file; other inputs have none
-        logging.getLogger(__name__).warning(
-            "%s: no planted file (report.planted; `curagate demo-data` writes it): planted vs caught skipped",
-            path,
-        )
-        return None
-    try:
-        planted = pl.read_parquet(path)
-    except (OSError, pl.exceptions.PolarsError) as exc:
-        raise InputFileError(
-            f"{path}: cannot read the planted file (report.planted): {exc}; "
-            "run `curagate demo-data` first, or set report.planted: null"
-        ) from exc
-    missing = sorted({"id", "line", "kind", "edit", "source"} - set(planted.columns))
-    if missing:
-        raise InputFileError(f"{path}: not a planted file (report.planted): missing columns {missing}")
-    planted_ids = set(planted.filter(pl.col("kind") != "malformed")["id"].to_list())
-    foreign = planted_ids - set(validated["id"].to_list())
-    if foreign:
-        logging.getLogger(__name__).warning(
-            "%s: %d planted rows are not rows of this train input: planted vs caught skipped",
-            path,
-            len(foreign),
-        )
+    planted = read_planted(report, validated["id"])
+    if planted is None:
         return None
     return planted_vs_caught(
         planted, curated_train=train, removed=removed, flags=flags, quarantine=quarantine
