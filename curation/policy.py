@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import polars as pl
 
+from curation.ingest import text_hash
 from schemas.instruction_params import INSTRUCTION_CHECKS, InstructionParams
 from schemas.records import FLAGS_SCHEMA, HELD_SCHEMA, HOLD_REASON, REMOVED_SCHEMA
 from schemas.review_params import DECISIONS
@@ -138,7 +139,8 @@ def apply_instruction_policy(detected: pl.DataFrame, *, cfg: InstructionParams) 
     A row failing a check whose policy is ``remove`` is removed (stage ``instruction``, reason =
     the first such check); otherwise one failing a ``flag`` check is held for review (reason
     ``pending_review``, one flag with the first such check as its issue). The detail names every
-    check it failed.
+    check it failed. A flag's ``text_hash`` hashes the prompt and the response together (what a
+    reviewer decides on), so a decision lapses when either changes.
 
     Args:
         detected: the output of ``curation.instruction.detect_instruction_issues``.
@@ -188,9 +190,12 @@ def apply_instruction_policy(detected: pl.DataFrame, *, cfg: InstructionParams) 
         "text",
         label.alias("label"),
     )
+    # the reviewer judges the prompt *and* the response: a decision must not outlive an edit of
+    # either, so the flag's key hashes both (the row's own text_hash is of the prompt only)
+    pair = pl.concat_str([pl.col("text").fill_null(""), pl.col("response").fill_null("")], separator="\x1f")
     flags = out.filter(pl.col("_remove").is_null()).select(
         "id",
-        "text_hash",
+        text_hash(pair).alias("text_hash"),
         "text",
         pl.col("primary").alias("issue"),
         primary_score.alias("score"),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -23,7 +24,14 @@ from xml.sax.saxutils import quoteattr
 import polars as pl
 
 from curation.pii import find_pii, mask_pii
-from schemas.review_params import DECISIONS, REVIEWS_SCHEMA, VERDICTS, LabelStudioParams, PiiParams
+from schemas.review_params import (
+    DECISIONS,
+    INSTRUCTION_DECISIONS,
+    REVIEWS_SCHEMA,
+    VERDICTS,
+    LabelStudioParams,
+    PiiParams,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +39,12 @@ log = logging.getLogger(__name__)
 TEXT_TAG = "text"
 DECISION_TAG = "decision"
 LABEL_TAG = "label"
+RESPONSE_TAG = "response"  # instruction/chat review: the response under review
+REASONS_TAG = "reasons"  # ... and what the checks said about it
+# task data ``kind`` of an instruction/chat task (label-review tasks carry none)
+INSTRUCTION_KIND = "instruction"
+# a quoted excerpt inside a check's reason ("ends mid-sentence: '...call me on 0791'")
+_QUOTED = r"'[^']*'"
 # Task data keys (Label Studio keeps its own task id; ours travels as flag_id).
 KEY_FIELDS = ("flag_id", "text_hash")
 # A row id that holds PII travels as PSEUDONYM_PREFIX + a salted hash (see pseudonymise_id).
@@ -240,6 +254,134 @@ def build_tasks(
     return tasks, counts
 
 
+# --- instruction/chat review: keep or drop a held (prompt, response) pair --------------------
+
+
+def build_instruction_label_config(cfg: LabelStudioParams) -> str:
+    """Decision-only interface of instruction/chat review: the masked prompt (or the chat turns
+    before the final answer, one ``role: content`` line each), the masked response, the reasons
+    the checks gave, and keep / drop / unsure.
+
+    No label choices (the rows have none) and no response editing: an edited response would be
+    a new row that has not been through the checks, so the reviewer decides on the row as it is.
+    ``cfg`` is taken for symmetry with :func:`build_label_config` (nothing in it changes the XML).
+    """
+    del cfg
+    decision_choices = "\n".join(f"      <Choice value={quoteattr(d)}/>" for d in INSTRUCTION_DECISIONS)
+    return f"""<View>
+  <Header value="Held: $issue (score $score)" size="5"/>
+  <Header value="Prompt (or the conversation so far)" size="6"/>
+  <View style="white-space: pre-wrap">
+    <Text name="{TEXT_TAG}" value="${TEXT_TAG}"/>
+  </View>
+  <Header value="Response" size="6"/>
+  <View style="white-space: pre-wrap">
+    <Text name="{RESPONSE_TAG}" value="${RESPONSE_TAG}"/>
+  </View>
+  <Header value="Why it was held" size="6"/>
+  <Text name="{REASONS_TAG}" value="${REASONS_TAG}"/>
+  <Header value="Decision: keep it for training, drop it, or unsure (stays held)" size="5"/>
+  <Choices name="{DECISION_TAG}" toName="{TEXT_TAG}" choice="single-radio" required="true"
+           showInline="true">
+{decision_choices}
+  </Choices>
+</View>"""
+
+
+def instruction_review_queue(flags: pl.DataFrame, held: pl.DataFrame) -> pl.DataFrame:
+    """The instruction/chat flags to review, with the response and the reasons of each.
+
+    Args:
+        flags: rows of flags.parquet (id, text_hash, text, issue, score).
+        held: rows of held.parquet with ``response`` and ``detail`` (every check the row failed,
+            ``check: why; ...``).
+
+    Returns:
+        id, text_hash, text, response, issue, score, reasons; one row per flag, sorted by id.
+
+    Raises:
+        ValueError: a required column is missing (held.parquet from before responses were
+            written there), or a flag has no held row.
+    """
+    need = {
+        "flags": (flags, ["id", "text_hash", "text", "issue", "score"]),
+        "held": (held, ["id", "response", "detail"]),
+    }
+    for name, (frame, cols) in need.items():
+        missing = [c for c in cols if c not in frame.columns]
+        if missing:
+            raise ValueError(f"{name} lacks column(s) {missing}: re-run curate to rewrite it")
+    queue = flags.select("id", "text_hash", "text", "issue", "score").join(
+        held.select("id", "response", pl.col("detail").alias("reasons")), on="id", how="left"
+    )
+    orphans = queue.filter(pl.col("response").is_null())["id"]
+    if orphans.len():
+        raise ValueError(
+            f"{orphans.len()} flag(s) have no held row with a response (e.g. {orphans[0]!r}): "
+            "flags and held files are from different runs; re-run curate"
+        )
+    return queue.sort("id", "text_hash")
+
+
+def build_instruction_tasks(
+    queue: pl.DataFrame, *, cfg: LabelStudioParams
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """One Label Studio task per held instruction/chat row: prompt, response and reasons masked.
+
+    The reasons quote the response ("ends mid-sentence: '...'"): an excerpt cut out of a PII span
+    may no longer look like PII, so on a row whose prompt or response held PII the quoted
+    excerpts are left out of the reasons (the masked response is shown in full anyway).
+
+    Args:
+        queue: :func:`instruction_review_queue` rows (id, text_hash, text, response, issue,
+            score, reasons).
+        cfg: the ``labelstudio`` section (PII options).
+
+    Returns:
+        JSON-able task dicts (``data`` only: there is no suggestion to pre-fill) and the PII
+        spans masked per kind (prompt, response and ids).
+
+    Raises:
+        ValueError: a required column is missing.
+    """
+    required = ["id", "text_hash", "text", "response", "issue", "score", "reasons"]
+    missing = [c for c in required if c not in queue.columns]
+    if missing:
+        raise ValueError(f"instruction review queue lacks column(s) {missing}")
+    prompts, counts = mask_pii(queue["text"], cfg=cfg.pii)
+    responses, response_counts = mask_pii(queue["response"], cfg=cfg.pii)
+    had_pii = (prompts.ne_missing(queue["text"]) | responses.ne_missing(queue["response"])).to_list()
+    reasons = queue["reasons"].fill_null("")
+    safe = pl.Series(
+        "reasons",
+        [re.sub(_QUOTED, "'…'", r) if pii else r for r, pii in zip(reasons.to_list(), had_pii, strict=True)],
+        dtype=pl.String,
+    )
+    masked_reasons, _ = mask_pii(safe, cfg=cfg.pii)  # the reasons' PII is the response's: counted once
+    for kind, n in response_counts.items():
+        counts[kind] += n
+    tasks: list[dict[str, Any]] = []
+    for i, row in enumerate(queue.iter_rows(named=True)):
+        flag_id = str(row["id"])
+        id_spans = find_pii(flag_id, cfg=cfg.pii)
+        if id_spans:
+            flag_id = _pseudonym(flag_id, row["text"] or "")
+            for span in id_spans:
+                counts[span.kind] += 1
+        data = {
+            "flag_id": flag_id,
+            "text_hash": str(row["text_hash"]),
+            "kind": INSTRUCTION_KIND,
+            "issue": row["issue"],
+            "score": None if row["score"] is None else float(row["score"]),
+            TEXT_TAG: prompts[i] or "",
+            RESPONSE_TAG: responses[i] or "",
+            REASONS_TAG: masked_reasons[i] or "",
+        }
+        tasks.append({"data": data})
+    return tasks, counts
+
+
 # --- annotations -> reviews -> decisions ----------------------------------------------------
 
 
@@ -288,13 +430,15 @@ def annotations_to_reviews(tasks: list[dict[str, Any]]) -> pl.DataFrame:
         if not all(k in data for k in KEY_FIELDS):
             continue
         given = data.get("given_label") or None
+        # an instruction/chat row has no label: relabel is not one of its decisions
+        allowed = INSTRUCTION_DECISIONS if data.get("kind") == INSTRUCTION_KIND else DECISIONS
         for ann in task.get("annotations") or []:
             if ann.get("was_cancelled"):
                 continue
             result = ann.get("result") or []
             decision = _choices(result, DECISION_TAG)
             label = _choices(result, LABEL_TAG)
-            if decision not in DECISIONS:
+            if decision not in allowed:
                 log.warning("task %s: annotation without a valid decision -> unsure", task["id"])
                 decision = "unsure"
             if decision == "relabel" and label is None:

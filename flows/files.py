@@ -211,6 +211,7 @@ def output_frames(values: dict[str, Any], stages_run: list[str]) -> dict[str, pl
         values["quarantine"].sort("split", "source", "line")
     )
     removed, held = values["removed"], values.get("held")
+    validated = values.get("validated_train")
     if held is not None:  # the review policy ran: the curated split exists
         files["train.parquet"] = CuratedExample.validate(public_rows(values["train"]))
         files["test.parquet"] = CuratedExample.validate(public_rows(values["test"]))
@@ -220,9 +221,11 @@ def output_frames(values: dict[str, Any], stages_run: list[str]) -> dict[str, pl
         if held is None:  # stopped before the policy: rows a detector holds are held, not removed
             held = pending_rows(removed, values["flags"])
             removed = removed.filter(pl.col("reason") != HOLD_REASON)
+        removed = with_origin(removed, validated)
         files["removed.parquet"] = RemovedRow.validate(removed.sort("line", "id")).drop("split")
         files["flags.parquet"] = Flag.validate(values["flags"].sort("issue", "id"))
     if held is not None:
+        held = with_origin(held, validated)
         files["held.parquet"] = HeldRow.validate(held.sort("line", "id")).drop("split")
     if "label_set" in values:  # [] for instruction/chat data: no label set, but the file is there
         files["labels.json"] = json.dumps(values["label_set"] or [], indent=1) + "\n"
@@ -231,6 +234,31 @@ def output_frames(values: dict[str, Any], stages_run: list[str]) -> dict[str, pl
     if values.get("report_html") is not None:
         files["report.html"] = values["report_html"]
     return files
+
+
+def with_origin(frame: pl.DataFrame, validated: pl.DataFrame | None) -> pl.DataFrame:
+    """Removed or held rows with ``source`` (the input file each came from) and, for
+    instruction/chat data, the ``response`` (what a reviewer of a held row needs to see).
+
+    Both come from the validated train rows by id (unique there: validation quarantines a
+    repeated id). ``response`` goes right after ``text``, ``source`` last; a column the frame
+    already has is left as it is.
+    """
+    if validated is None:
+        return frame
+    wanted = ["source"]
+    if "response" in validated.columns and validated["response"].drop_nulls().len():
+        wanted.append("response")
+    add = [c for c in wanted if c in validated.columns and c not in frame.columns]
+    if not add:
+        return frame
+    out = frame.join(validated.select("id", *add), on="id", how="left", maintain_order="left")
+    order = [c for c in frame.columns if c != "source"]
+    if "response" in add and "text" in order:
+        order.insert(order.index("text") + 1, "response")
+    elif "response" in out.columns and "response" not in order:
+        order.append("response")
+    return out.select(*order, "source")
 
 
 def pending_rows(removed: pl.DataFrame, flags: pl.DataFrame) -> pl.DataFrame:

@@ -394,39 +394,103 @@ def list_tasks(ls: Any, project_id: int, *, page_size: int, fields: str = "all")
 
 
 def read_flags(out_dir: Path) -> tuple[pl.DataFrame, list[str]]:
-    """flags.parquet and labels.json of a curate output dir.
+    """flags.parquet and labels.json of a curate output dir; labels ``[]``: instruction/chat data.
 
     Raises:
         FileNotFoundError: either file is missing (names it).
+        ValueError: labels.json is not a JSON list (names the file).
     """
     out_dir = Path(out_dir)
     for name in ("flags.parquet", "labels.json"):
         if not (out_dir / name).exists():
             raise FileNotFoundError(f"{out_dir / name}: not found (run curate first)")
     flags = pl.read_parquet(out_dir / "flags.parquet")
-    labels = json.loads((out_dir / "labels.json").read_text(encoding="utf-8"))
-    if labels == []:
-        raise ValueError(
-            f"{out_dir / 'labels.json'}: no label set (instruction/chat data): Label Studio review of "
-            "these flags is not supported yet; decide them in a reviews file (`curagate curate --reviews`)"
-        )
+    try:
+        labels = json.loads((out_dir / "labels.json").read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{out_dir / 'labels.json'}: not valid JSON ({exc}); re-run curate") from exc
     if not isinstance(labels, list):
-        raise ValueError(f"{out_dir / 'labels.json'}: must be a non-empty JSON list")
+        raise ValueError(f"{out_dir / 'labels.json'}: must be a JSON list (the label set)")
     return flags, [str(x) for x in labels]
+
+
+def read_instruction_queue(out_dir: Path, flags: pl.DataFrame) -> pl.DataFrame:
+    """The instruction/chat flags of ``out_dir`` with their responses and reasons (held.parquet).
+
+    Raises:
+        FileNotFoundError: held.parquet is missing (names it).
+        ValueError: held.parquet lacks the responses (written by an older curagate: re-run curate).
+    """
+    from curation.review import instruction_review_queue
+
+    path = Path(out_dir) / "held.parquet"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not found (run curate first)")
+    try:
+        return instruction_review_queue(flags, pl.read_parquet(path))
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+
+
+def review_kind(out_dir: Path | None) -> str:
+    """``instruction`` when ``out_dir``'s labels.json is ``[]`` (instruction/chat data), else ``label``."""
+    if out_dir is None:
+        return "label"
+    _, labels = read_flags(out_dir)
+    return "instruction" if not labels else "label"
+
+
+def project_title(cfg: LabelStudioParams, kind: str) -> str:
+    """The Label Studio project of a review kind (``label`` or ``instruction``)."""
+    return cfg.instruction_project_title if kind == "instruction" else cfg.project_title
+
+
+def ensure_instruction_project(ls: Any, cfg: LabelStudioParams) -> int:
+    """Reuse the project titled ``cfg.instruction_project_title`` or create it (keep/drop/unsure)."""
+    from curation.review import build_instruction_label_config
+
+    config = build_instruction_label_config(cfg)
+    project_id = find_project(ls, cfg.instruction_project_title)
+    if project_id is None:
+        project = ls.projects.create(
+            title=cfg.instruction_project_title,
+            description=cfg.instruction_description,
+            label_config=config,
+        )
+        log.info("created Label Studio project %d %r", project.id, cfg.instruction_project_title)
+        return int(project.id)
+    if ls.projects.get(id=project_id).label_config != config:
+        log.warning("project %d keeps its existing labelling config (it differs)", project_id)
+    return project_id
 
 
 def push_flags(ls: Any, out_dir: Path, cfg: LabelStudioParams) -> PushReport:
     """Import flags that have no task yet (keyed by id + text_hash); existing tasks untouched.
 
+    Classification flags go to ``cfg.project_title`` (decision and label); instruction/chat
+    flags (labels.json is ``[]``) to ``cfg.instruction_project_title``, with their response and
+    the checks' reasons from held.parquet (keep / drop / unsure).
+
     Raises:
         LabelStudioError: the server cannot be reached or refuses the key (names the URL).
+        FileNotFoundError, ValueError: a curate output is missing or unreadable (names it).
     """
+    from curation.review import build_instruction_tasks
+
     flags, labels = read_flags(out_dir)
+    queue = read_instruction_queue(out_dir, flags) if not labels else None
     with _sdk_errors(ls):
-        project_id = ensure_project(ls, cfg, labels)
+        if queue is None:
+            project_id = ensure_project(ls, cfg, labels)
+        else:
+            project_id = ensure_instruction_project(ls, cfg)
         existing = task_keys(list_tasks(ls, project_id, page_size=cfg.page_size, fields="task_only"))
-        new = select_new_flags(flags, existing, pii=cfg.pii)
-        tasks, pii = build_tasks(new, labels, cfg=cfg)  # masks once, counts what it masked
+        if queue is None:
+            new = select_new_flags(flags, existing, pii=cfg.pii)
+            tasks, pii = build_tasks(new, labels, cfg=cfg)  # masks once, counts what it masked
+        else:
+            new = select_new_flags(queue, existing, pii=cfg.pii)
+            tasks, pii = build_instruction_tasks(new, cfg=cfg)
         for start in range(0, len(tasks), cfg.import_batch):
             ls.projects.import_tasks(id=project_id, request=tasks[start : start + cfg.import_batch])
     report = PushReport(
@@ -441,25 +505,36 @@ def push_flags(ls: Any, out_dir: Path, cfg: LabelStudioParams) -> PushReport:
     return report
 
 
-def pull_reviews(ls: Any, to: Path, cfg: LabelStudioParams, *, flags_dir: Path | None = None) -> PullReport:
+def pull_reviews(
+    ls: Any, to: Path, cfg: LabelStudioParams, *, flags_dir: Path | None = None, kind: str = "auto"
+) -> PullReport:
     """Export completed annotations of the review project into ``to`` (reviews.parquet).
 
     Args:
         ls: SDK client (see :func:`connect`).
         to: reviews.parquet to write.
         cfg: The ``labelstudio`` section.
-        flags_dir: The curate output dir that was pushed; needed only to map the pseudonyms of
-            row ids that hold PII back to the ids (without it those reviews keep the pseudonym
-            and their rows stay pending).
+        flags_dir: The curate output dir that was pushed; maps the pseudonyms of row ids that
+            hold PII back to the ids (without it those reviews keep the pseudonym and their rows
+            stay pending), and tells which project to read (``kind="auto"``).
+        kind: ``label`` (``cfg.project_title``), ``instruction``
+            (``cfg.instruction_project_title``) or ``auto``: instruction when ``flags_dir``'s
+            labels.json is ``[]``, else label.
 
     Raises:
         LabelStudioError: the project does not exist (nothing was pushed yet), or the server
             cannot be reached.
     """
+    if kind == "auto":
+        kind = review_kind(flags_dir)
+    if kind not in ("label", "instruction"):
+        raise ValueError(f"kind={kind!r} must be auto, label or instruction")
+    title = project_title(cfg, kind)
     with _sdk_errors(ls):
-        project_id = find_project(ls, cfg.project_title)
+        project_id = find_project(ls, title)
         if project_id is None:
-            raise LabelStudioError(f"no project titled {cfg.project_title!r}; push first")
+            hint = "" if flags_dir is not None else " (for instruction/chat flags pass the curate --out dir)"
+            raise LabelStudioError(f"no project titled {title!r}; push first{hint}")
         tasks = list_tasks(ls, project_id, page_size=cfg.page_size)
     reviews = annotations_to_reviews(tasks)
     if flags_dir is not None:

@@ -81,7 +81,10 @@ def review_push(
     out: Annotated[Path, typer.Option("--out", help="curate output dir with flags.parquet")],
     params: ParamsOpt = None,
 ) -> None:
-    """Push new flags as Label Studio tasks (PII masked; re-runs add only new flags)."""
+    """Push new flags as Label Studio tasks (PII masked; re-runs add only new flags).
+
+    Instruction/chat flags go to their own project: prompt, response, the checks' reasons, and
+    keep / drop / unsure."""
     from flows.labelstudio import (
         LabelStudioError,
         connect,
@@ -103,8 +106,20 @@ def review_pull(
     to: Annotated[Path, typer.Option("--to", help="reviews.parquet to write")],
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="the curate output dir that was pushed (maps pseudonymised ids back)"),
+        typer.Option(
+            "--out",
+            help="the curate output dir that was pushed (maps pseudonymised ids back; its labels.json "
+            "tells label from instruction/chat review)",
+        ),
     ] = None,
+    kind: Annotated[
+        str,
+        typer.Option(
+            "--kind",
+            help="auto (from --out: instruction/chat data -> labelstudio.instruction_project_title), "
+            "label or instruction",
+        ),
+    ] = "auto",
     params: ParamsOpt = None,
 ) -> None:
     """Pull completed annotations into reviews.parquet."""
@@ -116,7 +131,7 @@ def review_pull(
 
     cfg = _cfg(params)
     try:
-        report = pull_reviews(connect(cfg), to, cfg, flags_dir=out)
+        report = pull_reviews(connect(cfg), to, cfg, flags_dir=out, kind=kind)
     except (LabelStudioError, FileNotFoundError, ValueError) as exc:
         _fail(exc)
     console.print(f"project {report.project_id}: {report.reviews} reviews -> {report.path}")

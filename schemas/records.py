@@ -74,6 +74,8 @@ FLAGS_SCHEMA = pl.Schema(
 )
 
 # Rows out of training until a reviewer decides (held.parquet): neither curated nor removed.
+# removed.parquet and held.parquet also get ``source`` (the input file) and, for instruction/chat
+# data, ``response`` when written (flows/files.with_origin; RemovedRow and HeldRow check them).
 HELD_SCHEMA = pl.Schema(
     {
         "id": pl.String,
@@ -219,6 +221,8 @@ class RemovedRow(pa.DataFrameModel):
     reason: str = pa.Field(str_matches=SNAKE_CASE, ne=HOLD_REASON)
     duplicate_of: str = pa.Field(nullable=True)
     detail: str = pa.Field(nullable=True)
+    # the input file the row came from (train or a data.extra_train file), as in quarantine.parquet
+    source: str
 
     class Config:
         strict = False
@@ -231,6 +235,7 @@ class HeldRow(pa.DataFrameModel):
     issue: str = pa.Field(isin=list(FLAG_ISSUES))
     status: str = pa.Field(isin=["pending", "unsure"])
     reason: str = pa.Field(isin=[HOLD_REASON])
+    source: str  # the input file the row came from
 
     class Config:
         strict = False

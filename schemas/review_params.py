@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 
 PII_KINDS = ("email", "phone", "card", "iban")
 DECISIONS = ("keep", "relabel", "drop", "unsure")
+# instruction/chat rows have no label to correct: a reviewer keeps, drops or is unsure
+INSTRUCTION_DECISIONS = ("keep", "drop", "unsure")
 LabelLayout = Literal["select", "inline", "vertical"]
 
 
@@ -92,6 +94,10 @@ class LabelStudioParams:
 
     project_title: str = "curagate review"
     description: str = "Flags from curagate: suspected label errors and conflicting duplicates"
+    # instruction/chat flags have their own interface (prompt, response, the checks' reasons),
+    # so their own project: a Label Studio project has one labelling config
+    instruction_project_title: str = "curagate instruction review"
+    instruction_description: str = "Held instruction/chat rows: keep or drop each response"
     model_version: str = "curagate-noise"
     label_layout: LabelLayout = "select"
     prefill_decision: bool = False
@@ -105,6 +111,8 @@ class LabelStudioParams:
             raise ValueError(f"label_layout={self.label_layout!r} not select|inline|vertical")
         if self.import_batch < 1 or self.page_size < 1:
             raise ValueError("import_batch and page_size must be >= 1")
+        if self.instruction_project_title == self.project_title:
+            raise ValueError("instruction_project_title must differ from project_title (another interface)")
 
 
 VERDICTS = ("correct", "wrong", "unsure")  # a reviewer's answer to "is the model's label right?"
@@ -179,6 +187,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "DECISIONS",
+    "INSTRUCTION_DECISIONS",
     "PII_KINDS",
     "REVIEWS_SCHEMA",
     "LabelStudioParams",
