@@ -320,7 +320,9 @@ def instruction_review_queue(flags: pl.DataFrame, held: pl.DataFrame) -> pl.Data
             f"{orphans.len()} flag(s) have no held row with a response (e.g. {orphans[0]!r}): "
             "flags and held files are from different runs; re-run curate"
         )
-    return queue.sort("id", "text_hash")
+    return queue.select("id", "text_hash", "text", "response", "issue", "score", "reasons").sort(
+        "id", "text_hash"
+    )
 
 
 def build_instruction_tasks(
