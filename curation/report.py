@@ -205,6 +205,43 @@ def _table(frame: pl.DataFrame, max_rows: int) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
 
 
+def rows_by_source(
+    *,
+    validated: pl.DataFrame,
+    curated: pl.DataFrame,
+    removed: pl.DataFrame,
+    held: pl.DataFrame,
+    quarantine: pl.DataFrame,
+) -> pl.DataFrame:
+    """Train rows per input file (the train file and each ``data.extra_train`` file).
+
+    Args:
+        validated: valid train rows with ``id`` and ``source``; the other frames are matched to
+            their file through it, by id.
+        quarantine: quarantined lines (``split``, ``source``); only train lines are counted.
+
+    Returns:
+        source, input, quarantined, removed, held, curated (input = the other four), sorted by
+        source.
+    """
+    origin = validated.select("id", "source")
+
+    def per_source(frame: pl.DataFrame, name: str) -> pl.DataFrame:
+        return (
+            frame.select("id").join(origin, on="id", how="inner").group_by("source").agg(pl.len().alias(name))
+        )
+
+    bad = quarantine.filter(pl.col("split") == "train").group_by("source").agg(pl.len().alias("quarantined"))
+    counts = [per_source(removed, "removed"), per_source(held, "held"), per_source(curated, "curated")]
+    sources = pl.concat([origin.select("source"), bad.select("source")]).unique()
+    table = sources
+    for part in (bad, *counts):
+        table = table.join(part, on="source", how="left")
+    cols = ["quarantined", "removed", "held", "curated"]
+    table = table.with_columns(pl.col(cols).fill_null(0).cast(pl.Int64))
+    return table.select("source", pl.sum_horizontal(cols).alias("input"), *cols).sort("source")
+
+
 def render_report(
     *,
     metrics: dict[str, Any],
@@ -219,6 +256,7 @@ def render_report(
     title: str = "curagate quality report",
     instruction: pl.DataFrame | None = None,
     planted: pl.DataFrame | None = None,
+    coverage_section: str | None = None,
 ) -> str:
     """A self-contained HTML page: counts per stage, reasons, clusters, labels, noise scores.
 
@@ -226,6 +264,8 @@ def render_report(
         stages: the steps that can remove rows, in pipeline order (one bar each).
         planted: :func:`planted_vs_caught`'s table, shown first when the input was dirtied on
             purpose (`curagate demo-data`).
+        coverage_section: HTML of the coverage step (curation.coverage.render_coverage), placed
+            last; None: no such section.
     """
     parts: list[str] = []
     if planted is not None and planted.height:
@@ -301,6 +341,16 @@ def render_report(
         parts.append(f"<h2>Top {top_flags} flagged examples</h2>" + _table(shown, top_flags))
     if instruction is not None:
         parts.append(_instruction_section(instruction))
+    if "source" in validated_train.columns and validated_train["source"].n_unique() > 1:
+        # more than one train file (data.extra_train): where the removed and held rows came from
+        by_file = rows_by_source(
+            validated=validated_train,
+            curated=curated_train,
+            removed=removed,
+            held=held,
+            quarantine=quarantine,
+        )
+        parts.append("<h2>Train rows by input file</h2>" + _table(by_file, 100))
     if quarantine.height:
         parts.append(
             "<h2>Quarantined lines</h2>"
@@ -311,6 +361,8 @@ def render_report(
                 50,
             )
         )
+    if coverage_section:
+        parts.append(coverage_section)
     metric_rows = pl.DataFrame({"metric": list(metrics), "value": [str(v) for v in metrics.values()]})
     style = (
         "body{font-family:sans-serif;margin:2em;max-width:1100px}"

@@ -292,12 +292,14 @@ def instruction_review_queue(flags: pl.DataFrame, held: pl.DataFrame) -> pl.Data
     """The instruction/chat flags to review, with the response and the reasons of each.
 
     Args:
-        flags: rows of flags.parquet (id, text_hash, text, issue, score).
+        flags: rows of flags.parquet (id, text_hash, text, issue, score; with ``status``, the
+            rows a reviewer already kept or dropped are left out: they are no longer held).
         held: rows of held.parquet with ``response`` and ``detail`` (every check the row failed,
             ``check: why; ...``).
 
     Returns:
-        id, text_hash, text, response, issue, score, reasons; one row per flag, sorted by id.
+        id, text_hash, text, response, issue, score, reasons; one row per flag still held,
+        sorted by id.
 
     Raises:
         ValueError: a required column is missing (held.parquet from before responses were
@@ -311,6 +313,8 @@ def instruction_review_queue(flags: pl.DataFrame, held: pl.DataFrame) -> pl.Data
         missing = [c for c in cols if c not in frame.columns]
         if missing:
             raise ValueError(f"{name} lacks column(s) {missing}: re-run curate to rewrite it")
+    if "status" in flags.columns:  # decided rows are curated or removed now: nothing to review
+        flags = flags.filter(pl.col("status").is_in(["pending", "unsure"]) | pl.col("status").is_null())
     queue = flags.select("id", "text_hash", "text", "issue", "score").join(
         held.select("id", "response", pl.col("detail").alias("reasons")), on="id", how="left"
     )

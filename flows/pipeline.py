@@ -167,16 +167,22 @@ def _merge(values: dict[str, Any], step: Step, output: Any) -> str:
             f"{output.flags.height} flagged"
         )
     fields = output._asdict() if hasattr(output, "_asdict") else dict(output)
+    flags_before = values["flags"].height
     for key, value in fields.items():
         values[key] = pl.concat([values[key], value]) if key in ACCUMULATED else value
-    return _describe(fields)
+    return _describe(fields, flags_before=flags_before)
 
 
-def _describe(fields: dict[str, Any]) -> str:
+def _describe(fields: dict[str, Any], *, flags_before: int) -> str:
     parts = []
-    for key in ("train", "test", "held", "quarantine", "flags"):
+    for key in ("train", "test", "held", "quarantine"):
         if isinstance(fields.get(key), pl.DataFrame):
             parts.append(f"{fields[key].height} {key}")
+    if isinstance(fields.get("flags"), pl.DataFrame):
+        # a step returns the run's flags with its own added: its line counts its own, not the
+        # total so far (on instruction data `noise` adds none to the checks' flags)
+        total = fields["flags"].height
+        parts.append(f"{total - flags_before} flags added ({total} in all)")
     if "metrics" in fields:
         parts.append("quality.json, report.html")
     return ", ".join(parts) or "done"

@@ -306,6 +306,11 @@ def report_step(
         from curation.report import planted_metrics
 
         metrics.update(planted_metrics(planted))
+    coverage_section = None
+    if coverage:
+        from curation.coverage import render_coverage
+
+        coverage_section = render_coverage(coverage, flags=flags, removed=removed, validated=validated_train)
     html = render_report(
         metrics=metrics,
         validated_train=validated_train,
@@ -318,15 +323,8 @@ def report_step(
         stages=removal_stages,
         instruction=instruction_checks,
         planted=planted,
+        coverage_section=coverage_section,
     )
-    if coverage:
-        from curation.coverage import render_coverage
-
-        html = html.replace(
-            "</body></html>",
-            render_coverage(coverage, flags=flags, removed=removed, validated=validated_train)
-            + "</body></html>",
-        )
     return Reported(metrics, html)
 
 

@@ -116,6 +116,8 @@ def test_the_queue_needs_the_held_rows_responses() -> None:
     held = _queue().select("id", "response", pl.col("reasons").alias("detail"))
     queue = instruction_review_queue(flags, held)
     assert queue.columns == ["id", "text_hash", "text", "response", "issue", "score", "reasons"]
+    decided = flags.with_columns(status=pl.Series(["keep", "pending", "unsure"]))
+    assert instruction_review_queue(decided, held.tail(2))["id"].to_list() == ["jane.doe@example.com-3", "r2"]
     with pytest.raises(ValueError, match=r"lacks column\(s\) \['response'\]: re-run curate"):
         instruction_review_queue(flags, held.drop("response"))
     with pytest.raises(ValueError, match="1 flag\\(s\\) have no held row"):
@@ -224,6 +226,10 @@ def test_push_annotate_pull_curate_keeps_drops_and_holds(tmp_path: Path, banking
     assert held2.height == 18 and keep not in held2["id"].to_list()
     ids = [*curated["id"], *removed["id"], *held2["id"]]
     assert sorted(ids) == sorted(f"q{i}" for i in range(300))  # each row still in exactly one place
+    # the next push from the new output: the kept and dropped rows are no longer held, the rest
+    # are already there
+    after = push_flags(ls, again, cfg)
+    assert (after.imported, after.skipped) == (0, 20)
 
 
 def test_a_decision_lapses_when_the_response_changes() -> None:
@@ -245,3 +251,16 @@ def test_a_decision_lapses_when_the_response_changes() -> None:
     assert first[0] == edited[0] and first[1] != edited[1]  # same row, same prompt, another key
     tasks = [{"data": {"flag_id": first[0], "text_hash": first[1]}}]
     assert task_keys(tasks) == {first}
+
+
+def test_the_step_log_counts_each_steps_own_flags(tmp_path: Path, banking_train, banking_test) -> None:
+    """On instruction data `noise` adds no flag: its line must not repeat the checks' 20."""
+    from flows.pipeline import run_curation
+
+    train, test = _instruction_files(tmp_path, banking_train, banking_test)
+    lines: list[str] = []
+    params = params_from_dict({"data": {"task": "instruction"}})
+    run_curation(train, test, params=params, until="noise", show_progress=False, note=lines.append)
+    by_step = {line.split(":", 1)[0]: line.split(":", 1)[1] for line in lines}
+    assert "20 flags added (20 in all)" in by_step["instruction"]
+    assert "0 flags added (20 in all)" in by_step["noise"]

@@ -272,6 +272,91 @@ def test_prediction_review_round_trip(server: tuple[ServerState, Path], tmp_path
     assert len(list_tasks(ls, project_id, page_size=100)) == 4  # the same sample: nothing new
 
 
+def test_instruction_review_round_trip(
+    server: tuple[ServerState, Path], tmp_path: Path, banking_train: pl.DataFrame, banking_test: pl.DataFrame
+) -> None:
+    """Instruction data: curate (rows held) -> review push (CLI) -> annotate keep/drop/unsure via
+    the API -> review pull (CLI) -> curate --reviews: kept in train, dropped as reviewer_drop,
+    unsure still held; a second push imports nothing."""
+    from curation.instruction_corrupt import instruction_dataset
+    from flows.cli import app
+
+    _, params_path = server
+    truth = instruction_dataset(banking_train.head(300), seed=2, defects_per_kind=4, tricky_per_kind=3)
+    train, test = tmp_path / "train.jsonl", tmp_path / "test.jsonl"
+    train.write_text(
+        "".join(
+            json.dumps({"id": r["id"], "prompt": r["prompt"], "response": r["response"]}) + "\n"
+            for r in truth.iter_rows(named=True)
+        )  # fmt: skip
+    )
+    test.write_text(
+        "".join(
+            json.dumps({"prompt": t, "response": "See the Help tab in the app."}) + "\n"
+            for t in banking_test["text"].head(40)
+        )  # fmt: skip
+    )
+    raw = {
+        "data": {"task": "instruction"},
+        "labelstudio": {
+            **yaml.safe_load(params_path.read_text())["labelstudio"],
+            "instruction_project_title": "curagate integration instructions",
+        },
+    }
+    own_params = tmp_path / "params.yaml"
+    own_params.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    cfg = params_from_dict(raw).labelstudio
+    runner = CliRunner()
+    out, again = tmp_path / "out", tmp_path / "again"
+    common = ["--train", str(train), "--test", str(test), "--params", str(own_params), "--quiet"]
+    result = runner.invoke(app, ["curate", *common, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    held = pl.read_parquet(out / "held.parquet")
+    assert held.height == 20 and held["response"].null_count() == 0
+
+    result = runner.invoke(app, ["review", "push", "--out", str(out), "--params", str(own_params)])
+    assert result.exit_code == 0, result.output
+    ls = connect(cfg)
+    project_id = find_project(ls, cfg.instruction_project_title)
+    assert project_id is not None and project_id != find_project(ls, cfg.project_title)
+    config = ls.projects.get(id=project_id).label_config
+    assert 'value="relabel"' not in config and 'name="response"' in config
+    tasks = {t["data"]["flag_id"]: t for t in list_tasks(ls, project_id, page_size=cfg.page_size)}
+    assert set(tasks) == set(held["id"])
+    pii_row = held.filter(pl.col("issue") == "pii_in_response").row(0, named=True)
+    pii_task = tasks[pii_row["id"]]["data"]
+    assert pii_task["response"] != pii_row["response"] and "[" in pii_task["response"]
+    assert "@" not in json.dumps([t["data"] for t in tasks.values()])
+    assert pii_task["reasons"].startswith("pii_in_response")
+
+    by_issue = {r["issue"]: r["id"] for r in held.sort("id").iter_rows(named=True)}
+    keep, drop, unsure = by_issue["markup"], by_issue["truncated_response"], by_issue["short_response"]
+    for rid, decision in ((keep, "keep"), (drop, "drop"), (unsure, "unsure")):
+        ls.annotations.create(id=tasks[rid]["id"], result=[_choice("decision", decision)])
+    reviews = tmp_path / "reviews.parquet"
+    result = runner.invoke(
+        app, ["review", "pull", "--to", str(reviews), "--out", str(out), "--params", str(own_params)]
+    )
+    assert result.exit_code == 0, result.output
+    got = {r["id"]: r["decision"] for r in Review.validate(pl.read_parquet(reviews)).iter_rows(named=True)}
+    assert got == {keep: "keep", drop: "drop", unsure: "unsure"}
+
+    result = runner.invoke(app, ["curate", *common, "--out", str(again), "--reviews", str(reviews)])
+    assert result.exit_code == 0, result.output
+    curated, removed, held2 = (pl.read_parquet(again / f"{f}.parquet") for f in ("train", "removed", "held"))
+    assert keep in curated["id"].to_list() and keep not in held2["id"].to_list()
+    assert removed.filter(pl.col("id") == drop).select("stage", "reason").rows() == [
+        ("review", "reviewer_drop")
+    ]
+    assert held2.filter(pl.col("id") == unsure)["status"].to_list() == ["unsure"]
+    quality = json.loads((again / "quality.json").read_text())
+    assert quality["accounting_ok"] == 1 and quality["reviews_applied"] == 3
+
+    result = runner.invoke(app, ["review", "push", "--out", str(again), "--params", str(own_params)])
+    assert result.exit_code == 0, result.output
+    assert len(list_tasks(ls, project_id, page_size=cfg.page_size)) == 20  # the same keys: nothing new
+
+
 def _write(frame: pl.DataFrame, where: Path) -> Path:
     path = where / "predictions.parquet"
     frame.write_parquet(path)
