@@ -264,3 +264,52 @@ def test_the_step_log_counts_each_steps_own_flags(tmp_path: Path, banking_train,
     by_step = {line.split(":", 1)[0]: line.split(":", 1)[1] for line in lines}
     assert "20 flags added (20 in all)" in by_step["instruction"]
     assert "0 flags added (20 in all)" in by_step["noise"]
+
+
+def test_chat_rows_are_reviewed_with_their_turns(tmp_path: Path) -> None:
+    """Chat data: the task shows the conversation before the final answer, one turn a line."""
+    from flows.labelstudio import push_flags
+    from flows.pipeline import run_curation, write_run
+
+    def chat(i: int, question: str, answer: str) -> dict:
+        turns = [
+            {"role": "system", "content": "You are a bank assistant."},
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": "Could you tell me a little more about it?"},
+            {"role": "user", "content": f"It is about case {i}."},
+            {"role": "assistant", "content": answer},
+        ]
+        return {"id": f"c{i}", "messages": turns}
+
+    answers = [
+        "Your new card arrives within three working days of the order.",
+        "Please call us on +44 20 7946 0958 so we can check the transfer.",  # pii_in_response: flag
+        "You can freeze the card in the app under Cards, then tap Freeze and",  # truncated: flag
+        "Top-ups from a new card can take up to an hour to show.",
+    ]
+    questions = ["where is my card?", "my transfer is missing", "how do I freeze it?", "top up pending"]
+    train, test = tmp_path / "chat.jsonl", tmp_path / "chat_test.jsonl"
+    train.write_text(
+        "".join(
+            json.dumps(chat(i, q, a)) + "\n" for i, (q, a) in enumerate(zip(questions, answers, strict=True))
+        )
+    )
+    test.write_text(
+        json.dumps(chat(9, "what is the exchange rate?", "It is shown before you confirm.")) + "\n"
+    )
+    out = tmp_path / "out"
+    params = params_from_dict({"instruction": {"policy": {"non_target_language": "off"}}})  # data.task: auto
+    write_run(run_curation(train, test, params=params, until="review", show_progress=False), out)
+    assert json.loads((out / "labels.json").read_text()) == []
+    ls = _FakeLS()
+    pushed = push_flags(ls, out, params.labelstudio)
+    data = {t["data"]["flag_id"]: t["data"] for t in ls.tasks_of[pushed.project_id]}
+    assert {k: v["issue"] for k, v in data.items()} == {"c1": "pii_in_response", "c2": "truncated_response"}
+    assert data["c2"]["text"].splitlines() == [
+        "system: You are a bank assistant.",
+        "user: how do I freeze it?",
+        "assistant: Could you tell me a little more about it?",
+        "user: It is about case 2.",
+    ]
+    assert data["c1"]["response"] == "Please call us on [PHONE] so we can check the transfer."
+    assert "7946" not in json.dumps(data)
