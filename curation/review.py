@@ -3,12 +3,17 @@
 Nothing here talks to Label Studio or the disk (flows/labelstudio.py does); these functions
 turn frames into JSON-able dicts and back, so the whole round trip is testable without a server.
 
+Two kinds of review task: label review of classification flags (:func:`build_tasks`: decision
+and label) and instruction/chat review of held (prompt, response) pairs
+(:func:`build_instruction_tasks`: keep / drop / unsure, with the checks' reasons).
+
 Every string that leaves for Label Studio is masked for PII (curation/pii.py) inside
-``build_tasks``, once, so a caller can neither forget it nor pay for it twice: the text, the
-``duplicate_of`` id, and the row id itself (an id that holds PII travels as a pseudonym that
-``restore_flag_ids`` maps back). Label names travel as they are (they are the label
-vocabulary); ``text_hash`` is a SHA-1 of the whole text; other columns of the flags frame
-(raw text, detail, meta ...) never leave.
+``build_tasks`` (and ``build_instruction_tasks``: prompt, response, reasons), once, so a caller
+can neither forget it nor pay for it twice: the text, the ``duplicate_of`` id, and the row id
+itself (an id that holds PII travels as a pseudonym that ``restore_flag_ids`` maps back). Label
+names travel as they are (they are the label vocabulary); ``text_hash`` is a SHA-1 of the whole
+text (of prompt and response for an instruction/chat flag); other columns of the flags frame
+(raw text, meta ...) never leave.
 """
 
 from __future__ import annotations
