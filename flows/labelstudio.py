@@ -404,7 +404,7 @@ def read_flags(out_dir: Path) -> tuple[pl.DataFrame, list[str]]:
     for name in ("flags.parquet", "labels.json"):
         if not (out_dir / name).exists():
             raise FileNotFoundError(f"{out_dir / name}: not found (run curate first)")
-    flags = pl.read_parquet(out_dir / "flags.parquet")
+    flags = _read_parquet(out_dir / "flags.parquet")
     try:
         labels = json.loads((out_dir / "labels.json").read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
@@ -426,10 +426,18 @@ def read_instruction_queue(out_dir: Path, flags: pl.DataFrame) -> pl.DataFrame:
     path = Path(out_dir) / "held.parquet"
     if not path.exists():
         raise FileNotFoundError(f"{path}: not found (run curate first)")
+    held = _read_parquet(path)
     try:
-        return instruction_review_queue(flags, pl.read_parquet(path))
+        return instruction_review_queue(flags, held)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from exc
+
+
+def _read_parquet(path: Path) -> pl.DataFrame:
+    try:
+        return pl.read_parquet(path)
+    except Exception as exc:  # polars raises several types for a corrupt file
+        raise ValueError(f"{path}: unreadable Parquet ({exc}); re-run curate") from exc
 
 
 def review_kind(out_dir: Path | None) -> str:

@@ -313,3 +313,19 @@ def test_chat_rows_are_reviewed_with_their_turns(tmp_path: Path) -> None:
     ]
     assert data["c1"]["response"] == "Please call us on [PHONE] so we can check the transfer."
     assert "7946" not in json.dumps(data)
+
+
+def test_a_corrupt_or_old_held_file_is_named(tmp_path: Path) -> None:
+    """push raises ValueError naming the file (the CLI prints it, without a traceback)."""
+    from flows.labelstudio import push_flags
+
+    out = tmp_path / "out"
+    out.mkdir()
+    _queue().select("id", "text_hash", "text", "issue", "score").write_parquet(out / "flags.parquet")
+    (out / "labels.json").write_text("[]\n")
+    (out / "held.parquet").write_bytes(b"not parquet")
+    with pytest.raises(ValueError, match="held.parquet: unreadable Parquet"):
+        push_flags(_FakeLS(), out, CFG)
+    _queue().select("id", "text").write_parquet(out / "held.parquet")  # from before responses
+    with pytest.raises(ValueError, match=r"held.parquet: held lacks column\(s\) \['response', 'detail'\]"):
+        push_flags(_FakeLS(), out, CFG)
