@@ -79,7 +79,35 @@ def read_input(
     """Read one raw file into (ingested, quarantine); whole-file problems raise InputFileError."""
     content = _read_bytes(path) if content is None else content
     suffix = "".join(path.suffixes).lower()  # "train.jsonl.gz": the format and the gzip
+    if suffix.endswith((".jsonl", ".json", ".csv", ".tsv")):
+        _refuse_wide_encodings(path, content)
     return parse_input(content, suffix=suffix, split=split, source=str(path), data=data)
+
+
+# byte order marks of the encodings that are not ASCII-compatible (UTF-32 before UTF-16:
+# the UTF-32-LE mark starts with the UTF-16-LE one)
+WIDE_BOMS = (
+    (b"\xff\xfe\x00\x00", "UTF-32-LE"),
+    (b"\x00\x00\xfe\xff", "UTF-32-BE"),
+    (b"\xff\xfe", "UTF-16-LE"),
+    (b"\xfe\xff", "UTF-16-BE"),
+)
+NUL_SHARE_WIDE = 0.2  # ASCII text saved as UTF-16 without a mark: every other byte is NUL
+
+
+def _refuse_wide_encodings(path: Path, content: bytes) -> None:
+    """A UTF-16/32 text file is one whole-file problem, not every line quarantined as
+    invalid_utf8: say so, with the fix (Windows tools save "Unicode" text as UTF-16)."""
+    fix = f"save it as UTF-8, e.g. iconv -f {{}} -t UTF-8 {path} > {path.stem}.utf8{path.suffix}"
+    for bom, name in WIDE_BOMS:
+        if content.startswith(bom):
+            raise InputFileError(f"{path}: {name} text (byte order mark {bom.hex(' ')}); {fix.format(name)}")
+    head = content[:4096]
+    if head and head.count(0) / len(head) >= NUL_SHARE_WIDE:
+        raise InputFileError(
+            f"{path}: {head.count(0)} NUL bytes in the first {len(head)}: UTF-16/32 text without a "
+            f"byte order mark?; {fix.format('UTF-16')}"
+        )
 
 
 def resolve_task(path: Path, content: bytes, data: DataParams) -> DataParams:

@@ -30,11 +30,18 @@ def predict(
         str | None,
         typer.Option("--model-version", help="version recorded per row; default the adapter's md5"),
     ] = None,
+    sample_rows: Annotated[
+        int | None,
+        typer.Option(
+            "--sample-rows", min=1, help="a seeded sample (monitor.seed) of this many valid rows; default all"
+        ),
+    ] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
 ) -> None:
     """Label new texts with the adapter (label-constrained, with a confidence); bad lines are
     quarantined beside --out with their reason."""
     import dataclasses
+    import signal
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -47,9 +54,15 @@ def predict(
         cfg = dataclasses.replace(cfg, predict=dataclasses.replace(cfg.predict, model_version=model_version))
     progress = Progress(
         TextColumn("[bold]predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, disable=no_progress,
+        console=console, disable=no_progress, transient=True,  # an error leaves its line alone
     )  # fmt: skip
     bar = progress.add_task("predict", total=None)
+
+    def stop(signum: int, frame: object) -> None:
+        # SIGTERM (a scheduler's kill, `timeout`): unwind so the temporary files are removed
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         with progress:
             summary = predict_file(
@@ -58,6 +71,7 @@ def predict(
                 params=cfg,
                 model_dir=model_dir,
                 on_progress=lambda done, total: progress.update(bar, completed=done, total=total),
+                sample_rows=sample_rows,
             )
     except (InputFileError, PredictorError) as exc:
         fail(exc)

@@ -58,11 +58,18 @@ def utc_now() -> str:
 # ── predict ──────────────────────────────────────────────────────────────────────────
 
 
-def read_traffic(path: Path, *, data: DataParams) -> tuple[pl.DataFrame, pl.DataFrame]:
+def read_traffic(
+    path: Path, *, data: DataParams, time_column: str | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Traffic rows to label (id, text, extra input columns) and the quarantined lines.
 
     Curate's ingest and validation, with the label optional: an input label is kept as the
     extra column ``input_label``.
+
+    Args:
+        time_column: an input column with each row's own time (``predict.time_column``): it
+            must exist, and a row whose value is not an ISO-8601 time is quarantined
+            (``invalid_time``); the valid rows carry it, normalised, as ``_time``.
 
     Raises:
         InputFileError: a whole-file problem (with the file and the reason).
@@ -76,15 +83,60 @@ def read_traffic(path: Path, *, data: DataParams) -> tuple[pl.DataFrame, pl.Data
         _input_label=given, label=pl.lit(None, pl.String), label_type=pl.lit("string")
     )
     valid, bad = validate_records(neutral, data=dataclasses.replace(data, task="classification"), labels=None)
-    rows = valid.sort("line").select("id", "text", "extra", "_input_label")
+    valid = valid.sort("line")
+    rows = valid.select("id", "text", "extra", "_input_label")
     extras = _extra_columns(rows)
     if rows["_input_label"].null_count() < rows.height:
         label = rows.select(input_label="_input_label")
         # no other extra columns: an empty frame has no rows to add the label to
         extras = extras.with_columns(label["input_label"]) if extras.width else label
-    return pl.concat([rows.select("id", "text"), extras], how="horizontal"), pl.concat(
-        [quarantine, bad]
-    ).cast(QUARANTINE_SCHEMA).sort("line")
+    rows = pl.concat([rows.select("id", "text"), extras], how="horizontal")
+    quarantined = [quarantine, bad]
+    if time_column is not None:
+        rows, late = _check_times(rows, valid, path=path, column=time_column)
+        quarantined.append(late)
+    return rows, pl.concat(quarantined, how="diagonal_relaxed").cast(QUARANTINE_SCHEMA).select(
+        QUARANTINE_SCHEMA.names()
+    ).sort("line")
+
+
+def _iso_utc(value: object) -> str | None:
+    """``value`` as ``YYYY-MM-DDTHH:MM:SSZ`` (a naive time counts as UTC), or None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        stamp = dt.datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=dt.UTC)
+    return stamp.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _check_times(
+    rows: pl.DataFrame, valid: pl.DataFrame, *, path: Path, column: str
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Rows with a valid ``column`` time (as ``_time``) and the others as quarantined lines."""
+    if column not in rows.columns:
+        raise InputFileError(
+            f"{path}: no column {column!r} (predict.time_column names the traffic's time column)"
+        )
+    # row by row: polars infers one format from the first value and nulls the rest
+    times = pl.Series("_time", [_iso_utc(v) for v in rows[column].to_list()], dtype=pl.String)
+    ok = times.is_not_null()
+    late = (
+        valid.filter(~ok)
+        .select("split", "source", "line", "id", "raw")
+        .with_columns(
+            stage=pl.lit("validate"),
+            reason=pl.lit("invalid_time"),
+            detail=pl.format(
+                f"{column}: {{}} is not an ISO-8601 time",
+                rows.filter(~ok)[column].cast(pl.String).fill_null("null"),
+            ),
+        )
+    )
+    return rows.with_columns(times).filter(ok), late
 
 
 def _extra_columns(rows: pl.DataFrame) -> pl.DataFrame:
@@ -111,39 +163,60 @@ def predict_file(
     predictor: Any = None,
     predicted_at: Callable[[], str] = utc_now,
     on_progress: Callable[[int, int], None] | None = None,
+    sample_rows: int | None = None,
 ) -> dict[str, Any]:
     """Label every valid line of ``traffic`` into ``out`` (predictions.parquet).
 
+    Both files (predictions and the quarantine beside them) are written under temporary names
+    and renamed into place at the end: a run that is killed or fails leaves the previous
+    files, never a half-written one.
+
     Args:
         predictor: a loaded :class:`training.predict.Predictor`; None loads ``model_dir``'s.
-        predicted_at: the clock each chunk is stamped with (tests pass a fixed one).
+        predicted_at: the clock each chunk is stamped with (tests pass a fixed one); unused
+            when ``predict.time_column`` names the traffic's own time column.
         on_progress: called with (rows done, rows in total) after each batch.
+        sample_rows: predict a seeded sample (``monitor.seed``) of this many valid rows, in
+            file order (the monitor's baseline on the test split); None = every row.
 
     Returns:
         A summary: input rows, predictions, quarantined, model version, seconds, files.
 
     Raises:
-        InputFileError: the traffic file cannot be read as a whole.
+        InputFileError: the traffic file cannot be read as a whole, has no valid line, or
+            ``out`` cannot be written.
         training.predict.PredictorError: the model directory cannot serve.
     """
     import pyarrow.parquet as pq
 
     from training.predict import load_predictor, predict_texts
 
-    rows, quarantine = read_traffic(traffic, data=params.data)
+    bad_path = quarantine_path(out)
+    _check_writable(out)
+    _remove_stale_temporaries(out)
+    time_column = params.predict.time_column
+    rows, quarantine = read_traffic(traffic, data=params.data, time_column=time_column)
+    if rows.is_empty():  # nothing to label is an input problem, not an empty success
+        reasons = quarantine.group_by("reason").len().sort("len", "reason", descending=[True, False])
+        counts = ", ".join(f"{r} {n}" for r, n in reasons.iter_rows())
+        first = quarantine.row(0, named=True) if quarantine.height else None
+        where = f"; line {first['line']}: {first['reason']}, {first['detail']}" if first else ""
+        raise InputFileError(f"{traffic}: no valid line to predict ({counts or 'no records'}{where})")
+    if sample_rows is not None and sample_rows < rows.height:
+        keep = rows.with_row_index("_i").sample(sample_rows, seed=params.monitor.seed)["_i"].sort()
+        rows = rows[keep.to_list()]
     if predictor is None:  # before any file is written: a model that cannot serve leaves nothing
         predictor = load_predictor(
             model_dir, threads=params.predict.threads, version=params.predict.model_version
         )
-    bad_path = quarantine_path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    quarantine.write_parquet(bad_path)
     started = time.perf_counter()
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    tmp, bad_tmp = _temporary(out), _temporary(bad_path)
     writer = None
     done = 0
     try:
-        empty = _prediction_frame(rows.head(0), [], [], predictor.version, "")
+        quarantine.write_parquet(bad_tmp)
+        empty = _prediction_frame(rows.head(0).drop("_time", strict=False), [], [], predictor.version, "")
         writer = pq.ParquetWriter(tmp, empty.to_arrow().schema)
 
         def advance(k: int) -> None:
@@ -156,15 +229,21 @@ def predict_file(
             labels, confidences = predict_texts(
                 predictor, chunk["text"].to_list(), batch_size=params.predict.batch_size, on_batch=advance
             )
-            frame = _prediction_frame(chunk, labels, confidences, predictor.version, predicted_at())
+            stamp = chunk["_time"] if time_column is not None else predicted_at()
+            frame = _prediction_frame(chunk.drop("_time", strict=False), labels, confidences,
+                                      predictor.version, stamp)  # fmt: skip
             writer.write_table(frame.to_arrow())
         writer.close()
         writer = None
+        # the quarantine first: a kill between the renames pairs old predictions with new
+        # quarantined lines, never new predictions with a stale quarantine file
+        bad_tmp.replace(bad_path)
         tmp.replace(out)
     finally:
         if writer is not None:
             writer.close()
         tmp.unlink(missing_ok=True)
+        bad_tmp.unlink(missing_ok=True)
     seconds = time.perf_counter() - started
     return {
         "input_rows": rows.height + quarantine.height,
@@ -178,8 +257,44 @@ def predict_file(
     }
 
 
+def _temporary(path: Path) -> Path:
+    """A hidden name beside ``path``, unique to this process (renamed into place when done)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def _check_writable(out: Path) -> None:
+    """Refuse an --out that is a directory or under a file before any work is done."""
+    if out.is_dir():
+        raise InputFileError(f"{out}: is a directory; --out names the predictions .parquet file")
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise InputFileError(f"{out}: cannot write under {parent}: it is a file, not a directory")
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Temporary files a killed run left beside ``out`` (its process is gone)."""
+    if not out.parent.is_dir():
+        return
+    for name in (out.name, quarantine_path(out).name):
+        for stale in out.parent.glob(f".{name}.*.tmp"):
+            pid = stale.name.removeprefix(f".{name}.").removesuffix(".tmp")
+            if pid.isdigit() and not _alive(int(pid)):
+                log.info("%s: removing what a killed predict run left", stale)
+                stale.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
 def _prediction_frame(
-    chunk: pl.DataFrame, labels: list[str], confidences: list[float], version: str, stamp: str
+    chunk: pl.DataFrame, labels: list[str], confidences: list[float], version: str, stamp: str | pl.Series
 ) -> pl.DataFrame:
     """The fixed columns of PREDICTIONS_SCHEMA, then the chunk's extra input columns."""
     fixed = pl.DataFrame(
@@ -189,7 +304,9 @@ def _prediction_frame(
             "label": pl.Series(labels, dtype=pl.String),
             "confidence": pl.Series(confidences, dtype=pl.Float64),
             "model_version": pl.Series([version] * chunk.height, dtype=pl.String),
-            "predicted_at": pl.Series([stamp] * chunk.height, dtype=pl.String),
+            "predicted_at": stamp.cast(pl.String).rename("predicted_at")
+            if isinstance(stamp, pl.Series)
+            else pl.Series([stamp] * chunk.height, dtype=pl.String),
         },
         schema=PREDICTIONS_SCHEMA,
     )
@@ -240,9 +357,15 @@ def baseline_predictions(
     test = reference / "test.parquet"
     if not test.is_file():
         raise MonitorError(f"{test}: not found; the baseline needs the curated test split")
-    # the curated split is already valid: its columns are id, text, label (not data.columns' names)
-    curated = dataclasses.replace(params, data=dataclasses.replace(params.data, columns=ColumnMap()))
-    predict_file(test, target, params=curated, model_dir=model_dir, predictor=predictor)
+    # the curated split is already valid: its columns are id, text, label (not data.columns'
+    # names), and it has no traffic time column (predict.time_column)
+    curated = dataclasses.replace(
+        params,
+        data=dataclasses.replace(params.data, columns=ColumnMap()),
+        predict=dataclasses.replace(params.predict, time_column=None),
+    )
+    predict_file(test, target, params=curated, model_dir=model_dir, predictor=predictor,
+                 sample_rows=params.monitor.baseline_rows)  # fmt: skip
     return target
 
 

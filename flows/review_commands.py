@@ -30,7 +30,7 @@ def _cfg(params: Path | None) -> LabelStudioParams:
 
 def _fail(exc: Exception) -> NoReturn:
     """Print the reason (as plain text: it may hold brackets) and exit 1, without a traceback."""
-    console.print(str(exc), style="red", markup=False, highlight=False)
+    console.print(str(exc), style="red", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(1) from exc
 
 
