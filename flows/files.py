@@ -168,16 +168,47 @@ class ExtraInput(NamedTuple):
     quarantine: pl.DataFrame
 
 
-def read_extra_train(data: DataParams) -> list[ExtraInput]:
-    """The ``data.extra_train`` files, read like the train file (split ``train``).
+# what a directory in data.extra_train contributes: the line formats review pull-predictions
+# writes and people export (the Parquet files beside reviewed.jsonl are local review records)
+EXTRA_TRAIN_PATTERNS = ("*.jsonl", "*.jsonl.gz", "*.csv")
 
-    An empty file (a feedback file with no reviewed rows yet) adds nothing; a missing one is an
-    error like a missing train file. Ids must be unique across all train files: a repeated id
-    is quarantined as ``duplicate_id`` by validation.
+
+def extra_train_files(data: DataParams) -> list[Path]:
+    """The files ``data.extra_train`` names: each file as given, each directory's
+    :data:`EXTRA_TRAIN_PATTERNS` files (not recursive, sorted by name, hidden ones skipped).
+
+    Raises:
+        InputFileError: a listed file that does not exist (a missing directory adds nothing).
     """
-    out = []
+    files: list[Path] = []
     for name in data.extra_train:
         path = Path(name)
+        if path.is_dir():
+            found = {p for pattern in EXTRA_TRAIN_PATTERNS for p in path.glob(pattern) if p.is_file()}
+            files.extend(sorted((p for p in found if not p.name.startswith(".")), key=lambda p: p.name))
+        elif not path.exists():
+            if not path.suffix:  # a drop-box directory not made yet (a copied params.yaml): no rows
+                log.info("%s: no such directory (data.extra_train): no extra train rows", path)
+                continue
+            raise InputFileError(f"{path}: file not found (data.extra_train)")
+        else:
+            files.append(path)
+    return files
+
+
+def read_extra_train(data: DataParams) -> list[ExtraInput]:
+    """The ``data.extra_train`` files (:func:`extra_train_files`), read like the train file
+    (split ``train``).
+
+    A directory (the default ``data/feedback``, where `curagate review pull-predictions` writes
+    reviewed.jsonl) adds whatever it holds, so the DVC curate stage can depend on the directory
+    and new reviewed rows re-curate without an edit. An empty file (a feedback file with no
+    reviewed rows yet) adds nothing; a missing file is an error like a missing train file. Ids
+    must be unique across all train files: a repeated id is quarantined as ``duplicate_id`` by
+    validation.
+    """
+    out = []
+    for path in extra_train_files(data):
         if path.is_file() and path.stat().st_size == 0:
             log.info("%s: empty extra train file, no rows", path)
             continue

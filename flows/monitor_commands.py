@@ -31,9 +31,10 @@ def predict(
         typer.Option("--model-version", help="version recorded per row; default the adapter's md5"),
     ] = None,
     sample_rows: Annotated[
-        int | None,
+        str | None,
         typer.Option(
-            "--sample-rows", min=1, help="a seeded sample (monitor.seed) of this many valid rows; default all"
+            "--sample-rows",
+            help="a seeded sample (monitor.seed) of this many valid rows; default (or null) all",
         ),
     ] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
@@ -50,6 +51,7 @@ def predict(
     from training.predict import PredictorError
 
     cfg = load_cli_params(params)
+    sample = _sample_rows(sample_rows)
     if model_version is not None:
         cfg = dataclasses.replace(cfg, predict=dataclasses.replace(cfg.predict, model_version=model_version))
     progress = Progress(
@@ -71,7 +73,7 @@ def predict(
                 params=cfg,
                 model_dir=model_dir,
                 on_progress=lambda done, total: progress.update(bar, completed=done, total=total),
-                sample_rows=sample_rows,
+                sample_rows=sample,
             )
     except (InputFileError, PredictorError) as exc:
         fail(exc)
@@ -81,6 +83,15 @@ def predict(
         f"{summary['quarantined']} quarantined -> {summary['quarantine']}; model {summary['model_version']}; "
         f"{summary['seconds']:.1f} s"
     )
+
+
+def _sample_rows(value: str | None) -> int | None:
+    """--sample-rows as a count; "null"/"None" (a null param templated by DVC) mean all rows."""
+    if value is None or value.strip().lower() in ("null", "none", "all", ""):
+        return None
+    if not value.strip().isdigit() or int(value) < 1:
+        fail(f"--sample-rows {value!r}: a number of rows (>= 1), or null for all")
+    return int(value)
 
 
 def monitor(

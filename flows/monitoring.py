@@ -67,9 +67,9 @@ def read_traffic(
     extra column ``input_label``.
 
     Args:
-        time_column: an input column with each row's own time (``predict.time_column``): it
-            must exist, and a row whose value is not an ISO-8601 time is quarantined
-            (``invalid_time``); the valid rows carry it, normalised, as ``_time``.
+        time_column: an input column with each row's own time (``predict.time_column``): when
+            the traffic has it, a row whose value is not an ISO-8601 time is quarantined
+            (``invalid_time``) and the others carry it, normalised to UTC, as ``_time``.
 
     Raises:
         InputFileError: a whole-file problem (with the file and the reason).
@@ -117,10 +117,9 @@ def _check_times(
     rows: pl.DataFrame, valid: pl.DataFrame, *, path: Path, column: str
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Rows with a valid ``column`` time (as ``_time``) and the others as quarantined lines."""
-    if column not in rows.columns:
-        raise InputFileError(
-            f"{path}: no column {column!r} (predict.time_column names the traffic's time column)"
-        )
+    if column not in rows.columns:  # traffic without its own time: stamped by the clock
+        log.info("%s: no %r column (predict.time_column): predicted_at is the clock", path, column)
+        return rows, valid.head(0).select("split", "source", "line", "id", "raw")
     # row by row: polars infers one format from the first value and nulls the rest
     times = pl.Series("_time", [_iso_utc(v) for v in rows[column].to_list()], dtype=pl.String)
     ok = times.is_not_null()
@@ -174,7 +173,7 @@ def predict_file(
     Args:
         predictor: a loaded :class:`training.predict.Predictor`; None loads ``model_dir``'s.
         predicted_at: the clock each chunk is stamped with (tests pass a fixed one); unused
-            when ``predict.time_column`` names the traffic's own time column.
+            when the traffic has the ``predict.time_column`` column (each row's own time).
         on_progress: called with (rows done, rows in total) after each batch.
         sample_rows: predict a seeded sample (``monitor.seed``) of this many valid rows, in
             file order (the monitor's baseline on the test split); None = every row.
@@ -229,7 +228,7 @@ def predict_file(
             labels, confidences = predict_texts(
                 predictor, chunk["text"].to_list(), batch_size=params.predict.batch_size, on_batch=advance
             )
-            stamp = chunk["_time"] if time_column is not None else predicted_at()
+            stamp = chunk["_time"] if "_time" in chunk.columns else predicted_at()
             frame = _prediction_frame(chunk.drop("_time", strict=False), labels, confidences,
                                       predictor.version, stamp)  # fmt: skip
             writer.write_table(frame.to_arrow())
@@ -369,6 +368,16 @@ def baseline_predictions(
     return target
 
 
+# monitor: keys that steer the flow or the baseline, not the checks: the DVC monitor stage does
+# not list them, so monitor_detail.json must not record them either
+FLOW_ONLY_KEYS = ("min_production_accuracy", "review", "traffic", "schedule", "baseline_rows")
+
+
+def check_settings(cfg: Any) -> dict[str, Any]:
+    """The ``monitor:`` keys the drift checks read (recorded in monitor_detail.json)."""
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in FLOW_ONLY_KEYS}
+
+
 def monitor_files(
     reference: Path,
     predictions: Path,
@@ -410,7 +419,7 @@ def monitor_files(
         reference=str(reference),
         baseline=str(baseline) if baseline is not None else None,
         model_versions=sorted(window_rows["model_version"].unique().to_list()),
-        thresholds=dataclasses.asdict(params.monitor),
+        thresholds=check_settings(params.monitor),
     )
     flat = flat_monitor_metrics(result)
     (out_dir / "monitor.json").write_text(json.dumps(flat, indent=2) + "\n", encoding="utf-8")
@@ -454,7 +463,10 @@ def window_figure(result: dict[str, Any]) -> Any:
     ax.legend(fontsize=7)
     panel(axes[0][1], "novel_rate_excess", "novel terms: unseen-token rate - test split's",
           cfg["novel_rate_warn"], cfg["novel_rate_drift"])  # fmt: skip
-    panel(axes[1][0], "psi", "prediction drift: PSI of predicted labels", cfg["psi_warn"], cfg["psi_drift"])
+    panel(axes[1][0], "psi", "prediction drift: PSI (a level counts only with chi-square p below its alpha)",
+          cfg["psi_warn"], cfg["psi_drift"])  # fmt: skip
+    axes[1][0].legend(fontsize=7)
+    axes[0][1].legend(fontsize=7)
     ax = axes[1][1]
     panel(ax, "mean_confidence", "confidence: mean (line) and low share (dots)", None, None)
     ax.plot(x, [s.get("low_confidence_share") for s in stats], "s:", label="low-confidence share")
@@ -469,6 +481,30 @@ def window_figure(result: dict[str, Any]) -> Any:
     return fig
 
 
+def _window_span(window: dict[str, Any]) -> str:
+    """``rows 501-1000`` for a row window (its start label says only ``rows 501-``), else the
+    start time of a time window."""
+    start = str(window["start"])
+    if start.startswith("rows ") and start.endswith("-"):
+        first = int(start.removeprefix("rows ").removesuffix("-"))
+        return f"rows {first:,}–{first + window['rows'] - 1:,}"
+    return start
+
+
+PAGE_STYLE = (
+    "body{font-family:system-ui,sans-serif;font-size:14px;color:#222;max-width:960px;margin:0 auto;"
+    "padding:12px 24px}h1{margin:8px 0 4px}h2{font-size:18px;margin:22px 0 8px;border-bottom:1px solid #ddd}"
+    "p.meta{color:#555;margin:2px 0}code{font-size:12px;overflow-wrap:anywhere}"
+    "table{border-collapse:collapse;margin:6px 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}"
+    "th{background:#f4f4f4;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums}"
+    "img{max-width:100%}.terms{columns:3;max-width:600px}.terms span{display:block}"
+)
+
+
+def _level_cell(level: str) -> str:
+    return f"<td style='color:{COLORS[level]};font-weight:600'>{level}</td>"
+
+
 def render_monitor_html(result: dict[str, Any]) -> str:
     """One offline page: verdict, the last window's checks, plots over windows, new terms."""
     import matplotlib.pyplot as plt
@@ -478,35 +514,46 @@ def render_monitor_html(result: dict[str, Any]) -> str:
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
     image = base64.b64encode(buffer.getvalue()).decode("ascii")
-    last = result["windows"][-1]
+    windows = result["windows"]
+    last = windows[-1]
     color = COLORS[result["verdict"]]
+    counts = {level: sum(w["verdict"] == level for w in windows) for level in COLORS}
     checks = "".join(
-        f"<tr><td>{c['check']}</td><td style='color:{COLORS[c['level']]}'>"
-        f"{c['level']}</td><td>{c['value']:.4f}</td><td>{c['warn']}</td><td>{c['drift']}</td>"
+        f"<tr><td>{c['check']}</td>{_level_cell(c['level'])}<td class='num'>{c['value']:.4f}</td>"
+        f"<td class='num'>{c['warn']}</td><td class='num'>{c['drift']}</td>"
         f"<td>{html.escape(c['what'])}</td></tr>"
         for c in last["checks"]
     )
-    terms = "".join(
-        f"<tr><td>{html.escape(t)}</td><td>{n}</td></tr>" for t, n in last["stats"]["top_new_terms"]
+    terms = (
+        "".join(f"<span>{html.escape(t)} <b>{n}</b></span>" for t, n in last["stats"]["top_new_terms"])
+        or "<span>none</span>"
     )
     rows = "".join(
-        f"<tr><td>{w['window']}</td><td>{html.escape(str(w['start']))}</td><td>{w['rows']}</td>"
-        f"<td>{w['verdict']}</td><td>{', '.join(w['failed_checks'])}</td></tr>"
-        for w in result["windows"]
+        f"<tr><td class='num'>{w['window']}</td><td>{html.escape(_window_span(w))}</td>"
+        f"<td class='num'>{w['rows']:,}</td>{_level_cell(w['verdict'])}"
+        f"<td>{', '.join(w['failed_checks'])}</td></tr>"
+        for w in windows
     )
+    failed = ", ".join(last["failed_checks"])
+    models = html.escape(", ".join(result["model_versions"]))
+    files = {k: html.escape(str(result[k])) for k in ("predictions", "reference", "baseline")}
+    header = "".join(f"<th>{h}</th>" for h in ("check", "level", "value", "warn at", "drift at", "what"))
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>curagate monitor</title>"
-        "<style>body{font-family:sans-serif;max-width:1000px;margin:auto}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:2px 6px;font-size:12px}</style></head><body>"
-        f"<h1>Monitor: <span style='color:{color}'>{result['verdict']}</span></h1>"
-        f"<p>{html.escape(result['predictions'])} vs {html.escape(result['reference'])} "
-        f"(baseline: {html.escape(str(result['baseline']))}; label reference: {result['label_reference']}); "
-        f"model {html.escape(', '.join(result['model_versions']))}. The verdict is the last window's.</p>"
-        f"<h2>Last window ({last['rows']} rows)</h2><table><tr><th>check</th><th>level</th><th>value</th>"
-        f"<th>warn at</th><th>drift at</th><th>what</th></tr>{checks}</table>"
+        f"<style>{PAGE_STYLE}</style></head><body>"
+        f"<h1>Monitor: <span style='color:{color}'>{result['verdict']}</span>"
+        f"{' (' + html.escape(failed) + ')' if failed else ''}</h1>"
+        f"<p class='meta'>The verdict is the last window's; {len(windows)} window(s): "
+        f"{counts['drift']} drift, {counts['warn']} warn, {counts['ok']} ok. Model {models}; "
+        f"label reference: {result['label_reference']}.</p>"
+        f"<p class='meta'>predictions <code>{files['predictions']}</code> vs reference "
+        f"<code>{files['reference']}</code>, baseline <code>{files['baseline']}</code></p>"
+        f"<h2>Last window ({html.escape(_window_span(last))}, {last['rows']:,} rows)</h2>"
+        f"<table><tr>{header}</tr>{checks}</table>"
         f"<h2>Over windows</h2><img alt='drift statistics over windows' src='data:image/png;base64,{image}'>"
-        f"<table><tr><th>window</th><th>start</th><th>rows</th><th>verdict</th><th>failed</th></tr>{rows}</table>"
-        f"<h2>New terms in the last window</h2><table><tr><th>term</th><th>count</th></tr>{terms}</table>"
+        "<table><tr><th>window</th><th>span</th><th>rows</th><th>verdict</th><th>failed checks</th></tr>"
+        f"{rows}</table>"
+        f"<h2>New terms in the last window</h2><div class='terms'>{terms}</div>"
         "</body></html>\n"
     )
 

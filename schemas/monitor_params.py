@@ -22,9 +22,8 @@ class PredictParams:
     chunk_rows: int = 512  # rows predicted, stamped and written at a time
     threads: int | None = 1  # torch CPU threads; None = torch default
     model_version: str | None = None  # overrides the adapter's content hash (e.g. a registry version)
-    time_column: str | None = (
-        None  # traffic column with each row's own time -> predicted_at; None = the clock
-    )
+    # traffic column with each row's own time -> predicted_at; absent from the traffic or None: the clock
+    time_column: str | None = "received_at"
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.chunk_rows < 1:
