@@ -318,6 +318,8 @@ def read_predictions(path: Path) -> pl.DataFrame:
     Raises:
         MonitorError: missing, unreadable, or a fixed column missing or of another type.
     """
+    if path.is_dir():
+        raise MonitorError(f"{path}: is a directory; pass the predictions .parquet file")
     if not path.is_file():
         raise MonitorError(f"{path}: predictions file not found; run `curagate predict` first")
     try:
