@@ -73,7 +73,7 @@ def main() -> None:
     )
     parser.add_argument("--source", type=Path, default=ROOT / "data" / "raw" / "train.csv")
     parser.add_argument("--out", type=Path, default=ROOT / "data" / "traffic" / "demo.jsonl")
-    parser.add_argument("--rows", type=int, default=400, help="~0.2 CPU-s each to predict on 2 cores")
+    parser.add_argument("--rows", type=int, default=400, help="0.1-0.2 CPU-s each to predict on 2 cores")
     parser.add_argument("--product-share", type=float, default=0.5, help="of day two's queries")
     parser.add_argument("--seed", type=int, default=16)
     args = parser.parse_args()

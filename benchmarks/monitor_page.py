@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -32,7 +33,7 @@ from benchmarks.demo_traffic import build  # noqa: E402
 from benchmarks.monitor import fit_stand_in  # noqa: E402
 from schemas.predictions import PREDICTIONS_SCHEMA  # noqa: E402
 
-WINDOW_SIZE = "1000,1400"  # the page at a laptop's width, tall enough for the plots and tables
+WINDOW_SIZE = "1000,1240"  # the page at a laptop's width, tall enough for the plots and tables
 
 
 def stand_in_predictions(model: object, frame: pl.DataFrame, *, stamps: list[str]) -> pl.DataFrame:
@@ -81,10 +82,14 @@ def main() -> None:
         work / "baseline_predictions.parquet"
     )
     out = work / "monitor"
-    cmd = [sys.executable, "-m", "flows.cli", "monitor", "--reference", str(args.curated),
-           "--predictions", str(work / "predictions.parquet"),
-           "--baseline-predictions", str(work / "baseline_predictions.parquet"),
-           "--out", str(out), "--params", str(ROOT / "params.yaml")]  # fmt: skip
+
+    def rel(path: Path) -> str:  # the page names its files: relative to the checkout, as a user runs it
+        return os.path.relpath(path.resolve(), ROOT)
+
+    cmd = [sys.executable, "-m", "flows.cli", "monitor", "--reference", rel(args.curated),
+           "--predictions", rel(work / "predictions.parquet"),
+           "--baseline-predictions", rel(work / "baseline_predictions.parquet"),
+           "--out", rel(out), "--params", "params.yaml"]  # fmt: skip
     subprocess.run(cmd, check=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     flat = json.loads((out / "monitor.json").read_text())
     print(json.dumps({k: flat[k] for k in ("verdict", "failed_checks", "windows", "windows_drift")}))

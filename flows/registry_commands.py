@@ -103,10 +103,10 @@ def promote_command(
     params: ParamsOpt = None,
 ) -> None:
     """Challenger vs champion: promote the adapter (alias `champion`) only if it is better."""
+    _check_paths(reads=(eval_json, detail, html, production), writes=(out,))
     from flows.registry import RegistryError, promote
 
     cfg = load_cli_params(params)
-    _check_paths(reads=(eval_json, detail, html, production), writes=(out,))
     try:
         result = promote(
             model_dir, params=cfg, eval_json=eval_json, detail_json=detail, html=html, production=production
@@ -182,9 +182,12 @@ def show_command(
 
 @app.command("pull")
 def pull_command(
-    to: Annotated[Path, typer.Option("--to", help="directory the champion's adapter/ is copied into")] = Path(
-        f"{DEFAULT_MODEL_DIR}/champion"
-    ),
+    to: Annotated[
+        Path,
+        typer.Option(
+            "--to", help="directory the champion's adapter/ and training.json go to (predict's --model-dir)"
+        ),
+    ] = Path(f"{DEFAULT_MODEL_DIR}/champion"),
     params: ParamsOpt = None,
 ) -> None:
     """Copy the champion's adapter out of the registry (what predict serves)."""

@@ -364,3 +364,22 @@ def test_registry_refuses_bad_options_before_touching_the_registry(workdir: Path
     refused("registry", "promote", "--eval", "reports", expect="reports: is a directory, not a file")
     refused("registry", "promote", expect="reports/eval_detail.json: no per-row test answers")
     refused("registry", "log", "--eval", "reports", expect="reports: is a directory, not a file")
+
+
+@pytest.mark.slow  # a real SQLite MLflow backend (~10 s to create its schema)
+def test_registry_pull_gives_a_model_dir_predict_can_serve_and_names_unknown_versions(workdir: Path) -> None:
+    from tests.test_registry import _adapter, _right, _write_params
+    from training.predict import read_training_record
+
+    _write_params(workdir)
+    first = _adapter(workdir, "a", _right(270))
+    files = [str(first[k]) for k in ("model_dir", "eval_json", "detail_json", "html")]
+    code, output = invoke("registry", "promote", "--model-dir", files[0], "--eval", files[1],
+                          "--detail", files[2], "--html", files[3])  # fmt: skip
+    assert code == 0, output
+    code, output = invoke("registry", "pull", "--to", "served")
+    assert code == 0, output
+    record = read_training_record(workdir / "served")  # adapter/ and training.json: a --model-dir
+    assert record["task"] == "classification"
+    refused("registry", "rollback", "--to", "99", expect="no version '99'")
+    refused("registry", "rollback", expect="nothing to roll back to")
