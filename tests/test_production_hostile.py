@@ -369,7 +369,7 @@ def test_registry_refuses_bad_options_before_touching_the_registry(workdir: Path
 @pytest.mark.slow  # a real SQLite MLflow backend (~10 s to create its schema)
 def test_registry_pull_gives_a_model_dir_predict_can_serve_and_names_unknown_versions(workdir: Path) -> None:
     from tests.test_registry import _adapter, _right, _write_params
-    from training.predict import read_training_record
+    from training.predict import PredictorError, read_training_record
 
     _write_params(workdir)
     first = _adapter(workdir, "a", _right(270))
@@ -379,7 +379,11 @@ def test_registry_pull_gives_a_model_dir_predict_can_serve_and_names_unknown_ver
     assert code == 0, output
     code, output = invoke("registry", "pull", "--to", "served")
     assert code == 0, output
-    record = read_training_record(workdir / "served")  # adapter/ and training.json: a --model-dir
-    assert record["task"] == "classification"
+    served = workdir / "served"  # adapter/ and training.json: what predict's --model-dir needs
+    assert (served / "training.json").read_bytes() == (first["model_dir"] / "training.json").read_bytes()
+    assert (served / "adapter" / "adapter_config.json").is_file()
+    # this stand-in's training.json has no label set: predict names that, past the missing files
+    with pytest.raises(PredictorError, match="served/training.json: no label_set recorded"):
+        read_training_record(served)
     refused("registry", "rollback", "--to", "99", expect="no version '99'")
     refused("registry", "rollback", expect="nothing to roll back to")
