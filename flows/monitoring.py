@@ -345,19 +345,26 @@ def read_predictions(path: Path) -> pl.DataFrame:
 def baseline_predictions(
     reference: Path, out_dir: Path, *, params: Params, model_dir: Path, predictor: Any = None
 ) -> Path:
-    """The model's predictions on the curated test split, cached in ``out_dir`` per model
-    version (predicted again when the adapter changed)."""
+    """The model's predictions on (a ``monitor.baseline_rows`` sample of) the curated test
+    split, cached in ``out_dir`` per model version and sample size (predicted again when the
+    adapter or the sample size changed)."""
     from training.predict import ADAPTER_DIR, adapter_version
 
     target = out_dir / BASELINE_FILE
     version = params.predict.model_version or adapter_version(model_dir / ADAPTER_DIR)
-    if target.is_file():
-        cached = pl.read_parquet(target, columns=["model_version"])["model_version"].unique().to_list()
-        if cached == [version]:
-            return target
     test = reference / "test.parquet"
     if not test.is_file():
         raise MonitorError(f"{test}: not found; the baseline needs the curated test split")
+    wanted = pl.scan_parquet(test).select(pl.len()).collect().item()
+    if params.monitor.baseline_rows is not None:
+        wanted = min(wanted, params.monitor.baseline_rows)
+    if target.is_file():
+        try:
+            cached = pl.read_parquet(target, columns=["model_version"])["model_version"]
+        except Exception:  # a corrupt or foreign cache file is predicted again, not trusted
+            cached = pl.Series([], dtype=pl.String)
+        if cached.unique().to_list() == [version] and cached.len() == wanted:
+            return target
     # the curated split is already valid: its columns are id, text, label (not data.columns'
     # names), and it has no traffic time column (predict.time_column)
     curated = dataclasses.replace(

@@ -387,3 +387,31 @@ def test_registry_pull_gives_a_model_dir_predict_can_serve_and_names_unknown_ver
         read_training_record(served)
     refused("registry", "rollback", "--to", "99", expect="no version '99'")
     refused("registry", "rollback", expect="nothing to roll back to")
+
+
+def test_monitor_baseline_is_a_seeded_sample_cached_per_version_and_size(
+    workdir: Path, fake_model: None
+) -> None:
+    from flows.monitoring import baseline_predictions
+    from schemas.params import params_from_dict
+
+    curated = workdir / "curated"
+    curated.mkdir()
+    texts = [f"card question {i}" for i in range(10)]
+    pl.DataFrame(
+        {"id": [f"t{i}" for i in range(10)], "text": texts, "label": [LABELS[0]] * 10}
+    ).write_parquet(curated / "test.parquet")
+
+    def run(rows: int | None) -> pl.DataFrame:
+        params = params_from_dict({"monitor": {"baseline_rows": rows}, "predict": {"model_version": "v1"}})
+        path = baseline_predictions(curated, workdir / "mon", params=params, model_dir=workdir / "m",
+                                    predictor=FakePredictor(version="v1"))  # fmt: skip
+        return pl.read_parquet(path)
+
+    four = run(4)
+    assert four.height == 4 and set(four["text"]) <= set(texts)
+    assert four["text"].to_list() == sorted(four["text"].to_list(), key=texts.index)  # in file order
+    stamp = (workdir / "mon" / "baseline_predictions.parquet").stat().st_mtime_ns
+    assert run(4).equals(four)
+    assert (workdir / "mon" / "baseline_predictions.parquet").stat().st_mtime_ns == stamp  # cached
+    assert run(6).height == 6 and run(None).height == 10  # another size: predicted again
