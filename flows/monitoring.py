@@ -118,7 +118,7 @@ def _check_times(
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Rows with a valid ``column`` time (as ``_time``) and the others as quarantined lines."""
     if column not in rows.columns:  # traffic without its own time: stamped by the clock
-        log.info("%s: no %r column (predict.time_column): predicted_at is the clock", path, column)
+        log.debug("%s: no %r column (predict.time_column): predicted_at is the clock", path, column)
         return rows, valid.head(0).select("split", "source", "line", "id", "raw")
     # row by row: polars infers one format from the first value and nulls the rest
     times = pl.Series("_time", [_iso_utc(v) for v in rows[column].to_list()], dtype=pl.String)
@@ -415,6 +415,11 @@ def monitor_files(
         raise MonitorError(f"{train}: not found; pass --reference a curated directory (`curagate curate`)")
     reference_rows = pl.read_parquet(train, columns=["text", "label"])
     window_rows = read_predictions(predictions)
+    for above in (out_dir, *out_dir.parents):
+        if above.exists() and not above.is_dir():
+            raise MonitorError(
+                f"{out_dir}: cannot write the report there: {above} is a file, not a directory"
+            )
     out_dir.mkdir(parents=True, exist_ok=True)
     if baseline is None and model_dir is not None:
         baseline = baseline_predictions(reference, out_dir, params=params, model_dir=model_dir)

@@ -319,6 +319,9 @@ def test_monitor_refuses_unusable_inputs_with_the_file_and_reason(workdir: Path)
             expect="nob.parquet: predictions file not found")  # fmt: skip
     refused(*args, "--predictions", "p.parquet", "--model-dir", "nomodel",
             expect="nomodel/adapter: no adapter files")  # fmt: skip
+    (workdir / "afile").write_text("x")
+    refused("monitor", "--reference", "curated", "--predictions", "p.parquet", "--out", "afile",
+            expect="afile: cannot write the report there: afile is a file")  # fmt: skip
     assert not (workdir / "mon" / "monitor.json").exists()
 
 
