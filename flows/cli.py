@@ -52,6 +52,9 @@ def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) ->
     )
     # libraries' INFO chatter (matplotlib's categorical-axis notes) is not for data engineers
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    # bitsandbytes warns at import that its optional CPU 4-bit kernels are absent: noise for
+    # fp32 LoRA on CPU, and it buried predict's real error message
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
 def _run(

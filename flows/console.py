@@ -16,7 +16,10 @@ console = Console(stderr=True)
 
 def fail(exc: BaseException | str, code: int = 2) -> NoReturn:
     """Print a one-line error and exit with ``code`` (2: bad input or config; 1: refused)."""
-    console.print(f"[bold red]error:[/] {escape(str(exc))}")  # a label like [positive] is text
+    # one line whatever the terminal's width (soft_wrap): a log or a grep sees the whole message
+    console.print(
+        f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True
+    )  # a label like [positive] is text
     raise typer.Exit(code) from (exc if isinstance(exc, BaseException) else None)
 
 

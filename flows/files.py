@@ -79,7 +79,35 @@ def read_input(
     """Read one raw file into (ingested, quarantine); whole-file problems raise InputFileError."""
     content = _read_bytes(path) if content is None else content
     suffix = "".join(path.suffixes).lower()  # "train.jsonl.gz": the format and the gzip
+    if suffix.endswith((".jsonl", ".json", ".csv", ".tsv")):
+        _refuse_wide_encodings(path, content)
     return parse_input(content, suffix=suffix, split=split, source=str(path), data=data)
+
+
+# byte order marks of the encodings that are not ASCII-compatible (UTF-32 before UTF-16:
+# the UTF-32-LE mark starts with the UTF-16-LE one)
+WIDE_BOMS = (
+    (b"\xff\xfe\x00\x00", "UTF-32-LE"),
+    (b"\x00\x00\xfe\xff", "UTF-32-BE"),
+    (b"\xff\xfe", "UTF-16-LE"),
+    (b"\xfe\xff", "UTF-16-BE"),
+)
+NUL_SHARE_WIDE = 0.2  # ASCII text saved as UTF-16 without a mark: every other byte is NUL
+
+
+def _refuse_wide_encodings(path: Path, content: bytes) -> None:
+    """A UTF-16/32 text file is one whole-file problem, not every line quarantined as
+    invalid_utf8: say so, with the fix (Windows tools save "Unicode" text as UTF-16)."""
+    fix = f"save it as UTF-8, e.g. iconv -f {{}} -t UTF-8 {path} > {path.stem}.utf8{path.suffix}"
+    for bom, name in WIDE_BOMS:
+        if content.startswith(bom):
+            raise InputFileError(f"{path}: {name} text (byte order mark {bom.hex(' ')}); {fix.format(name)}")
+    head = content[:4096]
+    if head and head.count(0) / len(head) >= NUL_SHARE_WIDE:
+        raise InputFileError(
+            f"{path}: {head.count(0)} NUL bytes in the first {len(head)}: UTF-16/32 text without a "
+            f"byte order mark?; {fix.format('UTF-16')}"
+        )
 
 
 def resolve_task(path: Path, content: bytes, data: DataParams) -> DataParams:
@@ -140,16 +168,47 @@ class ExtraInput(NamedTuple):
     quarantine: pl.DataFrame
 
 
-def read_extra_train(data: DataParams) -> list[ExtraInput]:
-    """The ``data.extra_train`` files, read like the train file (split ``train``).
+# what a directory in data.extra_train contributes: the line formats review pull-predictions
+# writes and people export (the Parquet files beside reviewed.jsonl are local review records)
+EXTRA_TRAIN_PATTERNS = ("*.jsonl", "*.jsonl.gz", "*.csv")
 
-    An empty file (a feedback file with no reviewed rows yet) adds nothing; a missing one is an
-    error like a missing train file. Ids must be unique across all train files: a repeated id
-    is quarantined as ``duplicate_id`` by validation.
+
+def extra_train_files(data: DataParams) -> list[Path]:
+    """The files ``data.extra_train`` names: each file as given, each directory's
+    :data:`EXTRA_TRAIN_PATTERNS` files (not recursive, sorted by name, hidden ones skipped).
+
+    Raises:
+        InputFileError: a listed file that does not exist (a missing directory adds nothing).
     """
-    out = []
+    files: list[Path] = []
     for name in data.extra_train:
         path = Path(name)
+        if path.is_dir():
+            found = {p for pattern in EXTRA_TRAIN_PATTERNS for p in path.glob(pattern) if p.is_file()}
+            files.extend(sorted((p for p in found if not p.name.startswith(".")), key=lambda p: p.name))
+        elif not path.exists():
+            if not path.suffix:  # a drop-box directory not made yet (a copied params.yaml): no rows
+                log.info("%s: no such directory (data.extra_train): no extra train rows", path)
+                continue
+            raise InputFileError(f"{path}: file not found (data.extra_train)")
+        else:
+            files.append(path)
+    return files
+
+
+def read_extra_train(data: DataParams) -> list[ExtraInput]:
+    """The ``data.extra_train`` files (:func:`extra_train_files`), read like the train file
+    (split ``train``).
+
+    A directory (the default ``data/feedback``, where `curagate review pull-predictions` writes
+    reviewed.jsonl) adds whatever it holds, so the DVC curate stage can depend on the directory
+    and new reviewed rows re-curate without an edit. An empty file (a feedback file with no
+    reviewed rows yet) adds nothing; a missing file is an error like a missing train file. Ids
+    must be unique across all train files: a repeated id is quarantined as ``duplicate_id`` by
+    validation.
+    """
+    out = []
+    for path in extra_train_files(data):
         if path.is_file() and path.stat().st_size == 0:
             log.info("%s: empty extra train file, no rows", path)
             continue

@@ -606,6 +606,8 @@ def read_predictions(path: Path) -> pl.DataFrame:
     from schemas.predictions import PREDICTIONS_SCHEMA
 
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path}: is a directory; pass the predictions .parquet file")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: predictions file not found (run `curagate predict` first)")
     try:

@@ -30,11 +30,19 @@ def predict(
         str | None,
         typer.Option("--model-version", help="version recorded per row; default the adapter's md5"),
     ] = None,
+    sample_rows: Annotated[
+        str | None,
+        typer.Option(
+            "--sample-rows",
+            help="a seeded sample (monitor.seed) of this many valid rows; default (or null) all",
+        ),
+    ] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
 ) -> None:
     """Label new texts with the adapter (label-constrained, with a confidence); bad lines are
     quarantined beside --out with their reason."""
     import dataclasses
+    import signal
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -43,13 +51,20 @@ def predict(
     from training.predict import PredictorError
 
     cfg = load_cli_params(params)
+    sample = _sample_rows(sample_rows)
     if model_version is not None:
         cfg = dataclasses.replace(cfg, predict=dataclasses.replace(cfg.predict, model_version=model_version))
     progress = Progress(
         TextColumn("[bold]predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, disable=no_progress,
+        console=console, disable=no_progress, transient=True,  # an error leaves its line alone
     )  # fmt: skip
     bar = progress.add_task("predict", total=None)
+
+    def stop(signum: int, frame: object) -> None:
+        # SIGTERM (a scheduler's kill, `timeout`): unwind so the temporary files are removed
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         with progress:
             summary = predict_file(
@@ -58,6 +73,7 @@ def predict(
                 params=cfg,
                 model_dir=model_dir,
                 on_progress=lambda done, total: progress.update(bar, completed=done, total=total),
+                sample_rows=sample,
             )
     except (InputFileError, PredictorError) as exc:
         fail(exc)
@@ -67,6 +83,15 @@ def predict(
         f"{summary['quarantined']} quarantined -> {summary['quarantine']}; model {summary['model_version']}; "
         f"{summary['seconds']:.1f} s"
     )
+
+
+def _sample_rows(value: str | None) -> int | None:
+    """--sample-rows as a count; "null"/"None" (a null param templated by DVC) mean all rows."""
+    if value is None or value.strip().lower() in ("null", "none", "all", ""):
+        return None
+    if not value.strip().isdigit() or int(value) < 1:
+        fail(f"--sample-rows {value!r}: a number of rows (>= 1), or null for all")
+    return int(value)
 
 
 def monitor(

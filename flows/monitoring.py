@@ -58,11 +58,18 @@ def utc_now() -> str:
 # ── predict ──────────────────────────────────────────────────────────────────────────
 
 
-def read_traffic(path: Path, *, data: DataParams) -> tuple[pl.DataFrame, pl.DataFrame]:
+def read_traffic(
+    path: Path, *, data: DataParams, time_column: str | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Traffic rows to label (id, text, extra input columns) and the quarantined lines.
 
     Curate's ingest and validation, with the label optional: an input label is kept as the
     extra column ``input_label``.
+
+    Args:
+        time_column: an input column with each row's own time (``predict.time_column``): when
+            the traffic has it, a row whose value is not an ISO-8601 time is quarantined
+            (``invalid_time``) and the others carry it, normalised to UTC, as ``_time``.
 
     Raises:
         InputFileError: a whole-file problem (with the file and the reason).
@@ -76,15 +83,59 @@ def read_traffic(path: Path, *, data: DataParams) -> tuple[pl.DataFrame, pl.Data
         _input_label=given, label=pl.lit(None, pl.String), label_type=pl.lit("string")
     )
     valid, bad = validate_records(neutral, data=dataclasses.replace(data, task="classification"), labels=None)
-    rows = valid.sort("line").select("id", "text", "extra", "_input_label")
+    valid = valid.sort("line")
+    rows = valid.select("id", "text", "extra", "_input_label")
     extras = _extra_columns(rows)
     if rows["_input_label"].null_count() < rows.height:
         label = rows.select(input_label="_input_label")
         # no other extra columns: an empty frame has no rows to add the label to
         extras = extras.with_columns(label["input_label"]) if extras.width else label
-    return pl.concat([rows.select("id", "text"), extras], how="horizontal"), pl.concat(
-        [quarantine, bad]
-    ).cast(QUARANTINE_SCHEMA).sort("line")
+    rows = pl.concat([rows.select("id", "text"), extras], how="horizontal")
+    quarantined = [quarantine, bad]
+    if time_column is not None:
+        rows, late = _check_times(rows, valid, path=path, column=time_column)
+        quarantined.append(late)
+    return rows, pl.concat(quarantined, how="diagonal_relaxed").cast(QUARANTINE_SCHEMA).select(
+        QUARANTINE_SCHEMA.names()
+    ).sort("line")
+
+
+def _iso_utc(value: object) -> str | None:
+    """``value`` as ``YYYY-MM-DDTHH:MM:SSZ`` (a naive time counts as UTC), or None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        stamp = dt.datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=dt.UTC)
+    return stamp.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _check_times(
+    rows: pl.DataFrame, valid: pl.DataFrame, *, path: Path, column: str
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Rows with a valid ``column`` time (as ``_time``) and the others as quarantined lines."""
+    if column not in rows.columns:  # traffic without its own time: stamped by the clock
+        log.debug("%s: no %r column (predict.time_column): predicted_at is the clock", path, column)
+        return rows, valid.head(0).select("split", "source", "line", "id", "raw")
+    # row by row: polars infers one format from the first value and nulls the rest
+    times = pl.Series("_time", [_iso_utc(v) for v in rows[column].to_list()], dtype=pl.String)
+    ok = times.is_not_null()
+    late = (
+        valid.filter(~ok)
+        .select("split", "source", "line", "id", "raw")
+        .with_columns(
+            stage=pl.lit("validate"),
+            reason=pl.lit("invalid_time"),
+            detail=pl.format(
+                f"{column}: {{}} is not an ISO-8601 time",
+                rows.filter(~ok)[column].cast(pl.String).fill_null("null"),
+            ),
+        )
+    )
+    return rows.with_columns(times).filter(ok), late
 
 
 def _extra_columns(rows: pl.DataFrame) -> pl.DataFrame:
@@ -111,39 +162,60 @@ def predict_file(
     predictor: Any = None,
     predicted_at: Callable[[], str] = utc_now,
     on_progress: Callable[[int, int], None] | None = None,
+    sample_rows: int | None = None,
 ) -> dict[str, Any]:
     """Label every valid line of ``traffic`` into ``out`` (predictions.parquet).
 
+    Both files (predictions and the quarantine beside them) are written under temporary names
+    and renamed into place at the end: a run that is killed or fails leaves the previous
+    files, never a half-written one.
+
     Args:
         predictor: a loaded :class:`training.predict.Predictor`; None loads ``model_dir``'s.
-        predicted_at: the clock each chunk is stamped with (tests pass a fixed one).
+        predicted_at: the clock each chunk is stamped with (tests pass a fixed one); unused
+            when the traffic has the ``predict.time_column`` column (each row's own time).
         on_progress: called with (rows done, rows in total) after each batch.
+        sample_rows: predict a seeded sample (``monitor.seed``) of this many valid rows, in
+            file order (the monitor's baseline on the test split); None = every row.
 
     Returns:
         A summary: input rows, predictions, quarantined, model version, seconds, files.
 
     Raises:
-        InputFileError: the traffic file cannot be read as a whole.
+        InputFileError: the traffic file cannot be read as a whole, has no valid line, or
+            ``out`` cannot be written.
         training.predict.PredictorError: the model directory cannot serve.
     """
     import pyarrow.parquet as pq
 
     from training.predict import load_predictor, predict_texts
 
-    rows, quarantine = read_traffic(traffic, data=params.data)
+    bad_path = quarantine_path(out)
+    _check_writable(out)
+    _remove_stale_temporaries(out)
+    time_column = params.predict.time_column
+    rows, quarantine = read_traffic(traffic, data=params.data, time_column=time_column)
+    if rows.is_empty():  # nothing to label is an input problem, not an empty success
+        reasons = quarantine.group_by("reason").len().sort("len", "reason", descending=[True, False])
+        counts = ", ".join(f"{r} {n}" for r, n in reasons.iter_rows())
+        first = quarantine.row(0, named=True) if quarantine.height else None
+        where = f"; line {first['line']}: {first['reason']}, {first['detail']}" if first else ""
+        raise InputFileError(f"{traffic}: no valid line to predict ({counts or 'no records'}{where})")
+    if sample_rows is not None and sample_rows < rows.height:
+        keep = rows.with_row_index("_i").sample(sample_rows, seed=params.monitor.seed)["_i"].sort()
+        rows = rows[keep.to_list()]
     if predictor is None:  # before any file is written: a model that cannot serve leaves nothing
         predictor = load_predictor(
             model_dir, threads=params.predict.threads, version=params.predict.model_version
         )
-    bad_path = quarantine_path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    quarantine.write_parquet(bad_path)
     started = time.perf_counter()
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    tmp, bad_tmp = _temporary(out), _temporary(bad_path)
     writer = None
     done = 0
     try:
-        empty = _prediction_frame(rows.head(0), [], [], predictor.version, "")
+        quarantine.write_parquet(bad_tmp)
+        empty = _prediction_frame(rows.head(0).drop("_time", strict=False), [], [], predictor.version, "")
         writer = pq.ParquetWriter(tmp, empty.to_arrow().schema)
 
         def advance(k: int) -> None:
@@ -156,15 +228,21 @@ def predict_file(
             labels, confidences = predict_texts(
                 predictor, chunk["text"].to_list(), batch_size=params.predict.batch_size, on_batch=advance
             )
-            frame = _prediction_frame(chunk, labels, confidences, predictor.version, predicted_at())
+            stamp = chunk["_time"] if "_time" in chunk.columns else predicted_at()
+            frame = _prediction_frame(chunk.drop("_time", strict=False), labels, confidences,
+                                      predictor.version, stamp)  # fmt: skip
             writer.write_table(frame.to_arrow())
         writer.close()
         writer = None
+        # the quarantine first: a kill between the renames pairs old predictions with new
+        # quarantined lines, never new predictions with a stale quarantine file
+        bad_tmp.replace(bad_path)
         tmp.replace(out)
     finally:
         if writer is not None:
             writer.close()
         tmp.unlink(missing_ok=True)
+        bad_tmp.unlink(missing_ok=True)
     seconds = time.perf_counter() - started
     return {
         "input_rows": rows.height + quarantine.height,
@@ -178,8 +256,44 @@ def predict_file(
     }
 
 
+def _temporary(path: Path) -> Path:
+    """A hidden name beside ``path``, unique to this process (renamed into place when done)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def _check_writable(out: Path) -> None:
+    """Refuse an --out that is a directory or under a file before any work is done."""
+    if out.is_dir():
+        raise InputFileError(f"{out}: is a directory; --out names the predictions .parquet file")
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise InputFileError(f"{out}: cannot write under {parent}: it is a file, not a directory")
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Temporary files a killed run left beside ``out`` (its process is gone)."""
+    if not out.parent.is_dir():
+        return
+    for name in (out.name, quarantine_path(out).name):
+        for stale in out.parent.glob(f".{name}.*.tmp"):
+            pid = stale.name.removeprefix(f".{name}.").removesuffix(".tmp")
+            if pid.isdigit() and not _alive(int(pid)):
+                log.info("%s: removing what a killed predict run left", stale)
+                stale.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
 def _prediction_frame(
-    chunk: pl.DataFrame, labels: list[str], confidences: list[float], version: str, stamp: str
+    chunk: pl.DataFrame, labels: list[str], confidences: list[float], version: str, stamp: str | pl.Series
 ) -> pl.DataFrame:
     """The fixed columns of PREDICTIONS_SCHEMA, then the chunk's extra input columns."""
     fixed = pl.DataFrame(
@@ -189,7 +303,9 @@ def _prediction_frame(
             "label": pl.Series(labels, dtype=pl.String),
             "confidence": pl.Series(confidences, dtype=pl.Float64),
             "model_version": pl.Series([version] * chunk.height, dtype=pl.String),
-            "predicted_at": pl.Series([stamp] * chunk.height, dtype=pl.String),
+            "predicted_at": stamp.cast(pl.String).rename("predicted_at")
+            if isinstance(stamp, pl.Series)
+            else pl.Series([stamp] * chunk.height, dtype=pl.String),
         },
         schema=PREDICTIONS_SCHEMA,
     )
@@ -202,6 +318,8 @@ def read_predictions(path: Path) -> pl.DataFrame:
     Raises:
         MonitorError: missing, unreadable, or a fixed column missing or of another type.
     """
+    if path.is_dir():
+        raise MonitorError(f"{path}: is a directory; pass the predictions .parquet file")
     if not path.is_file():
         raise MonitorError(f"{path}: predictions file not found; run `curagate predict` first")
     try:
@@ -227,23 +345,46 @@ def read_predictions(path: Path) -> pl.DataFrame:
 def baseline_predictions(
     reference: Path, out_dir: Path, *, params: Params, model_dir: Path, predictor: Any = None
 ) -> Path:
-    """The model's predictions on the curated test split, cached in ``out_dir`` per model
-    version (predicted again when the adapter changed)."""
+    """The model's predictions on (a ``monitor.baseline_rows`` sample of) the curated test
+    split, cached in ``out_dir`` per model version and sample size (predicted again when the
+    adapter or the sample size changed)."""
     from training.predict import ADAPTER_DIR, adapter_version
 
     target = out_dir / BASELINE_FILE
     version = params.predict.model_version or adapter_version(model_dir / ADAPTER_DIR)
-    if target.is_file():
-        cached = pl.read_parquet(target, columns=["model_version"])["model_version"].unique().to_list()
-        if cached == [version]:
-            return target
     test = reference / "test.parquet"
     if not test.is_file():
         raise MonitorError(f"{test}: not found; the baseline needs the curated test split")
-    # the curated split is already valid: its columns are id, text, label (not data.columns' names)
-    curated = dataclasses.replace(params, data=dataclasses.replace(params.data, columns=ColumnMap()))
-    predict_file(test, target, params=curated, model_dir=model_dir, predictor=predictor)
+    wanted = pl.scan_parquet(test).select(pl.len()).collect().item()
+    if params.monitor.baseline_rows is not None:
+        wanted = min(wanted, params.monitor.baseline_rows)
+    if target.is_file():
+        try:
+            cached = pl.read_parquet(target, columns=["model_version"])["model_version"]
+        except Exception:  # a corrupt or foreign cache file is predicted again, not trusted
+            cached = pl.Series([], dtype=pl.String)
+        if cached.unique().to_list() == [version] and cached.len() == wanted:
+            return target
+    # the curated split is already valid: its columns are id, text, label (not data.columns'
+    # names), and it has no traffic time column (predict.time_column)
+    curated = dataclasses.replace(
+        params,
+        data=dataclasses.replace(params.data, columns=ColumnMap()),
+        predict=dataclasses.replace(params.predict, time_column=None),
+    )
+    predict_file(test, target, params=curated, model_dir=model_dir, predictor=predictor,
+                 sample_rows=params.monitor.baseline_rows)  # fmt: skip
     return target
+
+
+# monitor: keys that steer the flow or the baseline, not the checks: the DVC monitor stage does
+# not list them, so monitor_detail.json must not record them either
+FLOW_ONLY_KEYS = ("min_production_accuracy", "review", "traffic", "schedule", "baseline_rows")
+
+
+def check_settings(cfg: Any) -> dict[str, Any]:
+    """The ``monitor:`` keys the drift checks read (recorded in monitor_detail.json)."""
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in FLOW_ONLY_KEYS}
 
 
 def monitor_files(
@@ -274,6 +415,11 @@ def monitor_files(
         raise MonitorError(f"{train}: not found; pass --reference a curated directory (`curagate curate`)")
     reference_rows = pl.read_parquet(train, columns=["text", "label"])
     window_rows = read_predictions(predictions)
+    for above in (out_dir, *out_dir.parents):
+        if above.exists() and not above.is_dir():
+            raise MonitorError(
+                f"{out_dir}: cannot write the report there: {above} is a file, not a directory"
+            )
     out_dir.mkdir(parents=True, exist_ok=True)
     if baseline is None and model_dir is not None:
         baseline = baseline_predictions(reference, out_dir, params=params, model_dir=model_dir)
@@ -287,7 +433,7 @@ def monitor_files(
         reference=str(reference),
         baseline=str(baseline) if baseline is not None else None,
         model_versions=sorted(window_rows["model_version"].unique().to_list()),
-        thresholds=dataclasses.asdict(params.monitor),
+        thresholds=check_settings(params.monitor),
     )
     flat = flat_monitor_metrics(result)
     (out_dir / "monitor.json").write_text(json.dumps(flat, indent=2) + "\n", encoding="utf-8")
@@ -331,7 +477,10 @@ def window_figure(result: dict[str, Any]) -> Any:
     ax.legend(fontsize=7)
     panel(axes[0][1], "novel_rate_excess", "novel terms: unseen-token rate - test split's",
           cfg["novel_rate_warn"], cfg["novel_rate_drift"])  # fmt: skip
-    panel(axes[1][0], "psi", "prediction drift: PSI of predicted labels", cfg["psi_warn"], cfg["psi_drift"])
+    panel(axes[1][0], "psi", "prediction drift: PSI (a level counts only with chi-square p below its alpha)",
+          cfg["psi_warn"], cfg["psi_drift"])  # fmt: skip
+    axes[1][0].legend(fontsize=7)
+    axes[0][1].legend(fontsize=7)
     ax = axes[1][1]
     panel(ax, "mean_confidence", "confidence: mean (line) and low share (dots)", None, None)
     ax.plot(x, [s.get("low_confidence_share") for s in stats], "s:", label="low-confidence share")
@@ -346,6 +495,30 @@ def window_figure(result: dict[str, Any]) -> Any:
     return fig
 
 
+def _window_span(window: dict[str, Any]) -> str:
+    """``rows 501-1000`` for a row window (its start label says only ``rows 501-``), else the
+    start time of a time window."""
+    start = str(window["start"])
+    if start.startswith("rows ") and start.endswith("-"):
+        first = int(start.removeprefix("rows ").removesuffix("-"))
+        return f"rows {first:,}–{first + window['rows'] - 1:,}"
+    return start
+
+
+PAGE_STYLE = (
+    "body{font-family:system-ui,sans-serif;font-size:14px;color:#222;max-width:960px;margin:0 auto;"
+    "padding:12px 24px}h1{margin:8px 0 4px}h2{font-size:18px;margin:22px 0 8px;border-bottom:1px solid #ddd}"
+    "p.meta{color:#555;margin:2px 0}code{font-size:12px;overflow-wrap:anywhere}"
+    "table{border-collapse:collapse;margin:6px 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}"
+    "th{background:#f4f4f4;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums}"
+    "img{max-width:100%}.terms{columns:3;max-width:600px}.terms span{display:block}"
+)
+
+
+def _level_cell(level: str) -> str:
+    return f"<td style='color:{COLORS[level]};font-weight:600'>{level}</td>"
+
+
 def render_monitor_html(result: dict[str, Any]) -> str:
     """One offline page: verdict, the last window's checks, plots over windows, new terms."""
     import matplotlib.pyplot as plt
@@ -355,35 +528,46 @@ def render_monitor_html(result: dict[str, Any]) -> str:
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
     image = base64.b64encode(buffer.getvalue()).decode("ascii")
-    last = result["windows"][-1]
+    windows = result["windows"]
+    last = windows[-1]
     color = COLORS[result["verdict"]]
+    counts = {level: sum(w["verdict"] == level for w in windows) for level in COLORS}
     checks = "".join(
-        f"<tr><td>{c['check']}</td><td style='color:{COLORS[c['level']]}'>"
-        f"{c['level']}</td><td>{c['value']:.4f}</td><td>{c['warn']}</td><td>{c['drift']}</td>"
+        f"<tr><td>{c['check']}</td>{_level_cell(c['level'])}<td class='num'>{c['value']:.4f}</td>"
+        f"<td class='num'>{c['warn']}</td><td class='num'>{c['drift']}</td>"
         f"<td>{html.escape(c['what'])}</td></tr>"
         for c in last["checks"]
     )
-    terms = "".join(
-        f"<tr><td>{html.escape(t)}</td><td>{n}</td></tr>" for t, n in last["stats"]["top_new_terms"]
+    terms = (
+        "".join(f"<span>{html.escape(t)} <b>{n}</b></span>" for t, n in last["stats"]["top_new_terms"])
+        or "<span>none</span>"
     )
     rows = "".join(
-        f"<tr><td>{w['window']}</td><td>{html.escape(str(w['start']))}</td><td>{w['rows']}</td>"
-        f"<td>{w['verdict']}</td><td>{', '.join(w['failed_checks'])}</td></tr>"
-        for w in result["windows"]
+        f"<tr><td class='num'>{w['window']}</td><td>{html.escape(_window_span(w))}</td>"
+        f"<td class='num'>{w['rows']:,}</td>{_level_cell(w['verdict'])}"
+        f"<td>{', '.join(w['failed_checks'])}</td></tr>"
+        for w in windows
     )
+    failed = ", ".join(last["failed_checks"])
+    models = html.escape(", ".join(result["model_versions"]))
+    files = {k: html.escape(str(result[k])) for k in ("predictions", "reference", "baseline")}
+    header = "".join(f"<th>{h}</th>" for h in ("check", "level", "value", "warn at", "drift at", "what"))
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>curagate monitor</title>"
-        "<style>body{font-family:sans-serif;max-width:1000px;margin:auto}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:2px 6px;font-size:12px}</style></head><body>"
-        f"<h1>Monitor: <span style='color:{color}'>{result['verdict']}</span></h1>"
-        f"<p>{html.escape(result['predictions'])} vs {html.escape(result['reference'])} "
-        f"(baseline: {html.escape(str(result['baseline']))}; label reference: {result['label_reference']}); "
-        f"model {html.escape(', '.join(result['model_versions']))}. The verdict is the last window's.</p>"
-        f"<h2>Last window ({last['rows']} rows)</h2><table><tr><th>check</th><th>level</th><th>value</th>"
-        f"<th>warn at</th><th>drift at</th><th>what</th></tr>{checks}</table>"
+        f"<style>{PAGE_STYLE}</style></head><body>"
+        f"<h1>Monitor: <span style='color:{color}'>{result['verdict']}</span>"
+        f"{' (' + html.escape(failed) + ')' if failed else ''}</h1>"
+        f"<p class='meta'>The verdict is the last window's; {len(windows)} window(s): "
+        f"{counts['drift']} drift, {counts['warn']} warn, {counts['ok']} ok. Model {models}; "
+        f"label reference: {result['label_reference']}.</p>"
+        f"<p class='meta'>predictions <code>{files['predictions']}</code> vs reference "
+        f"<code>{files['reference']}</code>, baseline <code>{files['baseline']}</code></p>"
+        f"<h2>Last window ({html.escape(_window_span(last))}, {last['rows']:,} rows)</h2>"
+        f"<table><tr>{header}</tr>{checks}</table>"
         f"<h2>Over windows</h2><img alt='drift statistics over windows' src='data:image/png;base64,{image}'>"
-        f"<table><tr><th>window</th><th>start</th><th>rows</th><th>verdict</th><th>failed</th></tr>{rows}</table>"
-        f"<h2>New terms in the last window</h2><table><tr><th>term</th><th>count</th></tr>{terms}</table>"
+        "<table><tr><th>window</th><th>span</th><th>rows</th><th>verdict</th><th>failed checks</th></tr>"
+        f"{rows}</table>"
+        f"<h2>New terms in the last window</h2><div class='terms'>{terms}</div>"
         "</body></html>\n"
     )
 

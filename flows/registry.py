@@ -680,6 +680,8 @@ def download_champion(dest: Path, *, params: Params) -> Path:
             raise RegistryError(f"{registry.model_name}: no {registry.champion_alias!r} version yet")
         dest.mkdir(parents=True, exist_ok=True)
         path = client.download_artifacts(current.run_id, ADAPTER_DIR, str(dest))
+        # training.json beside adapter/: the base model and label set predict loads it with
+        client.download_artifacts(current.run_id, TRAINING_JSON, str(dest))
     except _mlflow_errors() as exc:
         raise RegistryError(f"registry {backend.tracking_uri}: {exc}") from exc
     return Path(path)

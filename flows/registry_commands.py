@@ -30,6 +30,30 @@ DetailOpt = Annotated[Path, typer.Option("--detail", help="eval_detail.json (per
 HtmlOpt = Annotated[Path, typer.Option("--html", help="eval.html, logged with the run")]
 
 
+def _check_paths(
+    *, reads: tuple[Path | None, ...] = (), writes: tuple[Path, ...] = (), dirs: tuple[Path, ...] = ()
+) -> None:
+    """Refuse paths of the wrong kind before the registry is touched: a promote whose decision
+    cannot be written must not have moved the alias already."""
+    for path in reads:
+        if path is not None and path.is_dir():
+            fail(f"{path}: is a directory, not a file")
+    for path in writes:
+        if path.is_dir():
+            fail(f"{path}: is a directory; the decision is written to a .json file")
+    for path in (*writes, *dirs):
+        for above in (path, *path.parents) if path in dirs else path.parents:
+            if above.exists() and not above.is_dir():
+                fail(f"{path}: cannot write there: {above} is a file, not a directory")
+
+
+def _version_number(to: str | None) -> str | None:
+    """--to as MLflow spells a version (a positive whole number), or a one-line error."""
+    if to is not None and not (to.isdigit() and int(to) > 0):
+        fail(f"--to {to!r}: a model version is a number (1, 2, ...); `curagate registry show` lists them")
+    return to
+
+
 @app.command("log")
 def log_command(
     model_dir: ModelDirOpt = Path(DEFAULT_MODEL_DIR),
@@ -44,6 +68,7 @@ def log_command(
     from flows.registry import RegistryError, log_run
 
     cfg = load_cli_params(params)
+    _check_paths(reads=(eval_json, detail, html))
     try:
         logged = log_run(model_dir, params=cfg, eval_json=eval_json, detail_json=detail, html=html)
     except RegistryError as exc:
@@ -78,6 +103,7 @@ def promote_command(
     params: ParamsOpt = None,
 ) -> None:
     """Challenger vs champion: promote the adapter (alias `champion`) only if it is better."""
+    _check_paths(reads=(eval_json, detail, html, production), writes=(out,))
     from flows.registry import RegistryError, promote
 
     cfg = load_cli_params(params)
@@ -114,6 +140,7 @@ def rollback_command(
     from flows.registry import RegistryError, rollback
 
     cfg = load_cli_params(params)
+    to = _version_number(to)
     try:
         result = rollback(params=cfg, to=to)
     except RegistryError as exc:
@@ -155,15 +182,19 @@ def show_command(
 
 @app.command("pull")
 def pull_command(
-    to: Annotated[Path, typer.Option("--to", help="directory the champion's adapter/ is copied into")] = Path(
-        f"{DEFAULT_MODEL_DIR}/champion"
-    ),
+    to: Annotated[
+        Path,
+        typer.Option(
+            "--to", help="directory the champion's adapter/ and training.json go to (predict's --model-dir)"
+        ),
+    ] = Path(f"{DEFAULT_MODEL_DIR}/champion"),
     params: ParamsOpt = None,
 ) -> None:
     """Copy the champion's adapter out of the registry (what predict serves)."""
     from flows.registry import RegistryError, download_champion
 
     cfg = load_cli_params(params)
+    _check_paths(dirs=(to,))
     try:
         path = download_champion(to, params=cfg)
     except RegistryError as exc:

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from flows.console import load_cli_params
+from schemas.params import Params
 from schemas.review_params import LabelStudioParams
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ def _cfg(params: Path | None) -> LabelStudioParams:
 
 def _fail(exc: Exception) -> NoReturn:
     """Print the reason (as plain text: it may hold brackets) and exit 1, without a traceback."""
-    console.print(str(exc), style="red", markup=False, highlight=False)
+    console.print(str(exc), style="red", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(1) from exc
 
 
@@ -181,10 +182,21 @@ def review_pull_predictions(params: ParamsOpt = None) -> None:
     console.print(
         f"project {report.project_id}: {report.tasks} tasks, {report.reviewed} reviewed "
         f"({report.unsure} unsure); {accuracy} -> {report.metrics_file}; "
-        f"{report.train_rows} train rows -> {report.reviewed_file} (list it in data.extra_train)",
+        f"{report.train_rows} train rows -> {report.reviewed_file} "
+        f"({_curate_reads(cfg, report.reviewed_file)})",
         markup=False,
         highlight=False,
     )
+
+
+def _curate_reads(cfg: Params, reviewed: Path | str) -> str:
+    """Whether the next curate reads the reviewed rows (data.extra_train names the file or its
+    directory, the default data/feedback), or what to do so it does."""
+    reviewed = Path(reviewed).resolve()
+    listed = {Path(name).resolve() for name in cfg.data.extra_train}
+    if reviewed in listed or reviewed.parent in listed:
+        return "the next curate reads it: data.extra_train"
+    return f"list it, or {reviewed.parent}, in data.extra_train for curate to read it"
 
 
 def register(app: typer.Typer) -> None:

@@ -22,6 +22,8 @@ class PredictParams:
     chunk_rows: int = 512  # rows predicted, stamped and written at a time
     threads: int | None = 1  # torch CPU threads; None = torch default
     model_version: str | None = None  # overrides the adapter's content hash (e.g. a registry version)
+    # traffic column with each row's own time -> predicted_at; absent from the traffic or None: the clock
+    time_column: str | None = "received_at"
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.chunk_rows < 1:
@@ -39,6 +41,7 @@ class MonitorParams:
     window_every: str = "1d"
     min_window_rows: int = 100
     seed: int = 0
+    baseline_rows: int | None = None  # seeded test-split rows the model predicts as the baseline; None = all
     # input drift: classifier two-sample test (reference vs window)
     reference_rows: int = 2000
     folds: int = 5
@@ -75,6 +78,8 @@ class MonitorParams:
             raise ValueError(f"label_reference={self.label_reference!r} must be 'baseline' or 'train'")
         if min(self.window_rows, self.min_window_rows, self.reference_rows, self.bootstrap_samples) < 1:
             raise ValueError("window_rows, min_window_rows, reference_rows, bootstrap_samples must be >= 1")
+        if self.baseline_rows is not None and self.baseline_rows < 1:
+            raise ValueError("baseline_rows must be >= 1 or null")
         if self.folds < 2:
             raise ValueError("folds must be >= 2")
         check_fraction(

@@ -79,6 +79,7 @@ def curate_tiny(dest: Path, **param_overrides: dict[str, Any]) -> Path:
     write_tiny_data(dest / "raw")
     raw = tiny_params()
     raw["data"]["labels"] = str(dest / "raw" / "categories.json")
+    raw["data"]["extra_train"] = []  # in process (cwd: the checkout): not the checkout's data/feedback
     for section, values in param_overrides.items():
         raw[section] = {**raw.get(section, {}), **values}
     params = params_from_dict(raw, base_dir=dest)
@@ -110,11 +111,14 @@ def make_tiny_project(dest: Path, *, stages: tuple[str, ...] = ("curate", "gate"
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(src, dst)
     shutil.copy(ROOT / ".gitignore", dest / ".gitignore")
+    (dest / "data" / "feedback").mkdir(parents=True, exist_ok=True)  # curate's extra_train dep
+    (dest / "data" / "feedback" / ".gitkeep").touch()
     sh("git", "init", "-q", cwd=dest)
     sh("git", "config", "user.email", "test@example.com", cwd=dest)
     sh("git", "config", "user.name", "test", cwd=dest)
     sh("dvc", "init", "-q", cwd=dest)
     sh("dvc", "config", "core.analytics", "false", cwd=dest)
+    shutil.copy(ROOT / ".dvcignore", dest / ".dvcignore")  # after init, which writes its own
     sh("git", "add", ".", cwd=dest)
     sh("git", "commit", "-qm", "tiny project", cwd=dest)
     return dest

@@ -103,11 +103,12 @@ def load_predictor(
     Raises:
         PredictorError: see :func:`read_training_record`.
     """
+    record = read_training_record(model_dir)  # first: a missing model costs no model imports
+
     from peft import PeftModel
 
     from training.model import load_base_model
 
-    record = read_training_record(model_dir)
     if threads is not None:
         torch.set_num_threads(threads)
     loaded = load_base_model(
