@@ -18,29 +18,6 @@ _M2 = np.uint64(0x94D049BB133111EB)
 _S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
 
 
-@numba.njit(cache=True, nogil=True)
-def min_hashes(hv, offsets, a, b, out):  # pragma: no cover - compiled
-    """out[d, k] = min over doc d's hashes h of (a[k]*h + b[k]) mod 2**32 (docs without
-    hashes keep what ``out`` holds); the same values as ``minhash._min_hashes``."""
-    num_perm = a.shape[0]
-    a64 = a.astype(np.uint64)
-    b64 = b.astype(np.uint64)
-    best = np.empty(num_perm, dtype=np.uint64)
-    for d in range(offsets.shape[0] - 1):
-        lo, hi = offsets[d], offsets[d + 1]
-        if hi == lo:
-            continue
-        best[:] = _U32
-        for t in range(lo, hi):
-            h = np.uint64(hv[t])
-            for k in range(num_perm):
-                v = (a64[k] * h + b64[k]) & _U32
-                if v < best[k]:
-                    best[k] = v
-        for k in range(num_perm):
-            out[d, k] = np.uint32(best[k])
-
-
 @numba.njit(inline="always")
 def _mix64(x):  # pragma: no cover - compiled
     x = x ^ (x >> _S30)
@@ -79,37 +56,145 @@ def ngram_hashes(units, lens, ngram, poly, out):  # pragma: no cover - compiled
     return w
 
 
+_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+_FNV_PRIME = np.uint64(0x100000001B3)
+_S29 = np.uint64(29)
+
+
 @numba.njit(cache=True, nogil=True)
-def deletion_keys(units, lens, poly, poly_inv, salt, keys, docs, first_doc):  # pragma: no cover
+def char_min_hashes(cps, lens, ngram, poly, a, b, out):  # pragma: no cover - compiled
+    """``min_hashes`` over the hashes ``ngram_hashes`` gives, in one pass: the n-gram hashes
+    are made on the fly from the code points (``cps``, uint32; unit = code point + 1) and
+    never stored. Rows of empty texts are set to 2**32 - 1 (datasketch's empty value)."""
+    num_perm = a.shape[0]
+    a64 = a.astype(np.uint64)
+    b64 = b.astype(np.uint64)
+    best = np.empty(num_perm, dtype=np.uint64)
+    one = np.uint64(1)
+    pos = 0
+    for d in range(lens.shape[0]):
+        n = lens[d]
+        if n == 0:
+            for k in range(num_perm):
+                out[d, k] = np.uint32(_U32)
+            continue
+        best[:] = _U32
+        count = n - ngram + 1 if n > ngram else 1
+        for i in range(count):
+            key = np.uint64(0)
+            for k in range(ngram):
+                c = np.uint64(cps[pos + i + k]) + one if i + k < n else np.uint64(0)
+                key = key * poly + c
+            h = _mix64(key) >> np.uint64(32)
+            for k in range(num_perm):
+                v = (a64[k] * h + b64[k]) & _U32
+                if v < best[k]:
+                    best[k] = v
+        for k in range(num_perm):
+            out[d, k] = np.uint32(best[k])
+        pos += n
+
+
+@numba.njit(cache=True, nogil=True)
+def band_keys(sig, bands, rows, out):  # pragma: no cover - compiled
+    """out[d, band] = the FNV-style mix of doc d's ``rows`` slots of that band, seeded by
+    the band (the same values as ``minhash.band_keys``' numpy loop)."""
+    for d in range(sig.shape[0]):
+        for band in range(bands):
+            key = _FNV_OFFSET + np.uint64(band)
+            for col in range(band * rows, (band + 1) * rows):
+                key = (key ^ np.uint64(sig[d, col])) * _FNV_PRIME
+                key ^= key >> _S29
+            out[d, band] = key
+
+
+@numba.njit(cache=True, nogil=True)
+def run_pair_codes(packed, bits, n, out):  # pragma: no cover - compiled
+    """Pairs within runs of a sorted array of ``(key prefix << bits) | doc`` values.
+
+    For every run of equal key prefixes, every pair of different docs in it as the code
+    ``lo * n + hi`` (docs in a run are ascending, so lo < hi). Writes into ``out`` when it
+    is large enough (call once with an empty ``out`` to count); returns the number of codes.
+    """
+    mask = (np.uint64(1) << np.uint64(bits)) - np.uint64(1)
+    shift = np.uint64(bits)
+    m = packed.shape[0]
+    write = out.shape[0] > 0
+    w = 0
+    i = 0
+    while i < m:
+        group = packed[i] >> shift
+        j = i + 1
+        while j < m and (packed[j] >> shift) == group:
+            j += 1
+        for p in range(i, j - 1):
+            lo = np.int64(packed[p] & mask)
+            for q in range(p + 1, j):
+                hi = np.int64(packed[q] & mask)
+                if hi != lo:
+                    if write:
+                        out[w] = lo * n + hi
+                    w += 1
+        i = j
+    return w
+
+
+@numba.njit(cache=True, nogil=True)
+def packed_deletion_keys(units, lens, poly, poly_inv, salt, bits, first_doc, out):  # pragma: no cover
     """Key of every text and of every text with one character deleted (a polynomial hash
-    plus a salt per length, as ``minhash._deletion_keys``); writes keys and their text."""
+    plus a salt per length), written as ``(key >> bits << bits) | doc``: the key's top bits
+    and its text in one sortable value."""
+    shift = np.uint64(bits)
     max_len = 0
     for d in range(lens.shape[0]):
         max_len = max(max_len, lens[d])
     prefix = np.zeros(max_len + 1, dtype=np.uint64)
-    power = np.uint64(1)
     w = 0
     pos = 0
     for d in range(lens.shape[0]):
         n = lens[d]
+        doc = np.uint64(first_doc + d)
         power = np.uint64(1)
         for t in range(n):
             prefix[t + 1] = prefix[t] + units[pos + t] * power
             power = power * poly
-        keys[w] = prefix[n] + salt[n]
-        docs[w] = first_doc + d
+        out[w] = (((prefix[n] + salt[n]) >> shift) << shift) | doc
         w += 1
         for i in range(n):
-            keys[w] = prefix[i] + (prefix[n] - prefix[i + 1]) * poly_inv + salt[n - 1]
-            docs[w] = first_doc + d
+            key = prefix[i] + (prefix[n] - prefix[i + 1]) * poly_inv + salt[n - 1]
+            out[w] = ((key >> shift) << shift) | doc
             w += 1
         pos += n
     return w
 
 
+_MIX_WORD = np.uint64(0x9E3779B97F4A7C15)
+
+
 @numba.njit(cache=True, nogil=True)
-def in_bitmap(keys, bitmap, mask, out):  # pragma: no cover - compiled
-    """out[i] = bit (keys[i] & mask) of ``bitmap`` is set (a screen before exact lookups)."""
-    for i in range(keys.shape[0]):
-        low = keys[i] & mask
-        out[i] = (bitmap[low >> np.uint64(3)] >> (low & np.uint64(7))) & np.uint8(1)
+def word_bag_hashes(cps, lens, is_space, poly, out):  # pragma: no cover - compiled
+    """out[d] = the sum (mod 2**64) of a 64-bit hash of each word of text d, words being
+    ``str.split()``'s (maximal runs of code points c with not ``is_space[c]``; code points
+    past the table are never spaces). Equal word bags give equal sums in any order; unequal
+    bags collide with probability ~2**-64, so callers confirm equal sums exactly."""
+    n_space = is_space.shape[0]
+    pos = 0
+    for d in range(lens.shape[0]):
+        n = lens[d]
+        total = np.uint64(0)
+        key = np.uint64(0)
+        in_word = False
+        for t in range(pos, pos + n):
+            c = cps[t]
+            if c < n_space and is_space[c]:
+                if in_word:
+                    total += _mix64(key + _MIX_WORD)
+                    in_word = False
+                    key = np.uint64(0)
+            else:
+                key = key * poly + np.uint64(c) + np.uint64(1)
+                in_word = True
+        if in_word:
+            total += _mix64(key + _MIX_WORD)
+        out[d] = total
+        pos += n

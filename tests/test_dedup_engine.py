@@ -109,3 +109,40 @@ def test_redis_banding_must_find_what_the_fast_engine_finds() -> None:
     check_redis_banding(DedupParams(engine="datasketch", lsh_threshold=0.8))
     with pytest.raises(ParamsError, match="lsh_threshold"):
         check_redis_banding(DedupParams(lsh_threshold=0.8))
+
+
+def test_fast_signatures_are_the_min_hashes_of_the_ngram_hashes() -> None:
+    from curation.minhash import _min_hashes, permutations
+
+    # the compiled one-pass kernel against the two-step reference: hashes, then numpy's min
+    texts = TEXTS + ["x" * 300, "ab\u200bcd", "\U0001f600 emoji text"]
+    a, b = permutations(32, 5)
+    hashes, counts = char_ngram_hashes(texts, ngram=5)
+    expected = np.full((len(texts), 32), EMPTY_HASH, dtype=np.uint32)
+    _min_hashes((hashes >> np.uint64(32)).astype(np.uint32), counts, a, b, expected, batch_docs=4)
+    got = signatures(texts, kind="char", ngram=5, num_perm=32, seed=5, engine="fast")
+    assert got.tobytes() == expected.tobytes()
+
+
+def test_bucket_candidates_hold_every_bucket_pair() -> None:
+    from curation.minhash import bucket_candidates
+
+    rng = np.random.default_rng(1)
+    keys = rng.integers(0, 6, size=(300, 4)).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    exact = {tuple(p) for p in candidate_pairs(keys).tolist()}
+    got = bucket_candidates(keys)
+    assert exact <= {tuple(p) for p in got.tolist()}
+    assert (got[:, 0] < got[:, 1]).all() and len(np.unique(got, axis=0)) == len(got)
+    assert bucket_candidates(keys[:1]).shape == (0, 2)
+
+
+def test_word_bag_hashes_agree_with_word_bag_ids() -> None:
+    from curation.minhash import word_bag_hashes, word_bag_ids
+
+    # str.split()'s whitespace includes U+001C-U+001F and U+3000, which regex \s does not all hold
+    texts = ["a b", "b  a", "", "  ", "a\x1cb", "b\u3000a", "ab", "a b b", "b a b", "a\u200bb", "x y z"]
+    (ids,) = word_bag_ids(texts)
+    hashes = word_bag_hashes(texts)
+    for i in range(len(texts)):
+        for j in range(len(texts)):
+            assert (ids[i] == ids[j]) == (hashes[i] == hashes[j]), (texts[i], texts[j])
