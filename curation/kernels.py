@@ -63,35 +63,36 @@ _S29 = np.uint64(29)
 
 @numba.njit(cache=True, nogil=True)
 def char_min_hashes(cps, lens, ngram, poly, a, b, out):  # pragma: no cover - compiled
-    """``min_hashes`` over the hashes ``ngram_hashes`` gives, in one pass: the n-gram hashes
-    are made on the fly from the code points (``cps``, uint32; unit = code point + 1) and
-    never stored. Rows of empty texts are set to 2**32 - 1 (datasketch's empty value)."""
+    """out[d, k] = min over text d's character n-grams g of (a[k] * h(g) + b[k]) mod 2**32,
+    h(g) the top 32 bits of ``ngram_hashes``' hash of g, made on the fly from the code points
+    (``cps``, uint32; unit = code point + 1) and never stored. Rows of empty texts are set
+    to 2**32 - 1 (datasketch's empty value). The affine step is uint32 arithmetic (it wraps
+    mod 2**32 by itself), twice as many lanes per vector instruction as uint64."""
     num_perm = a.shape[0]
-    a64 = a.astype(np.uint64)
-    b64 = b.astype(np.uint64)
-    best = np.empty(num_perm, dtype=np.uint64)
+    empty = np.uint32(0xFFFFFFFF)
+    best = np.empty(num_perm, dtype=np.uint32)
     one = np.uint64(1)
     pos = 0
     for d in range(lens.shape[0]):
         n = lens[d]
         if n == 0:
             for k in range(num_perm):
-                out[d, k] = np.uint32(_U32)
+                out[d, k] = empty
             continue
-        best[:] = _U32
+        best[:] = empty
         count = n - ngram + 1 if n > ngram else 1
         for i in range(count):
             key = np.uint64(0)
             for k in range(ngram):
                 c = np.uint64(cps[pos + i + k]) + one if i + k < n else np.uint64(0)
                 key = key * poly + c
-            h = _mix64(key) >> np.uint64(32)
+            h = np.uint32(_mix64(key) >> np.uint64(32))
             for k in range(num_perm):
-                v = (a64[k] * h + b64[k]) & _U32
+                v = np.uint32(a[k] * h + b[k])
                 if v < best[k]:
                     best[k] = v
         for k in range(num_perm):
-            out[d, k] = np.uint32(best[k])
+            out[d, k] = best[k]
         pos += n
 
 
@@ -198,3 +199,25 @@ def word_bag_hashes(cps, lens, is_space, poly, out):  # pragma: no cover - compi
             total += _mix64(key + _MIX_WORD)
         out[d] = total
         pos += n
+
+
+@numba.njit(cache=True, nogil=True)
+def equal_slots_reaching(sig_a, sig_b, pairs, need, step, out):  # pragma: no cover - compiled
+    """out[p] = the number of equal slots of pair p (rows pairs[p, 0] of ``sig_a`` and
+    pairs[p, 1] of ``sig_b``), or -1 as soon as the pair can no longer reach ``need`` equal
+    slots (checked every ``step`` slots): the exact decision, with early rejection."""
+    num_perm = sig_a.shape[1]
+    for p in range(pairs.shape[0]):
+        i, j = pairs[p, 0], pairs[p, 1]
+        equal = 0
+        lo = 0
+        while lo < num_perm:
+            hi = min(lo + step, num_perm)
+            for k in range(lo, hi):
+                if sig_a[i, k] == sig_b[j, k]:
+                    equal += 1
+            if equal + (num_perm - hi) < need:
+                equal = -1
+                break
+            lo = hi
+        out[p] = equal

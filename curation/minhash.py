@@ -3,8 +3,8 @@ candidates, and exact candidate sources for the edit rule.
 
 datasketch (>= 2.0, scheme "affine32") hashes each shingle with ``sha1_hash32``, pre-mixes it
 with the 32-bit MurmurHash3 finalizer, applies ``a*h + b mod 2**32`` per permutation and
-keeps the minimum. We do the same over all shingles of a batch at once with numpy, taking the
-permutation parameters from datasketch itself so the two can never drift apart.
+keeps the minimum. We do the same over all shingles of a batch at once with numpy, drawing the
+permutation parameters as datasketch does (a test checks they equal datasketch's).
 """
 
 from __future__ import annotations
@@ -132,11 +132,16 @@ def shingles(text: str, *, kind: str, ngram: int) -> list[bytes]:
 
 
 def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """datasketch's permutation parameters (a, b) for this num_perm and seed."""
-    from datasketch import MinHash  # imported when used: it loads scipy and its async LSH
+    """datasketch's permutation parameters (a, b) for this num_perm and seed.
 
-    a, b = MinHash(num_perm=num_perm, seed=seed).permutations
-    return a.astype(np.uint32), b.astype(np.uint32)
+    datasketch's "affine32" scheme (``MinHash._init_permutations``), drawn here from the same
+    generator instead of importing datasketch (0.6 s of start-up for 256 numbers): a test
+    checks that they equal ``MinHash(num_perm, seed).permutations``.
+    """
+    gen = np.random.RandomState(seed)
+    a = gen.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)  # odd: bijective
+    b = gen.randint(0, 1 << 32, num_perm, dtype=np.uint32)
+    return a, b
 
 
 def _fmix32(hv: np.ndarray) -> np.ndarray:
@@ -416,12 +421,9 @@ def cross_pairs(left_keys: np.ndarray, right_keys: np.ndarray) -> np.ndarray:
     return _unique_pairs(np.repeat(left_docs[hit], counts) * n_right + matched, n_right)
 
 
-# Early rejection: the first _PREFIX_SLOTS slots of every signature are kept in a compact copy
-# (a quarter of the bytes, so much more of it stays in cache) and compared first;
-# a pair whose slots so far already disagree too often cannot reach the Jaccard threshold and
-# is dropped, the rest continue _SLOTS_PER_STEP slots at a time. Most LSH candidates are
-# rejected after the prefix; the decision is exact, not an approximation.
-_PREFIX_SLOTS = 32
+# Early rejection: a pair whose slots so far already disagree too often cannot reach the
+# Jaccard threshold and is dropped (compiled, checked every _SLOTS_PER_STEP slots); the decision
+# is exact, not an approximation.
 _SLOTS_PER_STEP = 16
 _PAIRS_PER_CHUNK = 65_536  # pairs compared together (bounds the gathered rows' memory)
 
@@ -478,39 +480,6 @@ def word_bag_hashes(texts: Sequence[str]) -> np.ndarray:
     return out
 
 
-def _pairs_reaching(
-    sig_a: np.ndarray,
-    sig_b: np.ndarray,
-    prefix_a: np.ndarray,
-    prefix_b: np.ndarray,
-    pairs: np.ndarray,
-    threshold: float,
-) -> np.ndarray:
-    """Mask of the pairs whose estimated Jaccard reaches ``threshold``; the same as
-    ``estimated_jaccard(sig_a, sig_b, pairs) >= threshold``, with early rejection.
-    ``prefix_*`` are contiguous copies of the first columns of ``sig_*``."""
-    num_perm, first = sig_a.shape[1], prefix_a.shape[1]
-
-    def reachable(equal: np.ndarray, compared: int) -> np.ndarray:
-        # the same division as estimated_jaccard, on the most the pair can still reach
-        return (equal + (num_perm - compared)) / num_perm >= threshold
-
-    ok = np.zeros(len(pairs), dtype=bool)
-    for s in range(0, len(pairs), _PAIRS_PER_CHUNK):
-        chunk = pairs[s : s + _PAIRS_PER_CHUNK]
-        equal = _equal_slots(prefix_a, prefix_b, chunk)
-        alive = np.flatnonzero(reachable(equal, first))
-        equal = equal[alive]
-        for lo in range(first, num_perm, _SLOTS_PER_STEP):
-            hi = min(lo + _SLOTS_PER_STEP, num_perm)
-            p = chunk[alive]
-            equal += np.count_nonzero(sig_a[p[:, 0], lo:hi] == sig_b[p[:, 1], lo:hi], axis=1)
-            keep = reachable(equal, hi)
-            alive, equal = alive[keep], equal[keep]
-        ok[s + alive] = True
-    return ok
-
-
 class PairVerifier:
     """Decides which candidate pairs are near duplicates (see :meth:`__call__`).
 
@@ -555,19 +524,26 @@ class PairVerifier:
             # million texts); pairs whose hashes agree are confirmed on the words themselves
             self.left_bag = word_bag_hashes(left_texts)
             self.right_bag = self.left_bag if same else word_bag_hashes(right_texts)
-        self.left_prefix = np.ascontiguousarray(left_sig[:, :_PREFIX_SLOTS])
-        self.right_prefix = (
-            self.left_prefix if right_sig is left_sig else np.ascontiguousarray(right_sig[:, :_PREFIX_SLOTS])
-        )
+        self.need = min_equal_slots(threshold, left_sig.shape[1])  # equal slots reaching threshold
 
     def __call__(self, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(near-duplicate mask over ``pairs``, estimated Jaccard of each accepted pair)."""
         if len(pairs) == 0:
             return np.zeros(0, dtype=bool), np.zeros(0)
+        from curation import kernels
+
+        pairs = np.ascontiguousarray(pairs, dtype=np.int64)
         li, ri = pairs[:, 0], pairs[:, 1]
-        ok = _pairs_reaching(
-            self.left_sig, self.right_sig, self.left_prefix, self.right_prefix, pairs, self.threshold
+        equal = np.empty(len(pairs), dtype=np.int64)  # -1: rejected early
+        kernels.equal_slots_reaching(
+            np.ascontiguousarray(self.left_sig),
+            np.ascontiguousarray(self.right_sig),
+            pairs,
+            self.need,
+            _SLOTS_PER_STEP,
+            equal,
         )
+        ok = equal >= self.need
         if self.max_char_edits > 0:
             # OSA distance is at least the length difference: only near-equal lengths can
             # pass, and pairs already accepted need no distance
@@ -589,7 +565,12 @@ class PairVerifier:
                     for i, j in zip(li[todo].tolist(), ri[todo].tolist(), strict=True)
                 ]
         ok &= (self.left_len[li] > 0) & (self.right_len[ri] > 0)
-        return ok, estimated_jaccard(self.left_sig, self.right_sig, pairs[ok])
+        equal = equal[ok]
+        early = np.flatnonzero(equal < 0)  # accepted by an edit rule after an early rejection
+        if early.size:
+            equal[early] = _equal_slots(self.left_sig, self.right_sig, pairs[ok][early])
+        # the same division as estimated_jaccard
+        return ok, equal / self.left_sig.shape[1]
 
 
 # --- the "fast" engine: arithmetic shingle hashes, exact candidate sources -----------------

@@ -146,3 +146,15 @@ def test_word_bag_hashes_agree_with_word_bag_ids() -> None:
     for i in range(len(texts)):
         for j in range(len(texts)):
             assert (ids[i] == ids[j]) == (hashes[i] == hashes[j]), (texts[i], texts[j])
+
+
+@pytest.mark.parametrize(("num_perm", "seed"), [(128, 1), (64, 3), (2, 0)])
+def test_permutations_are_datasketchs(num_perm: int, seed: int) -> None:
+    from datasketch import MinHash
+
+    from curation.minhash import permutations
+
+    a, b = permutations(num_perm, seed)
+    ref_a, ref_b = MinHash(num_perm=num_perm, seed=seed).permutations
+    assert a.dtype == b.dtype == np.uint32
+    assert a.tolist() == ref_a.tolist() and b.tolist() == ref_b.tolist()
