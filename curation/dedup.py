@@ -14,8 +14,6 @@ from typing import NamedTuple
 
 import numpy as np
 import polars as pl
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from curation.minhash import (
     PairVerifier,
@@ -73,7 +71,13 @@ def dedup_keys(texts: pl.Series) -> pl.Series:
     if len(other):
         rest = texts.gather(other).to_frame(name).select(canonical_text(pl.col(name)))
         canonical = canonical.scatter(other, rest.to_series())
-    return canonical.to_frame(name).select(dedup_key_from_canonical(pl.col(name))).to_series()
+    # dedup_key_from_canonical, with the stripped form computed once (a when/then in one
+    # select computed it twice) and the fallback only for the texts that strip to nothing
+    norm = canonical.to_frame(name).select(strip_punctuation(pl.col(name))).to_series()
+    empty = (norm.str.len_bytes() == 0).arg_true()
+    if len(empty):
+        norm = norm.scatter(empty, canonical.gather(empty).str.strip_chars())
+    return norm
 
 
 def local_signer(cfg: DedupParams) -> Signer:
@@ -126,6 +130,17 @@ def banded_candidates(cfg: DedupParams) -> CandidateSource:
             yield pairs_of(keys[:, lo : lo + cfg.bands_per_pass])
 
     return blocks
+
+
+def cluster_labels(n: int, pairs: np.ndarray) -> np.ndarray:
+    """Connected components of ``n`` texts linked by ``pairs`` (k x 2): one number per text,
+    components numbered by their first text (scipy's ``connected_components`` numbering;
+    compiled union-find here, so dedup does not load scipy.sparse: 0.3 s of start-up)."""
+    from curation import kernels
+
+    labels = np.empty(n, dtype=np.int64)
+    kernels.component_labels(n, np.ascontiguousarray(pairs, dtype=np.int64).reshape(-1, 2), labels)
+    return labels
 
 
 def near_duplicate_clusters(
@@ -184,10 +199,7 @@ def near_duplicate_clusters(
     unique_codes, first = np.unique(all_codes, return_index=True)
     verified = np.stack([unique_codes // n, unique_codes % n], axis=1).reshape(-1, 2)
     verified_sims = all_sims[first]
-    graph = coo_matrix(
-        (np.ones(len(verified), dtype=np.int8), (verified[:, 0], verified[:, 1])), shape=(n, n)
-    )
-    _, labels = connected_components(graph, directed=False)
+    labels = cluster_labels(n, verified)
     bands, rows = candidate_bands(cfg)
     log.info(
         "dedup: %d distinct texts, %d LSH candidate pairs, %d verified (b=%d, r=%d)",
@@ -197,9 +209,7 @@ def near_duplicate_clusters(
         bands,
         rows,
     )
-    return labels.astype(np.int64), {
-        (int(i), int(j)): float(s) for (i, j), s in zip(verified, verified_sims, strict=True)
-    }
+    return labels, {(int(i), int(j)): float(s) for (i, j), s in zip(verified, verified_sims, strict=True)}
 
 
 def drop_duplicates(

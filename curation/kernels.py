@@ -221,3 +221,36 @@ def equal_slots_reaching(sig_a, sig_b, pairs, need, step, out):  # pragma: no co
                 break
             lo = hi
         out[p] = equal
+
+
+@numba.njit(cache=True, nogil=True)
+def component_labels(n, edges, out):  # pragma: no cover - compiled
+    """Connected components of the undirected graph on nodes 0..n-1 with ``edges`` (k x 2):
+    out[v] = the component's number, components numbered by their smallest node in node
+    order (0, 1, ...), as ``scipy.sparse.csgraph.connected_components`` numbers them. Returns
+    the number of components. Union-find with path halving; the root is the smallest node."""
+    parent = np.arange(n)
+    for e in range(edges.shape[0]):
+        a, b = edges[e, 0], edges[e, 1]
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        while parent[b] != b:
+            parent[b] = parent[parent[b]]
+            b = parent[b]
+        if a < b:
+            parent[b] = a
+        elif b < a:
+            parent[a] = b
+    count = 0
+    for v in range(n):
+        root = v
+        while parent[root] != root:
+            root = parent[root]
+        parent[v] = root  # every node below v already points at its root: roots are minimal
+        if root == v:
+            out[v] = count
+            count += 1
+        else:
+            out[v] = out[root]
+    return count

@@ -158,3 +158,16 @@ def test_permutations_are_datasketchs(num_perm: int, seed: int) -> None:
     ref_a, ref_b = MinHash(num_perm=num_perm, seed=seed).permutations
     assert a.dtype == b.dtype == np.uint32
     assert a.tolist() == ref_a.tolist() and b.tolist() == ref_b.tolist()
+
+
+def test_cluster_labels_number_components_as_scipy_does() -> None:
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    from curation.dedup import cluster_labels
+
+    rng = np.random.default_rng(2)
+    for n, k in ((1, 0), (10, 0), (50, 30), (400, 380), (300, 1000)):
+        pairs = np.sort(rng.integers(0, n, size=(k, 2)), axis=1)
+        graph = coo_matrix((np.ones(k, dtype=np.int8), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+        assert cluster_labels(n, pairs).tolist() == connected_components(graph, directed=False)[1].tolist()
