@@ -21,12 +21,63 @@ import logging
 import numpy as np
 import polars as pl
 
-from curation.dedup import StepResult, dedup_key, local_signer
-from curation.minhash import PairVerifier, Signer, band_keys, cross_pairs, lsh_bands
+from curation.dedup import StepResult, dedup_key, dedup_keys, local_signer
+from curation.minhash import (
+    PairVerifier,
+    Signer,
+    band_keys,
+    cross_bucket_candidates,
+    cross_pairs,
+    exact_bands,
+    lsh_bands,
+    one_edit_cross_pairs,
+)
 from schemas.params import DecontamParams, DedupParams
 from schemas.records import FLAGS_SCHEMA, REMOVED_SCHEMA
 
 log = logging.getLogger(__name__)
+
+
+def exact_leak_rule(cfg: DecontamParams, minhash: DedupParams) -> bool:
+    """Whether decontam's candidates are exact (every pair the near rule accepts), as dedup's
+    are with the fast engine (:func:`curation.dedup.exact_edit_rule`), rather than LSH's."""
+    return minhash.engine == "fast" and cfg.max_char_edits <= 1
+
+
+def leak_candidates(
+    keys_tr: list[str],
+    keys_te: list[str],
+    sig_tr: np.ndarray,
+    sig_te: np.ndarray,
+    verify: PairVerifier,
+    *,
+    cfg: DecontamParams,
+    minhash: DedupParams,
+) -> np.ndarray:
+    """(train, test) candidate pairs for the near rule; sorted, unique.
+
+    With the fast engine (:func:`exact_leak_rule`), dedup's exact sources between the two
+    sides: pigeonhole bands at ``cfg.threshold`` (every pair reaching it), the one-deletion
+    neighbourhood (every pair one edit apart) and equal word bags, so no leak the rules
+    accept is left to chance. Otherwise datasketch's banding at ``cfg.lsh_threshold``.
+    """
+    if not exact_leak_rule(cfg, minhash):
+        bands, rows = lsh_bands(cfg.lsh_threshold, minhash.num_perm)
+        return cross_pairs(
+            band_keys(sig_tr, bands=bands, rows=rows), band_keys(sig_te, bands=bands, rows=rows)
+        )
+    bands, rows = exact_bands(cfg.threshold, minhash.num_perm)
+    sources = [
+        cross_bucket_candidates(
+            band_keys(sig_tr, bands=bands, rows=rows), band_keys(sig_te, bands=bands, rows=rows)
+        )
+    ]
+    if cfg.max_char_edits == 1:
+        sources.append(one_edit_cross_pairs(keys_tr, keys_te))
+    if verify.left_bag is not None and verify.right_bag is not None:
+        sources.append(cross_bucket_candidates(verify.left_bag[:, None], verify.right_bag[:, None]))
+    codes = np.unique(np.concatenate([p[:, 0] * len(keys_te) + p[:, 1] for p in sources]))
+    return np.stack([codes // len(keys_te), codes % len(keys_te)], axis=1).reshape(-1, 2)
 
 
 def remove_test_leaks(
@@ -56,9 +107,9 @@ def remove_test_leaks(
     """
     if (train_embeddings is None) != (test_embeddings is None):
         raise ValueError("remove_test_leaks: pass both train_embeddings and test_embeddings, or neither")
-    tr = train.with_columns(_key=dedup_key(pl.col("text"))).with_row_index("_i")
+    tr = train.with_columns(_key=dedup_keys(train["text"])).with_row_index("_i")
     te = (
-        test.with_columns(_key=dedup_key(pl.col("text")))
+        test.with_columns(_key=dedup_keys(test["text"]))
         .with_row_index("_orig")
         .sort("id")
         .with_row_index("_j")
@@ -75,19 +126,17 @@ def remove_test_leaks(
         sign = signer or local_signer(minhash)
         sig_tr = sign(tr["_key"].to_list())
         sig_te = sign(te["_key"].to_list())
-        bands, rows = lsh_bands(cfg.lsh_threshold, minhash.num_perm)
-        pairs = cross_pairs(
-            band_keys(sig_tr, bands=bands, rows=rows), band_keys(sig_te, bands=bands, rows=rows)
-        )
+        keys_tr, keys_te = tr["_key"].to_list(), te["_key"].to_list()
         verify = PairVerifier(
-            tr["_key"].to_list(),
-            te["_key"].to_list(),
+            keys_tr,
+            keys_te,
             sig_tr,
             sig_te,
             threshold=cfg.threshold,
             max_char_edits=cfg.max_char_edits,
             word_order=cfg.word_order,
         )
+        pairs = leak_candidates(keys_tr, keys_te, sig_tr, sig_te, verify, cfg=cfg, minhash=minhash)
         keep, sims = verify(pairs)
         if keep.any():
             near = (

@@ -110,11 +110,12 @@ def band_keys(sig, bands, rows, out):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def run_pair_codes(packed, bits, n, out):  # pragma: no cover - compiled
+def run_pair_codes(packed, bits, n, cross_at, out):  # pragma: no cover - compiled
     """Pairs within runs of a sorted array of ``(key prefix << bits) | doc`` values.
 
     For every run of equal key prefixes, every pair of different docs in it as the code
-    ``lo * n + hi`` (docs in a run are ascending, so lo < hi). Writes into ``out`` when it
+    ``lo * n + hi`` (docs in a run are ascending, so lo < hi); with ``cross_at`` > 0 only
+    the pairs with lo < cross_at <= hi (one doc on each side). Writes into ``out`` when it
     is large enough (call once with an empty ``out`` to count); returns the number of codes.
     """
     mask = (np.uint64(1) << np.uint64(bits)) - np.uint64(1)
@@ -130,9 +131,11 @@ def run_pair_codes(packed, bits, n, out):  # pragma: no cover - compiled
             j += 1
         for p in range(i, j - 1):
             lo = np.int64(packed[p] & mask)
+            if cross_at > 0 and lo >= cross_at:
+                break  # the rest of the run is on the right side too
             for q in range(p + 1, j):
                 hi = np.int64(packed[q] & mask)
-                if hi != lo:
+                if hi != lo and (cross_at <= 0 or hi >= cross_at):
                     if write:
                         out[w] = lo * n + hi
                     w += 1

@@ -358,16 +358,20 @@ def _doc_bits(n: int) -> int:
     return max(1, (n - 1).bit_length())
 
 
-def _run_pairs(packed: np.ndarray, n: int) -> np.ndarray:
+def _run_pairs(packed: np.ndarray, n: int, cross_at: int = 0) -> np.ndarray:
     """Unique (i, j), i < j, of the documents within runs of equal key prefixes of a sorted
-    array of ``(key prefix << _doc_bits(n)) | document`` values."""
+    array of ``(key prefix << _doc_bits(n)) | document`` values; with ``cross_at`` > 0 only
+    pairs with i < cross_at <= j, returned as (i, j - cross_at)."""
     from curation import kernels
 
     bits = _doc_bits(n)
-    count = kernels.run_pair_codes(packed, bits, n, np.empty(0, dtype=np.int64))
+    count = kernels.run_pair_codes(packed, bits, n, cross_at, np.empty(0, dtype=np.int64))
     codes = np.empty(count, dtype=np.int64)
-    kernels.run_pair_codes(packed, bits, n, codes)
-    return _unique_pairs(codes, n)
+    kernels.run_pair_codes(packed, bits, n, cross_at, codes)
+    pairs = _unique_pairs(codes, n)
+    if cross_at > 0:
+        pairs[:, 1] -= cross_at
+    return pairs
 
 
 def bucket_candidates(keys: np.ndarray) -> np.ndarray:
@@ -383,12 +387,26 @@ def bucket_candidates(keys: np.ndarray) -> np.ndarray:
     n = keys.shape[0]
     if n < 2 or keys.shape[1] == 0:
         return np.zeros((0, 2), dtype=np.int64)
+    return _run_pairs(_packed_buckets(keys), n)
+
+
+def _packed_buckets(keys: np.ndarray) -> np.ndarray:
+    """Every (document, band) key as ``(key's top bits << _doc_bits(n)) | document``, sorted."""
+    n = keys.shape[0]
     bits = np.uint64(_doc_bits(n))
-    # band-major, so a document's bands never sit side by side in one run by construction
-    packed = ((keys.T >> bits) << bits) | np.arange(n, dtype=np.uint64)
-    packed = packed.ravel()
+    packed = (((keys.T >> bits) << bits) | np.arange(n, dtype=np.uint64)).ravel()
     packed.sort()
-    return _run_pairs(packed, n)
+    return packed
+
+
+def cross_bucket_candidates(left_keys: np.ndarray, right_keys: np.ndarray) -> np.ndarray:
+    """:func:`cross_pairs` plus, rarely, pairs whose keys agree only in their top bits (see
+    :func:`bucket_candidates`): (i, j) with left doc i and right doc j; sorted, unique."""
+    n_left = left_keys.shape[0]
+    if n_left == 0 or right_keys.shape[0] == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    both = np.concatenate([left_keys, right_keys])
+    return _run_pairs(_packed_buckets(both), both.shape[0], cross_at=n_left)
 
 
 def same_key_pairs(ids: np.ndarray) -> np.ndarray:
@@ -687,6 +705,18 @@ def one_edit_pairs(texts: Sequence[str]) -> np.ndarray:
     finds every pair; a hash collision only adds a candidate that verification rejects.
     Returns candidates: check them with :class:`PairVerifier`.
     """
+    return _one_edit_runs(texts, cross_at=0)
+
+
+def one_edit_cross_pairs(left: Sequence[str], right: Sequence[str]) -> np.ndarray:
+    """Every (i, j) of a left text i and a right text j at most one edit apart (as
+    :func:`one_edit_pairs`, between the two lists only); candidates, sorted, unique."""
+    if not left or not right:
+        return np.zeros((0, 2), dtype=np.int64)
+    return _one_edit_runs([*left, *right], cross_at=len(left))
+
+
+def _one_edit_runs(texts: Sequence[str], *, cross_at: int) -> np.ndarray:
     from curation import kernels  # numba: loaded only when pairs are searched
 
     n = len(texts)
@@ -704,4 +734,4 @@ def one_edit_pairs(texts: Sequence[str]) -> np.ndarray:
             units, lens, _POLY, _POLY_INV, salt, _doc_bits(n), lo, packed[written:]
         )
     packed.sort()
-    return _run_pairs(packed, n)
+    return _run_pairs(packed, n, cross_at)

@@ -171,3 +171,48 @@ def test_cluster_labels_number_components_as_scipy_does() -> None:
         pairs = np.sort(rng.integers(0, n, size=(k, 2)), axis=1)
         graph = coo_matrix((np.ones(k, dtype=np.int8), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
         assert cluster_labels(n, pairs).tolist() == connected_components(graph, directed=False)[1].tolist()
+
+
+def test_cross_sources_hold_every_cross_pair() -> None:
+    from curation.minhash import cross_bucket_candidates, cross_pairs, one_edit_cross_pairs
+
+    left, right = TEXTS[:8], TEXTS[8:] + ["my card was declined", "mycard was declined", "how do i top u"]
+    expected = {
+        (i, j) for i in range(len(left)) for j in range(len(right)) if OSA.distance(left[i], right[j]) <= 1
+    }
+    got = {tuple(p) for p in one_edit_cross_pairs(left, right).tolist()}
+    assert {(0, 7), (0, 8), (5, 9)} <= expected <= got
+    assert all(i < len(left) and j < len(right) for i, j in got)
+    rng = np.random.default_rng(3)
+    lk = rng.integers(0, 5, size=(40, 3)).astype(np.uint64)
+    rk = rng.integers(0, 5, size=(30, 3)).astype(np.uint64)
+    exact = {tuple(p) for p in cross_pairs(lk, rk).tolist()}
+    assert exact and exact <= {tuple(p) for p in cross_bucket_candidates(lk, rk).tolist()}
+    assert cross_bucket_candidates(lk, rk[:0]).shape == (0, 2)
+
+
+def test_decontam_finds_every_leak_the_near_rule_accepts() -> None:
+    import polars as pl
+
+    from curation.decontam import remove_test_leaks
+    from curation.minhash import PairVerifier
+    from schemas.params import DecontamParams
+
+    # short texts: one typo moves their Jaccard far below what LSH at 0.4 reliably finds
+    test = ["lost card", "top up failed", "pin blocked", "card declined at shop", "how do i top up"]
+    train = ["lost crad", "top up faild", "pin blocke", "declined card at shop", "how do i top up?"]
+    train += ["new pin", "lots card", "top-up failed", "card declined at the shop", "exchange rate"]
+    cfg, minhash = DecontamParams(one_word=False), DedupParams()
+    keys_tr = [t.replace("?", "").replace("-", " ") for t in train]
+    sig_tr = signatures(keys_tr, kind="char", ngram=5, num_perm=128, seed=1, engine="fast")
+    sig_te = signatures(test, kind="char", ngram=5, num_perm=128, seed=1, engine="fast")
+    verify = PairVerifier(keys_tr, test, sig_tr, sig_te, threshold=0.9, max_char_edits=1, word_order=True)
+    every = np.array([(i, j) for i in range(len(train)) for j in range(len(test))])
+    ok, _ = verify(every)
+    expected = {f"r{i}" for i in every[ok][:, 0]}
+    frame = pl.DataFrame({"id": [f"r{i}" for i in range(len(train))], "line": range(1, len(train) + 1)})
+    frame = frame.with_columns(text=pl.Series(train), label=pl.lit("x"), split=pl.lit("train"))
+    tests = pl.DataFrame({"id": [f"t{j}" for j in range(len(test))], "text": test, "label": "x"})
+    out = remove_test_leaks(frame, tests, cfg=cfg, minhash=minhash)
+    assert {"r0", "r1", "r2", "r3", "r4", "r6", "r7"} <= expected
+    assert set(out.removed["id"]) == expected
