@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+import pandera.errors as pa_errors
 import polars as pl
 
-from schemas.pandera_polars import pa
 from schemas.params import DataParams
 from schemas.records import QUARANTINE_SCHEMA, raw_record_schema
 
@@ -39,7 +39,7 @@ def validate_records(
     try:
         schema.validate(frame, lazy=True)
         return ingested, pl.DataFrame(schema=QUARANTINE_SCHEMA)
-    except pa.errors.SchemaErrors as exc:
+    except pa_errors.SchemaErrors as exc:
         cases = exc.failure_cases
     unknown = cases.filter(pl.col("index").is_null())
     if unknown.height:
