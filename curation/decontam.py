@@ -263,6 +263,50 @@ def one_word_pairs(frame: pl.DataFrame, *, min_words: int, same_label: bool) -> 
     return pairs.select("lo", "hi").to_numpy().astype(np.int64).reshape(-1, 2)
 
 
+_WORD_POLY = np.uint64(0x100000001B3)  # FNV's prime: odd, so invertible mod 2**64
+_WORD_POLY_INV = np.uint64(pow(0x100000001B3, -1, 1 << 64))
+_WILDCARD = np.uint64(0x5BD1E9955BD1E995)  # the hash of word_edit_keys' wildcard word
+
+
+def one_word_candidates(left: list[str], right: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(left rows, right rows) of the pairs whose :func:`word_edit_keys` hashes match
+    (sub = sub, left dele = right full, left full = right dele): every pair whose strings
+    match, plus, with probability ~2**-64 a pair, one whose strings do not. Compiled hashes
+    and integer joins, instead of a string per (row, word position) for every row."""
+    from curation import kernels
+    from curation.minhash import _code_points
+
+    def hashes(texts: list[str]) -> pl.DataFrame:
+        cps, lens = _code_points(texts)
+        words = np.fromiter((t.count(" ") + 1 for t in texts), dtype=np.int64, count=len(texts))
+        salt = np.arange(int(words.max(initial=0)) + 2, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        sub = np.empty(int(words.sum()), dtype=np.uint64)
+        dele = np.empty_like(sub)
+        full = np.empty(len(texts), dtype=np.uint64)
+        kernels.word_edit_hashes(cps, lens, _WORD_POLY, _WORD_POLY_INV, _WILDCARD, salt, sub, dele, full)
+        owner = np.repeat(np.arange(len(texts)), words)
+        return pl.DataFrame({"row": owner, "sub": sub, "dele": dele}), pl.DataFrame(
+            {"row": np.arange(len(texts)), "full": full}
+        )
+
+    if not left or not right:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    (a, a_full), (b, b_full) = hashes(left), hashes(right)
+    pairs = pl.concat(
+        [
+            a.select("row", "sub").join(b.select("sub", pl.col("row").alias("_j")), on="sub"),
+            a.select("row", "dele").join(
+                b_full.select(pl.col("full").alias("dele"), pl.col("row").alias("_j")), on="dele"
+            ),
+            a_full.select("row", pl.col("full").alias("dele")).join(
+                b.select("dele", pl.col("row").alias("_j")), on="dele"
+            ),
+        ],
+        how="diagonal",
+    ).select("row", "_j")
+    return pairs["row"].to_numpy(), pairs["_j"].to_numpy()
+
+
 def one_word_leaks(tr: pl.DataFrame, te: pl.DataFrame, *, min_words: int, same_label: bool) -> pl.DataFrame:
     """Train rows one word (substituted, inserted, deleted) from a test row.
 
@@ -277,8 +321,14 @@ def one_word_leaks(tr: pl.DataFrame, te: pl.DataFrame, *, min_words: int, same_l
         (_i, _test_id, _sim) one row per leaking train row, the smallest test id; ``_sim`` is
         the share of words in common.
     """
-    a = word_edit_keys(tr.filter(pl.col("_key").str.count_matches(" ") + 1 >= min_words), "_i")
-    b = word_edit_keys(te.filter(pl.col("_key").str.count_matches(" ") + 1 >= min_words), "_j")
+    long_tr = tr.filter(pl.col("_key").str.count_matches(" ") + 1 >= min_words)
+    long_te = te.filter(pl.col("_key").str.count_matches(" ") + 1 >= min_words)
+    # the strings below for the rows that can be in a pair only: every pair of equal strings
+    # has equal hashes, so the rows of hashed pairs hold every pair (and the strings decide)
+    i, j = one_word_candidates(long_tr["_key"].to_list(), long_te["_key"].to_list())
+    long_tr, long_te = long_tr[np.unique(i)], long_te[np.unique(j)]
+    a = word_edit_keys(long_tr, "_i")
+    b = word_edit_keys(long_te, "_j")
     full_b = b.unique("_j").select("_j", "full", "_n")
     full_a = a.unique("_i").select("_i", "full", "_n")
     pairs = pl.concat(

@@ -257,3 +257,55 @@ def component_labels(n, edges, out):  # pragma: no cover - compiled
         else:
             out[v] = out[root]
     return count
+
+
+@numba.njit(cache=True, nogil=True)
+def word_edit_hashes(cps, lens, poly, poly_inv, wild, salt, sub, dele, full):  # pragma: no cover
+    """Hashes of ``decontam.word_edit_keys``' strings, words split on single spaces (U+0020)
+    as polars' ``str.split(" ")`` does: for text d with n words, ``full[d]``, and at
+    ``sub[start(d) + p]`` / ``dele[start(d) + p]`` the text with word p a wildcard / deleted
+    (start(d) = the words of the texts before d). A word's hash is splitmix64 of the
+    polynomial over its code points; the word "\\x00" (what the wildcard is written as) hashes
+    to ``wild`` as the wildcard does, so equal strings always give equal hashes. Sequences
+    are polynomials in ``poly`` over the word hashes plus ``salt[word count]``."""
+    max_words = 1
+    for d in range(lens.shape[0]):
+        max_words = max(max_words, lens[d] + 1)
+    words = np.empty(max_words, dtype=np.uint64)
+    powers = np.empty(max_words + 1, dtype=np.uint64)
+    powers[0] = np.uint64(1)
+    for k in range(1, max_words + 1):
+        powers[k] = powers[k - 1] * poly
+    prefix = np.empty(max_words + 1, dtype=np.uint64)
+    pos = 0
+    w = 0
+    for d in range(lens.shape[0]):
+        n_chars = lens[d]
+        n = 0
+        key = np.uint64(0)
+        only_nul = True
+        n_in = 0
+        for t in range(pos, pos + n_chars + 1):
+            if t == pos + n_chars or cps[t] == 32:
+                words[n] = wild if (only_nul and n_in == 1) else _mix64(key + _MIX_WORD)
+                n += 1
+                key = np.uint64(0)
+                only_nul = True
+                n_in = 0
+            else:
+                key = key * poly + np.uint64(cps[t]) + np.uint64(1)
+                only_nul = only_nul and cps[t] == 0
+                n_in += 1
+        prefix[0] = np.uint64(0)
+        for k in range(n):
+            prefix[k + 1] = prefix[k] + words[k] * powers[k]
+        total = prefix[n]
+        full[d] = total + salt[n]
+        for p in range(n):
+            sub[w + p] = total + (wild - words[p]) * powers[p] + salt[n]
+            # the words after p move down one place: their part times poly's inverse (poly is
+            # odd, so invertible mod 2**64)
+            dele[w + p] = prefix[p] + (total - prefix[p + 1]) * poly_inv + salt[n - 1]
+        w += n
+        pos += n_chars
+    return w
