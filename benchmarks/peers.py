@@ -18,6 +18,7 @@ rows that should stay. The machine is shared: compare tools within one run.
 
     .venv/bin/python benchmarks/peers.py --rows 200000
     .venv/bin/python benchmarks/peers.py --rows 1000000 --skip datasketch
+    .venv/bin/python benchmarks/peers.py --rows 200000 --before /tmp/before  # + another checkout
 """
 
 from __future__ import annotations
@@ -146,11 +147,14 @@ def curagate_params(tmp: Path, overrides: list[str]) -> Path:
     return path
 
 
-def run_curagate(path: Path, params: Path, tmp: Path, n: int) -> tuple[np.ndarray, float, float]:
-    out = tmp / "curated"
+def run_curagate(
+    path: Path, params: Path, tmp: Path, n: int, root: Path = ROOT
+) -> tuple[np.ndarray, float, float]:
+    """``curagate dedup`` of the checkout at ``root`` (another one: ``--before``)."""
+    out = tmp / f"curated-{root.name}"
     cmd = [sys.executable, "-m", "flows.cli", "dedup", "--train", str(path), "--params", str(params)]
     cmd += ["--out", str(out), "--quiet"]
-    done, seconds, cpu = _timed_child(cmd)
+    done, seconds, cpu = _timed_child(cmd, cwd=root)
     if done.returncode != 0:
         raise SystemExit(f"curagate dedup failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
     removed = pl.read_parquet(out / "removed.parquet").filter(pl.col("stage") == "dedup")
@@ -160,15 +164,22 @@ def run_curagate(path: Path, params: Path, tmp: Path, n: int) -> tuple[np.ndarra
     return rep, seconds, cpu
 
 
-def _timed_child(cmd: list[str]) -> tuple[subprocess.CompletedProcess, float, float]:
+def _timed_child(cmd: list[str], cwd: Path = ROOT) -> tuple[subprocess.CompletedProcess, float, float]:
     """Run a child; (result, wall seconds, CPU seconds of the child: user + system)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+    env = {**os.environ, "PYTHONPATH": str(cwd)}  # the child imports that checkout's code
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False, env=env)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return done, wall, cpu
+
+
+def _commit(root: Path) -> str:
+    """The commit a checkout is at (for the record of a --before run)."""
+    done = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True)
+    return done.stdout.strip() or str(root)
 
 
 def scores(data, rep: np.ndarray) -> dict:
@@ -196,6 +207,12 @@ def main() -> None:
     parser.add_argument("--child", choices=("datasketch", "rensa"), help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="another checkout (e.g. `git worktree add /tmp/before <commit>`): its `curagate dedup` "
+        "runs in the same run as tool curagate_before",
+    )
     args = parser.parse_args()
     if args.child:
         child(args.child, args.data, args.data.with_suffix(f".{args.child}.npy"))
@@ -205,12 +222,14 @@ def main() -> None:
         tmp = Path(tmp_name)
         data, path = write_corpus(args.rows, args.seed, tmp)
         n = len(data.texts)
-        for tool in TOOLS:
+        tools = [*TOOLS, *(["curagate_before"] if args.before else [])]
+        for tool in tools:
             if tool in args.skip:
                 continue
-            if tool == "curagate":
+            if tool.startswith("curagate"):
                 params = curagate_params(tmp, args.overrides)
-                rep, wall, cpu = run_curagate(path, params, tmp, n)
+                root = args.before.resolve() if tool == "curagate_before" else ROOT
+                rep, wall, cpu = run_curagate(path, params, tmp, n, root)
                 entry = {"seconds": round(wall, 3), "process_seconds": round(wall, 3)}
             else:
                 cmd = [sys.executable, __file__, "--child", tool, "--data", str(path)]
@@ -230,16 +249,17 @@ def main() -> None:
     old = json.loads(args.out.read_text()) if args.out.exists() else {}
     merged = {k: v for k, v in old.get(label, {}).items() if k in TOOLS}  # tools not rerun
     results = {**merged, **results}
-    for peer in ("rensa", "datasketch"):
-        if peer in results and "curagate" in results:
-            mine, theirs = results["curagate"], results[peer]
-            results[f"curagate_vs_{peer}"] = {
-                key: round(theirs[key] / mine[key], 2) for key in ("process_seconds", "process_cpu_seconds")
-            }
+    for mine_name in ("curagate", "curagate_before"):
+        for peer in ("rensa", "datasketch"):
+            if peer in results and mine_name in results:
+                mine, theirs = results[mine_name], results[peer]
+                keys = ("process_seconds", "process_cpu_seconds")
+                results[f"{mine_name}_vs_{peer}"] = {k: round(theirs[k] / mine[k], 2) for k in keys}
     old[label] = {
         "rows": args.rows,
         "seed": args.seed,
         "curagate_overrides": args.overrides,
+        **({"curagate_before_checkout": _commit(args.before)} if args.before else {}),
         "peer_threshold": PEER_THRESHOLD,
         "note": "2 shared cores; seconds: datasketch/rensa from reading the JSONL to kept/removed "
         "inside their process, curagate the whole CLI process (start-up, ingest, validate, dedup); "

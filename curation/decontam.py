@@ -21,12 +21,63 @@ import logging
 import numpy as np
 import polars as pl
 
-from curation.dedup import StepResult, dedup_key, local_signer
-from curation.minhash import PairVerifier, Signer, band_keys, cross_pairs, lsh_bands
+from curation.dedup import StepResult, dedup_key, dedup_keys, local_signer
+from curation.minhash import (
+    PairVerifier,
+    Signer,
+    band_keys,
+    cross_bucket_candidates,
+    cross_pairs,
+    exact_bands,
+    lsh_bands,
+    one_edit_cross_pairs,
+)
 from schemas.params import DecontamParams, DedupParams
 from schemas.records import FLAGS_SCHEMA, REMOVED_SCHEMA
 
 log = logging.getLogger(__name__)
+
+
+def exact_leak_rule(cfg: DecontamParams, minhash: DedupParams) -> bool:
+    """Whether decontam's candidates are exact (every pair the near rule accepts), as dedup's
+    are with the fast engine (:func:`curation.dedup.exact_edit_rule`), rather than LSH's."""
+    return minhash.engine == "fast" and cfg.max_char_edits <= 1
+
+
+def leak_candidates(
+    keys_tr: list[str],
+    keys_te: list[str],
+    sig_tr: np.ndarray,
+    sig_te: np.ndarray,
+    verify: PairVerifier,
+    *,
+    cfg: DecontamParams,
+    minhash: DedupParams,
+) -> np.ndarray:
+    """(train, test) candidate pairs for the near rule; sorted, unique.
+
+    With the fast engine (:func:`exact_leak_rule`), dedup's exact sources between the two
+    sides: pigeonhole bands at ``cfg.threshold`` (every pair reaching it), the one-deletion
+    neighbourhood (every pair one edit apart) and equal word bags, so no leak the rules
+    accept is left to chance. Otherwise datasketch's banding at ``cfg.lsh_threshold``.
+    """
+    if not exact_leak_rule(cfg, minhash):
+        bands, rows = lsh_bands(cfg.lsh_threshold, minhash.num_perm)
+        return cross_pairs(
+            band_keys(sig_tr, bands=bands, rows=rows), band_keys(sig_te, bands=bands, rows=rows)
+        )
+    bands, rows = exact_bands(cfg.threshold, minhash.num_perm)
+    sources = [
+        cross_bucket_candidates(
+            band_keys(sig_tr, bands=bands, rows=rows), band_keys(sig_te, bands=bands, rows=rows)
+        )
+    ]
+    if cfg.max_char_edits == 1:
+        sources.append(one_edit_cross_pairs(keys_tr, keys_te))
+    if verify.left_bag is not None and verify.right_bag is not None:
+        sources.append(cross_bucket_candidates(verify.left_bag[:, None], verify.right_bag[:, None]))
+    codes = np.unique(np.concatenate([p[:, 0] * len(keys_te) + p[:, 1] for p in sources]))
+    return np.stack([codes // len(keys_te), codes % len(keys_te)], axis=1).reshape(-1, 2)
 
 
 def remove_test_leaks(
@@ -56,9 +107,9 @@ def remove_test_leaks(
     """
     if (train_embeddings is None) != (test_embeddings is None):
         raise ValueError("remove_test_leaks: pass both train_embeddings and test_embeddings, or neither")
-    tr = train.with_columns(_key=dedup_key(pl.col("text"))).with_row_index("_i")
+    tr = train.with_columns(_key=dedup_keys(train["text"])).with_row_index("_i")
     te = (
-        test.with_columns(_key=dedup_key(pl.col("text")))
+        test.with_columns(_key=dedup_keys(test["text"]))
         .with_row_index("_orig")
         .sort("id")
         .with_row_index("_j")
@@ -75,19 +126,17 @@ def remove_test_leaks(
         sign = signer or local_signer(minhash)
         sig_tr = sign(tr["_key"].to_list())
         sig_te = sign(te["_key"].to_list())
-        bands, rows = lsh_bands(cfg.lsh_threshold, minhash.num_perm)
-        pairs = cross_pairs(
-            band_keys(sig_tr, bands=bands, rows=rows), band_keys(sig_te, bands=bands, rows=rows)
-        )
+        keys_tr, keys_te = tr["_key"].to_list(), te["_key"].to_list()
         verify = PairVerifier(
-            tr["_key"].to_list(),
-            te["_key"].to_list(),
+            keys_tr,
+            keys_te,
             sig_tr,
             sig_te,
             threshold=cfg.threshold,
             max_char_edits=cfg.max_char_edits,
             word_order=cfg.word_order,
         )
+        pairs = leak_candidates(keys_tr, keys_te, sig_tr, sig_te, verify, cfg=cfg, minhash=minhash)
         keep, sims = verify(pairs)
         if keep.any():
             near = (
@@ -214,6 +263,50 @@ def one_word_pairs(frame: pl.DataFrame, *, min_words: int, same_label: bool) -> 
     return pairs.select("lo", "hi").to_numpy().astype(np.int64).reshape(-1, 2)
 
 
+_WORD_POLY = np.uint64(0x100000001B3)  # FNV's prime: odd, so invertible mod 2**64
+_WORD_POLY_INV = np.uint64(pow(0x100000001B3, -1, 1 << 64))
+_WILDCARD = np.uint64(0x5BD1E9955BD1E995)  # the hash of word_edit_keys' wildcard word
+
+
+def one_word_candidates(left: list[str], right: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(left rows, right rows) of the pairs whose :func:`word_edit_keys` hashes match
+    (sub = sub, left dele = right full, left full = right dele): every pair whose strings
+    match, plus, with probability ~2**-64 a pair, one whose strings do not. Compiled hashes
+    and integer joins, instead of a string per (row, word position) for every row."""
+    from curation import kernels
+    from curation.minhash import _code_points
+
+    def hashes(texts: list[str]) -> pl.DataFrame:
+        cps, lens = _code_points(texts)
+        words = np.fromiter((t.count(" ") + 1 for t in texts), dtype=np.int64, count=len(texts))
+        salt = np.arange(int(words.max(initial=0)) + 2, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        sub = np.empty(int(words.sum()), dtype=np.uint64)
+        dele = np.empty_like(sub)
+        full = np.empty(len(texts), dtype=np.uint64)
+        kernels.word_edit_hashes(cps, lens, _WORD_POLY, _WORD_POLY_INV, _WILDCARD, salt, sub, dele, full)
+        owner = np.repeat(np.arange(len(texts)), words)
+        return pl.DataFrame({"row": owner, "sub": sub, "dele": dele}), pl.DataFrame(
+            {"row": np.arange(len(texts)), "full": full}
+        )
+
+    if not left or not right:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    (a, a_full), (b, b_full) = hashes(left), hashes(right)
+    pairs = pl.concat(
+        [
+            a.select("row", "sub").join(b.select("sub", pl.col("row").alias("_j")), on="sub"),
+            a.select("row", "dele").join(
+                b_full.select(pl.col("full").alias("dele"), pl.col("row").alias("_j")), on="dele"
+            ),
+            a_full.select("row", pl.col("full").alias("dele")).join(
+                b.select("dele", pl.col("row").alias("_j")), on="dele"
+            ),
+        ],
+        how="diagonal",
+    ).select("row", "_j")
+    return pairs["row"].to_numpy(), pairs["_j"].to_numpy()
+
+
 def one_word_leaks(tr: pl.DataFrame, te: pl.DataFrame, *, min_words: int, same_label: bool) -> pl.DataFrame:
     """Train rows one word (substituted, inserted, deleted) from a test row.
 
@@ -228,8 +321,14 @@ def one_word_leaks(tr: pl.DataFrame, te: pl.DataFrame, *, min_words: int, same_l
         (_i, _test_id, _sim) one row per leaking train row, the smallest test id; ``_sim`` is
         the share of words in common.
     """
-    a = word_edit_keys(tr.filter(pl.col("_key").str.count_matches(" ") + 1 >= min_words), "_i")
-    b = word_edit_keys(te.filter(pl.col("_key").str.count_matches(" ") + 1 >= min_words), "_j")
+    long_tr = tr.filter(pl.col("_key").str.count_matches(" ") + 1 >= min_words)
+    long_te = te.filter(pl.col("_key").str.count_matches(" ") + 1 >= min_words)
+    # the strings below for the rows that can be in a pair only: every pair of equal strings
+    # has equal hashes, so the rows of hashed pairs hold every pair (and the strings decide)
+    i, j = one_word_candidates(long_tr["_key"].to_list(), long_te["_key"].to_list())
+    long_tr, long_te = long_tr[np.unique(i)], long_te[np.unique(j)]
+    a = word_edit_keys(long_tr, "_i")
+    b = word_edit_keys(long_te, "_j")
     full_b = b.unique("_j").select("_j", "full", "_n")
     full_a = a.unique("_i").select("_i", "full", "_n")
     pairs = pl.concat(

@@ -14,13 +14,12 @@ from typing import NamedTuple
 
 import numpy as np
 import polars as pl
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from curation.minhash import (
     PairVerifier,
     Signer,
     band_keys,
+    bucket_candidates,
     candidate_pairs,
     canonical_text,
     exact_bands,
@@ -59,6 +58,26 @@ def dedup_key_from_canonical(canonical: pl.Expr) -> pl.Expr:
     canonical form once, in its own column, halves the normalisation time)."""
     norm = strip_punctuation(canonical)
     return pl.when(norm.str.len_chars() > 0).then(norm).otherwise(canonical.str.strip_chars())
+
+
+def dedup_keys(texts: pl.Series) -> pl.Series:
+    """:func:`dedup_key` of every text of a Series (the same strings), faster: an ASCII text
+    needs only lower-casing before its punctuation is stripped (invisibles, NFKC and the
+    confusable skeletons touch only non-ASCII characters), so the full canonical form is
+    computed for the other texts alone."""
+    name = texts.name
+    other = (texts.str.len_bytes() != texts.str.len_chars()).arg_true()
+    canonical = texts.str.to_lowercase()
+    if len(other):
+        rest = texts.gather(other).to_frame(name).select(canonical_text(pl.col(name)))
+        canonical = canonical.scatter(other, rest.to_series())
+    # dedup_key_from_canonical, with the stripped form computed once (a when/then in one
+    # select computed it twice) and the fallback only for the texts that strip to nothing
+    norm = canonical.to_frame(name).select(strip_punctuation(pl.col(name))).to_series()
+    empty = (norm.str.len_bytes() == 0).arg_true()
+    if len(empty):
+        norm = norm.scatter(empty, canonical.gather(empty).str.strip_chars())
+    return norm
 
 
 def local_signer(cfg: DedupParams) -> Signer:
@@ -100,13 +119,28 @@ def banded_candidates(cfg: DedupParams) -> CandidateSource:
     outcome does not depend on the passes.
     """
 
+    # the exact sources find every pair the verifier accepts, so a rare extra candidate from
+    # bucket_candidates' packed keys changes nothing; datasketch's banding keeps exact buckets
+    pairs_of = bucket_candidates if exact_edit_rule(cfg) else candidate_pairs
+
     def blocks(sig: np.ndarray) -> Iterable[np.ndarray]:
         bands, rows = candidate_bands(cfg)
         keys = band_keys(sig, bands=bands, rows=rows)
         for lo in range(0, bands, cfg.bands_per_pass):
-            yield candidate_pairs(keys[:, lo : lo + cfg.bands_per_pass])
+            yield pairs_of(keys[:, lo : lo + cfg.bands_per_pass])
 
     return blocks
+
+
+def cluster_labels(n: int, pairs: np.ndarray) -> np.ndarray:
+    """Connected components of ``n`` texts linked by ``pairs`` (k x 2): one number per text,
+    components numbered by their first text (scipy's ``connected_components`` numbering;
+    compiled union-find here, so dedup does not load scipy.sparse: 0.3 s of start-up)."""
+    from curation import kernels
+
+    labels = np.empty(n, dtype=np.int64)
+    kernels.component_labels(n, np.ascontiguousarray(pairs, dtype=np.int64).reshape(-1, 2), labels)
+    return labels
 
 
 def near_duplicate_clusters(
@@ -165,10 +199,7 @@ def near_duplicate_clusters(
     unique_codes, first = np.unique(all_codes, return_index=True)
     verified = np.stack([unique_codes // n, unique_codes % n], axis=1).reshape(-1, 2)
     verified_sims = all_sims[first]
-    graph = coo_matrix(
-        (np.ones(len(verified), dtype=np.int8), (verified[:, 0], verified[:, 1])), shape=(n, n)
-    )
-    _, labels = connected_components(graph, directed=False)
+    labels = cluster_labels(n, verified)
     bands, rows = candidate_bands(cfg)
     log.info(
         "dedup: %d distinct texts, %d LSH candidate pairs, %d verified (b=%d, r=%d)",
@@ -178,9 +209,7 @@ def near_duplicate_clusters(
         bands,
         rows,
     )
-    return labels.astype(np.int64), {
-        (int(i), int(j)): float(s) for (i, j), s in zip(verified, verified_sims, strict=True)
-    }
+    return labels, {(int(i), int(j)): float(s) for (i, j), s in zip(verified, verified_sims, strict=True)}
 
 
 def drop_duplicates(
@@ -205,11 +234,7 @@ def drop_duplicates(
         removed: exact_duplicate / near_duplicate rows and conflicting members (pending_review);
         flags: one ``conflicting_duplicate`` flag per conflicting member.
     """
-    frame = (
-        train.with_columns(_canon=canonical_text(pl.col("text")))
-        .with_columns(_key=dedup_key_from_canonical(pl.col("_canon")))
-        .drop("_canon")
-    )
+    frame = train.with_columns(_key=dedup_keys(train["text"]))
     keys = frame.select(pl.col("_key").unique(maintain_order=True)).to_series()
     # sort distinct keys so cluster numbering never depends on row order or process
     keys = keys.sort()

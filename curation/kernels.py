@@ -18,29 +18,6 @@ _M2 = np.uint64(0x94D049BB133111EB)
 _S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
 
 
-@numba.njit(cache=True, nogil=True)
-def min_hashes(hv, offsets, a, b, out):  # pragma: no cover - compiled
-    """out[d, k] = min over doc d's hashes h of (a[k]*h + b[k]) mod 2**32 (docs without
-    hashes keep what ``out`` holds); the same values as ``minhash._min_hashes``."""
-    num_perm = a.shape[0]
-    a64 = a.astype(np.uint64)
-    b64 = b.astype(np.uint64)
-    best = np.empty(num_perm, dtype=np.uint64)
-    for d in range(offsets.shape[0] - 1):
-        lo, hi = offsets[d], offsets[d + 1]
-        if hi == lo:
-            continue
-        best[:] = _U32
-        for t in range(lo, hi):
-            h = np.uint64(hv[t])
-            for k in range(num_perm):
-                v = (a64[k] * h + b64[k]) & _U32
-                if v < best[k]:
-                    best[k] = v
-        for k in range(num_perm):
-            out[d, k] = np.uint32(best[k])
-
-
 @numba.njit(inline="always")
 def _mix64(x):  # pragma: no cover - compiled
     x = x ^ (x >> _S30)
@@ -79,37 +56,256 @@ def ngram_hashes(units, lens, ngram, poly, out):  # pragma: no cover - compiled
     return w
 
 
+_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+_FNV_PRIME = np.uint64(0x100000001B3)
+_S29 = np.uint64(29)
+
+
 @numba.njit(cache=True, nogil=True)
-def deletion_keys(units, lens, poly, poly_inv, salt, keys, docs, first_doc):  # pragma: no cover
+def char_min_hashes(cps, lens, ngram, poly, a, b, out):  # pragma: no cover - compiled
+    """out[d, k] = min over text d's character n-grams g of (a[k] * h(g) + b[k]) mod 2**32,
+    h(g) the top 32 bits of ``ngram_hashes``' hash of g, made on the fly from the code points
+    (``cps``, uint32; unit = code point + 1) and never stored. Rows of empty texts are set
+    to 2**32 - 1 (datasketch's empty value). The affine step is uint32 arithmetic (it wraps
+    mod 2**32 by itself), twice as many lanes per vector instruction as uint64."""
+    num_perm = a.shape[0]
+    empty = np.uint32(0xFFFFFFFF)
+    best = np.empty(num_perm, dtype=np.uint32)
+    one = np.uint64(1)
+    pos = 0
+    for d in range(lens.shape[0]):
+        n = lens[d]
+        if n == 0:
+            for k in range(num_perm):
+                out[d, k] = empty
+            continue
+        best[:] = empty
+        count = n - ngram + 1 if n > ngram else 1
+        for i in range(count):
+            key = np.uint64(0)
+            for k in range(ngram):
+                c = np.uint64(cps[pos + i + k]) + one if i + k < n else np.uint64(0)
+                key = key * poly + c
+            h = np.uint32(_mix64(key) >> np.uint64(32))
+            for k in range(num_perm):
+                v = np.uint32(a[k] * h + b[k])
+                if v < best[k]:
+                    best[k] = v
+        for k in range(num_perm):
+            out[d, k] = best[k]
+        pos += n
+
+
+@numba.njit(cache=True, nogil=True)
+def band_keys(sig, bands, rows, out):  # pragma: no cover - compiled
+    """out[d, band] = the FNV-style mix of doc d's ``rows`` slots of that band, seeded by
+    the band (the same values as ``minhash.band_keys``' numpy loop)."""
+    for d in range(sig.shape[0]):
+        for band in range(bands):
+            key = _FNV_OFFSET + np.uint64(band)
+            for col in range(band * rows, (band + 1) * rows):
+                key = (key ^ np.uint64(sig[d, col])) * _FNV_PRIME
+                key ^= key >> _S29
+            out[d, band] = key
+
+
+@numba.njit(cache=True, nogil=True)
+def run_pair_codes(packed, bits, n, cross_at, out):  # pragma: no cover - compiled
+    """Pairs within runs of a sorted array of ``(key prefix << bits) | doc`` values.
+
+    For every run of equal key prefixes, every pair of different docs in it as the code
+    ``lo * n + hi`` (docs in a run are ascending, so lo < hi); with ``cross_at`` > 0 only
+    the pairs with lo < cross_at <= hi (one doc on each side). Writes into ``out`` when it
+    is large enough (call once with an empty ``out`` to count); returns the number of codes.
+    """
+    mask = (np.uint64(1) << np.uint64(bits)) - np.uint64(1)
+    shift = np.uint64(bits)
+    m = packed.shape[0]
+    write = out.shape[0] > 0
+    w = 0
+    i = 0
+    while i < m:
+        group = packed[i] >> shift
+        j = i + 1
+        while j < m and (packed[j] >> shift) == group:
+            j += 1
+        for p in range(i, j - 1):
+            lo = np.int64(packed[p] & mask)
+            if cross_at > 0 and lo >= cross_at:
+                break  # the rest of the run is on the right side too
+            for q in range(p + 1, j):
+                hi = np.int64(packed[q] & mask)
+                if hi != lo and (cross_at <= 0 or hi >= cross_at):
+                    if write:
+                        out[w] = lo * n + hi
+                    w += 1
+        i = j
+    return w
+
+
+@numba.njit(cache=True, nogil=True)
+def packed_deletion_keys(units, lens, poly, poly_inv, salt, bits, first_doc, out):  # pragma: no cover
     """Key of every text and of every text with one character deleted (a polynomial hash
-    plus a salt per length, as ``minhash._deletion_keys``); writes keys and their text."""
+    plus a salt per length), written as ``(key >> bits << bits) | doc``: the key's top bits
+    and its text in one sortable value."""
+    shift = np.uint64(bits)
     max_len = 0
     for d in range(lens.shape[0]):
         max_len = max(max_len, lens[d])
     prefix = np.zeros(max_len + 1, dtype=np.uint64)
-    power = np.uint64(1)
     w = 0
     pos = 0
     for d in range(lens.shape[0]):
         n = lens[d]
+        doc = np.uint64(first_doc + d)
         power = np.uint64(1)
         for t in range(n):
             prefix[t + 1] = prefix[t] + units[pos + t] * power
             power = power * poly
-        keys[w] = prefix[n] + salt[n]
-        docs[w] = first_doc + d
+        out[w] = (((prefix[n] + salt[n]) >> shift) << shift) | doc
         w += 1
         for i in range(n):
-            keys[w] = prefix[i] + (prefix[n] - prefix[i + 1]) * poly_inv + salt[n - 1]
-            docs[w] = first_doc + d
+            key = prefix[i] + (prefix[n] - prefix[i + 1]) * poly_inv + salt[n - 1]
+            out[w] = ((key >> shift) << shift) | doc
             w += 1
         pos += n
     return w
 
 
+_MIX_WORD = np.uint64(0x9E3779B97F4A7C15)
+
+
 @numba.njit(cache=True, nogil=True)
-def in_bitmap(keys, bitmap, mask, out):  # pragma: no cover - compiled
-    """out[i] = bit (keys[i] & mask) of ``bitmap`` is set (a screen before exact lookups)."""
-    for i in range(keys.shape[0]):
-        low = keys[i] & mask
-        out[i] = (bitmap[low >> np.uint64(3)] >> (low & np.uint64(7))) & np.uint8(1)
+def word_bag_hashes(cps, lens, is_space, poly, out):  # pragma: no cover - compiled
+    """out[d] = the sum (mod 2**64) of a 64-bit hash of each word of text d, words being
+    ``str.split()``'s (maximal runs of code points c with not ``is_space[c]``; code points
+    past the table are never spaces). Equal word bags give equal sums in any order; unequal
+    bags collide with probability ~2**-64, so callers confirm equal sums exactly."""
+    n_space = is_space.shape[0]
+    pos = 0
+    for d in range(lens.shape[0]):
+        n = lens[d]
+        total = np.uint64(0)
+        key = np.uint64(0)
+        in_word = False
+        for t in range(pos, pos + n):
+            c = cps[t]
+            if c < n_space and is_space[c]:
+                if in_word:
+                    total += _mix64(key + _MIX_WORD)
+                    in_word = False
+                    key = np.uint64(0)
+            else:
+                key = key * poly + np.uint64(c) + np.uint64(1)
+                in_word = True
+        if in_word:
+            total += _mix64(key + _MIX_WORD)
+        out[d] = total
+        pos += n
+
+
+@numba.njit(cache=True, nogil=True)
+def equal_slots_reaching(sig_a, sig_b, pairs, need, step, out):  # pragma: no cover - compiled
+    """out[p] = the number of equal slots of pair p (rows pairs[p, 0] of ``sig_a`` and
+    pairs[p, 1] of ``sig_b``), or -1 as soon as the pair can no longer reach ``need`` equal
+    slots (checked every ``step`` slots): the exact decision, with early rejection."""
+    num_perm = sig_a.shape[1]
+    for p in range(pairs.shape[0]):
+        i, j = pairs[p, 0], pairs[p, 1]
+        equal = 0
+        lo = 0
+        while lo < num_perm:
+            hi = min(lo + step, num_perm)
+            for k in range(lo, hi):
+                if sig_a[i, k] == sig_b[j, k]:
+                    equal += 1
+            if equal + (num_perm - hi) < need:
+                equal = -1
+                break
+            lo = hi
+        out[p] = equal
+
+
+@numba.njit(cache=True, nogil=True)
+def component_labels(n, edges, out):  # pragma: no cover - compiled
+    """Connected components of the undirected graph on nodes 0..n-1 with ``edges`` (k x 2):
+    out[v] = the component's number, components numbered by their smallest node in node
+    order (0, 1, ...), as ``scipy.sparse.csgraph.connected_components`` numbers them. Returns
+    the number of components. Union-find with path halving; the root is the smallest node."""
+    parent = np.arange(n)
+    for e in range(edges.shape[0]):
+        a, b = edges[e, 0], edges[e, 1]
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        while parent[b] != b:
+            parent[b] = parent[parent[b]]
+            b = parent[b]
+        if a < b:
+            parent[b] = a
+        elif b < a:
+            parent[a] = b
+    count = 0
+    for v in range(n):
+        root = v
+        while parent[root] != root:
+            root = parent[root]
+        parent[v] = root  # every node below v already points at its root: roots are minimal
+        if root == v:
+            out[v] = count
+            count += 1
+        else:
+            out[v] = out[root]
+    return count
+
+
+@numba.njit(cache=True, nogil=True)
+def word_edit_hashes(cps, lens, poly, poly_inv, wild, salt, sub, dele, full):  # pragma: no cover
+    """Hashes of ``decontam.word_edit_keys``' strings, words split on single spaces (U+0020)
+    as polars' ``str.split(" ")`` does: for text d with n words, ``full[d]``, and at
+    ``sub[start(d) + p]`` / ``dele[start(d) + p]`` the text with word p a wildcard / deleted
+    (start(d) = the words of the texts before d). A word's hash is splitmix64 of the
+    polynomial over its code points; the word "\\x00" (what the wildcard is written as) hashes
+    to ``wild`` as the wildcard does, so equal strings always give equal hashes. Sequences
+    are polynomials in ``poly`` over the word hashes plus ``salt[word count]``."""
+    max_words = 1
+    for d in range(lens.shape[0]):
+        max_words = max(max_words, lens[d] + 1)
+    words = np.empty(max_words, dtype=np.uint64)
+    powers = np.empty(max_words + 1, dtype=np.uint64)
+    powers[0] = np.uint64(1)
+    for k in range(1, max_words + 1):
+        powers[k] = powers[k - 1] * poly
+    prefix = np.empty(max_words + 1, dtype=np.uint64)
+    pos = 0
+    w = 0
+    for d in range(lens.shape[0]):
+        n_chars = lens[d]
+        n = 0
+        key = np.uint64(0)
+        only_nul = True
+        n_in = 0
+        for t in range(pos, pos + n_chars + 1):
+            if t == pos + n_chars or cps[t] == 32:
+                words[n] = wild if (only_nul and n_in == 1) else _mix64(key + _MIX_WORD)
+                n += 1
+                key = np.uint64(0)
+                only_nul = True
+                n_in = 0
+            else:
+                key = key * poly + np.uint64(cps[t]) + np.uint64(1)
+                only_nul = only_nul and cps[t] == 0
+                n_in += 1
+        prefix[0] = np.uint64(0)
+        for k in range(n):
+            prefix[k + 1] = prefix[k] + words[k] * powers[k]
+        total = prefix[n]
+        full[d] = total + salt[n]
+        for p in range(n):
+            sub[w + p] = total + (wild - words[p]) * powers[p] + salt[n]
+            # the words after p move down one place: their part times poly's inverse (poly is
+            # odd, so invertible mod 2**64)
+            dele[w + p] = prefix[p] + (total - prefix[p + 1]) * poly_inv + salt[n - 1]
+        w += n
+        pos += n_chars
+    return w

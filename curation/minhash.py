@@ -3,8 +3,8 @@ candidates, and exact candidate sources for the edit rule.
 
 datasketch (>= 2.0, scheme "affine32") hashes each shingle with ``sha1_hash32``, pre-mixes it
 with the 32-bit MurmurHash3 finalizer, applies ``a*h + b mod 2**32`` per permutation and
-keeps the minimum. We do the same over all shingles of a batch at once with numpy, taking the
-permutation parameters from datasketch itself so the two can never drift apart.
+keeps the minimum. We do the same over all shingles of a batch at once with numpy, drawing the
+permutation parameters as datasketch does (a test checks they equal datasketch's).
 """
 
 from __future__ import annotations
@@ -107,7 +107,9 @@ def normalize_text(text: pl.Expr) -> pl.Expr:
 
 def strip_punctuation(canonical: pl.Expr) -> pl.Expr:
     """:func:`normalize_text` of a text already in :func:`canonical_text` form."""
-    return canonical.str.replace_all(r"[\p{P}\p{S}]+", " ").str.replace_all(r"\s+", " ").str.strip_chars()
+    # one pass: a run of punctuation, symbols and spaces becomes one space (the same string
+    # as replacing punctuation runs by a space and then collapsing whitespace runs)
+    return canonical.str.replace_all(r"[\p{P}\p{S}\s]+", " ").str.strip_chars()
 
 
 def shingles(text: str, *, kind: str, ngram: int) -> list[bytes]:
@@ -130,11 +132,16 @@ def shingles(text: str, *, kind: str, ngram: int) -> list[bytes]:
 
 
 def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """datasketch's permutation parameters (a, b) for this num_perm and seed."""
-    from datasketch import MinHash  # imported when used: it loads scipy and its async LSH
+    """datasketch's permutation parameters (a, b) for this num_perm and seed.
 
-    a, b = MinHash(num_perm=num_perm, seed=seed).permutations
-    return a.astype(np.uint32), b.astype(np.uint32)
+    datasketch's "affine32" scheme (``MinHash._init_permutations``), drawn here from the same
+    generator instead of importing datasketch (0.6 s of start-up for 256 numbers): a test
+    checks that they equal ``MinHash(num_perm, seed).permutations``.
+    """
+    gen = np.random.RandomState(seed)
+    a = gen.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)  # odd: bijective
+    b = gen.randint(0, 1 << 32, num_perm, dtype=np.uint32)
+    return a, b
 
 
 def _fmix32(hv: np.ndarray) -> np.ndarray:
@@ -263,18 +270,20 @@ def signatures(
     if engine not in ENGINES:
         raise ValueError(f"engine={engine!r} must be one of {', '.join(ENGINES)}")
     a, b = permutations(num_perm, seed)
-    out = np.full((len(texts), num_perm), EMPTY_HASH, dtype=np.uint32)
+    compiled = kind == "char" and engine == "fast"
+    # the compiled path writes every row (empty texts too): no fill pass over ~0.5 GB a 1M texts
+    shape = (len(texts), num_perm)
+    out = np.empty(shape, dtype=np.uint32) if compiled else np.full(shape, EMPTY_HASH, dtype=np.uint32)
     cache: dict[str, int] = {}
     for start in range(0, len(texts), _SHINGLE_BATCH):
         chunk = texts[start : start + _SHINGLE_BATCH]
-        if kind == "char" and engine == "fast":
+        if compiled:
             from curation import kernels
 
-            h64, counts = char_ngram_hashes(chunk, ngram=ngram)
-            offsets = np.concatenate(([0], np.cumsum(counts)))
-            kernels.min_hashes(
-                (h64 >> np.uint64(32)).astype(np.uint32), offsets, a, b, out[start : start + len(chunk)]
-            )
+            # the n-gram hashes of char_ngram_hashes, made and min-hashed in one compiled pass
+            # (no array of hashes: at 1M texts that was 0.4 GB written and read back)
+            cps, lens = _code_points(chunk)
+            kernels.char_min_hashes(cps, lens, ngram, _POLY, a, b, out[start : start + len(chunk)])
             continue
         found = _char_shingle_hashes(chunk, ngram, cache) if kind == "char" else None
         hv, counts = found if found is not None else _generic_shingle_hashes(chunk, kind, ngram, cache)
@@ -313,14 +322,12 @@ def band_keys(sig: np.ndarray, *, bands: int, rows: int) -> np.ndarray:
     datasketch buckets on the band's exact bytes; a 64-bit mix of the same values gives the
     same buckets (a key collision, ~2**-64, only adds a candidate that verification rejects).
     """
+    from curation import kernels  # numba: loaded only when candidates are searched
+
+    if bands * rows > sig.shape[1]:
+        raise ValueError(f"{bands} bands of {rows} rows need {bands * rows} slots, not {sig.shape[1]}")
     keys = np.empty((sig.shape[0], bands), dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for band in range(bands):
-            key = np.full(sig.shape[0], np.uint64(0xCBF29CE484222325) + np.uint64(band))
-            for col in range(band * rows, (band + 1) * rows):
-                key = (key ^ sig[:, col].astype(np.uint64)) * np.uint64(0x100000001B3)
-                key ^= key >> np.uint64(29)
-            keys[:, band] = key
+    kernels.band_keys(np.ascontiguousarray(sig), bands, rows, keys)
     return keys
 
 
@@ -344,6 +351,62 @@ def candidate_pairs(keys: np.ndarray) -> np.ndarray:
     """All (i, j), i < j, sharing a bucket in any band; shape (n_pairs, 2), sorted, unique."""
     flat, docs = _flat_buckets(keys)
     return _bucket_pairs(flat, docs, keys.shape[0])
+
+
+def _doc_bits(n: int) -> int:
+    """Bits that hold any document number below ``n``."""
+    return max(1, (n - 1).bit_length())
+
+
+def _run_pairs(packed: np.ndarray, n: int, cross_at: int = 0) -> np.ndarray:
+    """Unique (i, j), i < j, of the documents within runs of equal key prefixes of a sorted
+    array of ``(key prefix << _doc_bits(n)) | document`` values; with ``cross_at`` > 0 only
+    pairs with i < cross_at <= j, returned as (i, j - cross_at)."""
+    from curation import kernels
+
+    bits = _doc_bits(n)
+    count = kernels.run_pair_codes(packed, bits, n, cross_at, np.empty(0, dtype=np.int64))
+    codes = np.empty(count, dtype=np.int64)
+    kernels.run_pair_codes(packed, bits, n, cross_at, codes)
+    pairs = _unique_pairs(codes, n)
+    if cross_at > 0:
+        pairs[:, 1] -= cross_at
+    return pairs
+
+
+def bucket_candidates(keys: np.ndarray) -> np.ndarray:
+    """:func:`candidate_pairs` plus, rarely, pairs whose keys agree only in their top bits.
+
+    Each (key, document) is packed into one 64-bit value, the key's top ``64 - _doc_bits(n)``
+    bits above the document number, so one plain sort (several times faster than the argsort
+    of :func:`candidate_pairs`) groups the buckets. Keys that differ but share those top bits
+    add a candidate (at 1M documents and 13 bands, ~10^2 among ~10^13 key pairs); for a caller
+    that verifies every candidate and finds every pair it accepts anyway (the fast engine's
+    exact sources), the verified pairs are the same.
+    """
+    n = keys.shape[0]
+    if n < 2 or keys.shape[1] == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    return _run_pairs(_packed_buckets(keys), n)
+
+
+def _packed_buckets(keys: np.ndarray) -> np.ndarray:
+    """Every (document, band) key as ``(key's top bits << _doc_bits(n)) | document``, sorted."""
+    n = keys.shape[0]
+    bits = np.uint64(_doc_bits(n))
+    packed = (((keys.T >> bits) << bits) | np.arange(n, dtype=np.uint64)).ravel()
+    packed.sort()
+    return packed
+
+
+def cross_bucket_candidates(left_keys: np.ndarray, right_keys: np.ndarray) -> np.ndarray:
+    """:func:`cross_pairs` plus, rarely, pairs whose keys agree only in their top bits (see
+    :func:`bucket_candidates`): (i, j) with left doc i and right doc j; sorted, unique."""
+    n_left = left_keys.shape[0]
+    if n_left == 0 or right_keys.shape[0] == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    both = np.concatenate([left_keys, right_keys])
+    return _run_pairs(_packed_buckets(both), both.shape[0], cross_at=n_left)
 
 
 def same_key_pairs(ids: np.ndarray) -> np.ndarray:
@@ -376,12 +439,9 @@ def cross_pairs(left_keys: np.ndarray, right_keys: np.ndarray) -> np.ndarray:
     return _unique_pairs(np.repeat(left_docs[hit], counts) * n_right + matched, n_right)
 
 
-# Early rejection: the first _PREFIX_SLOTS slots of every signature are kept in a compact copy
-# (a quarter of the bytes, so much more of it stays in cache) and compared first;
-# a pair whose slots so far already disagree too often cannot reach the Jaccard threshold and
-# is dropped, the rest continue _SLOTS_PER_STEP slots at a time. Most LSH candidates are
-# rejected after the prefix; the decision is exact, not an approximation.
-_PREFIX_SLOTS = 32
+# Early rejection: a pair whose slots so far already disagree too often cannot reach the
+# Jaccard threshold and is dropped (compiled, checked every _SLOTS_PER_STEP slots); the decision
+# is exact, not an approximation.
 _SLOTS_PER_STEP = 16
 _PAIRS_PER_CHUNK = 65_536  # pairs compared together (bounds the gathered rows' memory)
 
@@ -419,37 +479,23 @@ def word_bag_ids(*text_lists: Sequence[str]) -> list[np.ndarray]:
     ]
 
 
-def _pairs_reaching(
-    sig_a: np.ndarray,
-    sig_b: np.ndarray,
-    prefix_a: np.ndarray,
-    prefix_b: np.ndarray,
-    pairs: np.ndarray,
-    threshold: float,
-) -> np.ndarray:
-    """Mask of the pairs whose estimated Jaccard reaches ``threshold``; the same as
-    ``estimated_jaccard(sig_a, sig_b, pairs) >= threshold``, with early rejection.
-    ``prefix_*`` are contiguous copies of the first columns of ``sig_*``."""
-    num_perm, first = sig_a.shape[1], prefix_a.shape[1]
+@cache
+def _space_table() -> np.ndarray:
+    """is_space[c] for every code point up to the last one ``str.isspace`` holds (U+3000)."""
+    return np.array([chr(c).isspace() for c in range(0x3001)], dtype=np.bool_)
 
-    def reachable(equal: np.ndarray, compared: int) -> np.ndarray:
-        # the same division as estimated_jaccard, on the most the pair can still reach
-        return (equal + (num_perm - compared)) / num_perm >= threshold
 
-    ok = np.zeros(len(pairs), dtype=bool)
-    for s in range(0, len(pairs), _PAIRS_PER_CHUNK):
-        chunk = pairs[s : s + _PAIRS_PER_CHUNK]
-        equal = _equal_slots(prefix_a, prefix_b, chunk)
-        alive = np.flatnonzero(reachable(equal, first))
-        equal = equal[alive]
-        for lo in range(first, num_perm, _SLOTS_PER_STEP):
-            hi = min(lo + _SLOTS_PER_STEP, num_perm)
-            p = chunk[alive]
-            equal += np.count_nonzero(sig_a[p[:, 0], lo:hi] == sig_b[p[:, 1], lo:hi], axis=1)
-            keep = reachable(equal, hi)
-            alive, equal = alive[keep], equal[keep]
-        ok[s + alive] = True
-    return ok
+def word_bag_hashes(texts: Sequence[str]) -> np.ndarray:
+    """One uint64 per text, equal whenever two texts hold the same words (``str.split()``)
+    in any order; unequal bags collide with probability ~2**-64, so a caller that needs
+    certainty confirms equal hashes on the words (:class:`PairVerifier` does)."""
+    from curation import kernels
+
+    out = np.empty(len(texts), dtype=np.uint64)
+    for lo in range(0, len(texts), _TEXTS_PER_CHUNK):
+        cps, lens = _code_points(texts[lo : lo + _TEXTS_PER_CHUNK])
+        kernels.word_bag_hashes(cps, lens, _space_table(), _POLY, out[lo : lo + len(lens)])
+    return out
 
 
 class PairVerifier:
@@ -492,21 +538,30 @@ class PairVerifier:
         self.left_bag: np.ndarray | None = None
         self.right_bag: np.ndarray | None = None
         if word_order:
-            bags = word_bag_ids(left_texts) * 2 if same else word_bag_ids(left_texts, right_texts)
-            self.left_bag, self.right_bag = bags
-        self.left_prefix = np.ascontiguousarray(left_sig[:, :_PREFIX_SLOTS])
-        self.right_prefix = (
-            self.left_prefix if right_sig is left_sig else np.ascontiguousarray(right_sig[:, :_PREFIX_SLOTS])
-        )
+            # a hash per bag (compiled; sorting every text's words in Python took 2 s a
+            # million texts); pairs whose hashes agree are confirmed on the words themselves
+            self.left_bag = word_bag_hashes(left_texts)
+            self.right_bag = self.left_bag if same else word_bag_hashes(right_texts)
+        self.need = min_equal_slots(threshold, left_sig.shape[1])  # equal slots reaching threshold
 
     def __call__(self, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(near-duplicate mask over ``pairs``, estimated Jaccard of each accepted pair)."""
         if len(pairs) == 0:
             return np.zeros(0, dtype=bool), np.zeros(0)
+        from curation import kernels
+
+        pairs = np.ascontiguousarray(pairs, dtype=np.int64)
         li, ri = pairs[:, 0], pairs[:, 1]
-        ok = _pairs_reaching(
-            self.left_sig, self.right_sig, self.left_prefix, self.right_prefix, pairs, self.threshold
+        equal = np.empty(len(pairs), dtype=np.int64)  # -1: rejected early
+        kernels.equal_slots_reaching(
+            np.ascontiguousarray(self.left_sig),
+            np.ascontiguousarray(self.right_sig),
+            pairs,
+            self.need,
+            _SLOTS_PER_STEP,
+            equal,
         )
+        ok = equal >= self.need
         if self.max_char_edits > 0:
             # OSA distance is at least the length difference: only near-equal lengths can
             # pass, and pairs already accepted need no distance
@@ -521,9 +576,19 @@ class PairVerifier:
                 )
                 ok[todo] |= edits <= self.max_char_edits
         if self.left_bag is not None and self.right_bag is not None:
-            ok |= self.left_bag[li] == self.right_bag[ri]
+            todo = np.flatnonzero(~ok & (self.left_bag[li] == self.right_bag[ri]))
+            if todo.size:
+                ok[todo] = [
+                    sorted(self.left_texts[i].split()) == sorted(self.right_texts[j].split())
+                    for i, j in zip(li[todo].tolist(), ri[todo].tolist(), strict=True)
+                ]
         ok &= (self.left_len[li] > 0) & (self.right_len[ri] > 0)
-        return ok, estimated_jaccard(self.left_sig, self.right_sig, pairs[ok])
+        equal = equal[ok]
+        early = np.flatnonzero(equal < 0)  # accepted by an edit rule after an early rejection
+        if early.size:
+            equal[early] = _equal_slots(self.left_sig, self.right_sig, pairs[ok][early])
+        # the same division as estimated_jaccard
+        return ok, equal / self.left_sig.shape[1]
 
 
 # --- the "fast" engine: arithmetic shingle hashes, exact candidate sources -----------------
@@ -539,7 +604,6 @@ _MIX = (
 )
 _TEXTS_PER_CHUNK = 1 << 16  # texts whose code points are laid out together (bounds memory)
 _SALT = np.uint64(0x9E3779B97F4A7C15)  # offsets the per-length salts of the one-edit keys
-_BITMAP_BITS = 27  # bits of the screen for repeated keys (2**27 bits = 16 MiB)
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:
@@ -557,6 +621,13 @@ def _code_units(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     lens = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
     cps = np.frombuffer("".join(texts).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
     return cps.astype(np.uint64) + np.uint64(1), lens
+
+
+def _code_points(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(code point of every character, uint32; length of each text)."""
+    lens = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    cps = np.frombuffer("".join(texts).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    return cps, lens
 
 
 def char_ngram_hashes(texts: Sequence[str], *, ngram: int) -> tuple[np.ndarray, np.ndarray]:
@@ -634,48 +705,33 @@ def one_edit_pairs(texts: Sequence[str]) -> np.ndarray:
     finds every pair; a hash collision only adds a candidate that verification rejects.
     Returns candidates: check them with :class:`PairVerifier`.
     """
+    return _one_edit_runs(texts, cross_at=0)
+
+
+def one_edit_cross_pairs(left: Sequence[str], right: Sequence[str]) -> np.ndarray:
+    """Every (i, j) of a left text i and a right text j at most one edit apart (as
+    :func:`one_edit_pairs`, between the two lists only); candidates, sorted, unique."""
+    if not left or not right:
+        return np.zeros((0, 2), dtype=np.int64)
+    return _one_edit_runs([*left, *right], cross_at=len(left))
+
+
+def _one_edit_runs(texts: Sequence[str], *, cross_at: int) -> np.ndarray:
     from curation import kernels  # numba: loaded only when pairs are searched
 
     n = len(texts)
-    keys, docs = [], []
+    if n < 2:
+        return np.zeros((0, 2), dtype=np.int64)
+    # every key of every text (its own and one per deleted character), each packed with its
+    # text as in bucket_candidates: one array, one in-place sort, runs of equal keys
+    total = n + sum(map(len, texts))
+    packed = np.empty(total, dtype=np.uint64)
+    written = 0
     for lo in range(0, n, _TEXTS_PER_CHUNK):
         units, lens = _code_units(texts[lo : lo + _TEXTS_PER_CHUNK])
         salt = _mix64(np.arange(int(lens.max(initial=0)) + 2, dtype=np.uint64) + _SALT)
-        k = np.empty(len(lens) + units.size, dtype=np.uint64)
-        d = np.empty(len(lens) + units.size, dtype=np.int64)
-        kernels.deletion_keys(units, lens, _POLY, _POLY_INV, salt, k, d, lo)
-        # keep only keys shared within the chunk or possibly with another chunk: all of them
-        keys.append(k)
-        docs.append(d)
-    if not keys:
-        return np.zeros((0, 2), dtype=np.int64)
-    all_keys, all_docs = np.concatenate(keys), np.concatenate(docs)
-    shared = _repeated(all_keys)
-    return _bucket_pairs(all_keys[shared], all_docs[shared], n)
-
-
-def _repeated(keys: np.ndarray) -> np.ndarray:
-    """Mask of the keys that occur more than once.
-
-    Sorting the keys alone is fast (numpy's SIMD sort; an argsort is several times slower);
-    the few repeated values then mark a bitmap that screens all keys, and only keys passing
-    it are looked up exactly.
-    """
-    ordered = np.sort(keys)
-    values = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
-    bitmap = np.zeros(1 << (_BITMAP_BITS - 3), dtype=np.uint8)
-    mask = np.uint64((1 << _BITMAP_BITS) - 1)
-    low = values & mask
-    np.bitwise_or.at(
-        bitmap, (low >> np.uint64(3)).astype(np.intp), (np.uint8(1) << (low & np.uint64(7)).astype(np.uint8))
-    )
-    from curation import kernels
-
-    screened = np.empty(keys.size, dtype=np.uint8)
-    kernels.in_bitmap(keys, bitmap, mask, screened)
-    maybe = np.flatnonzero(screened)
-    at = np.searchsorted(values, keys[maybe])
-    found = maybe[(at < values.size) & (values[np.minimum(at, values.size - 1)] == keys[maybe])]
-    out = np.zeros(keys.size, dtype=bool)
-    out[found] = True
-    return out
+        written += kernels.packed_deletion_keys(
+            units, lens, _POLY, _POLY_INV, salt, _doc_bits(n), lo, packed[written:]
+        )
+    packed.sort()
+    return _run_pairs(packed, n, cross_at)

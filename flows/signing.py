@@ -92,8 +92,11 @@ class RememberedSignatures:
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         query = pl.DataFrame({"text": list(texts)}, schema={"text": pl.String})
-        rows = query.join(self.known, on="text", how="left", maintain_order="left")["_row"]
-        missing = query.filter(rows.is_null())["text"].unique(maintain_order=True)
+        if self.signatures is None:  # nothing known yet: no join (dedup's million texts)
+            missing = query["text"].unique(maintain_order=True)
+        else:
+            rows = query.join(self.known, on="text", how="left", maintain_order="left")["_row"]
+            missing = query.filter(rows.is_null())["text"].unique(maintain_order=True)
         if len(missing):
             fresh = self.compute(missing.to_list())
             start = 0 if self.signatures is None else len(self.signatures)

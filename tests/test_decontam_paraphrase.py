@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
+import pytest
 
 from curation.decontam import remove_test_leaks
 from schemas.params import DecontamParams, DedupParams
@@ -113,3 +114,29 @@ def test_one_word_pairs_within_train_join_semantic_clusters() -> None:
     out = find_semantic_issues(train, embeddings=emb, cfg=SemanticParams(), extra_pairs=pairs)
     assert dict(zip(out.flags["id"], out.flags["duplicate_of"], strict=True)) == {"b": "a", "c": "a"}
     assert sorted(out.kept["id"]) == ["a", "d", "e"]
+
+
+@pytest.mark.parametrize("min_words", [1, 4])
+def test_one_word_hash_prefilter_keeps_every_string_pair(min_words: int, monkeypatch) -> None:
+    """The hashed prefilter narrows the rows the string keys are built for; the leaks must be
+    the string computation's over all rows (Banking77 plus texts with odd words)."""
+    from pathlib import Path
+
+    import curation.decontam as decontam
+
+    root = Path(__file__).resolve().parents[1]
+    train = pl.read_csv(root / "data/raw/train.csv").head(3000).rename({"category": "label"})
+    test = pl.read_csv(root / "data/raw/test.csv").rename({"category": "label"})
+    odd = ["a \x00 c d", "a b c d", "a  b c", "a b c", "x", "", "\x00 b c d"]
+    tr = pl.concat([train.select("text", "label"), pl.DataFrame({"text": odd, "label": "x"})])
+    te = pl.concat([test.select("text", "label"), pl.DataFrame({"text": odd[::-1], "label": "x"})])
+    tr = tr.with_columns(_key=decontam.dedup_keys(tr["text"])).with_row_index("_i")
+    te = te.with_row_index("_j").with_columns(id=pl.format("t{}", "_j"), _key=decontam.dedup_keys(te["text"]))
+    fast = decontam.one_word_leaks(tr, te, min_words=min_words, same_label=True)
+    monkeypatch.setattr(
+        decontam,
+        "one_word_candidates",
+        lambda left, right: (np.arange(len(left)), np.arange(len(right))),  # every row: no prefilter
+    )
+    every = decontam.one_word_leaks(tr, te, min_words=min_words, same_label=True)
+    assert fast.height > 0 and fast.equals(every)

@@ -109,3 +109,130 @@ def test_redis_banding_must_find_what_the_fast_engine_finds() -> None:
     check_redis_banding(DedupParams(engine="datasketch", lsh_threshold=0.8))
     with pytest.raises(ParamsError, match="lsh_threshold"):
         check_redis_banding(DedupParams(lsh_threshold=0.8))
+
+
+def test_fast_signatures_are_the_min_hashes_of_the_ngram_hashes() -> None:
+    from curation.minhash import _min_hashes, permutations
+
+    # the compiled one-pass kernel against the two-step reference: hashes, then numpy's min
+    texts = TEXTS + ["x" * 300, "ab\u200bcd", "\U0001f600 emoji text"]
+    a, b = permutations(32, 5)
+    hashes, counts = char_ngram_hashes(texts, ngram=5)
+    expected = np.full((len(texts), 32), EMPTY_HASH, dtype=np.uint32)
+    _min_hashes((hashes >> np.uint64(32)).astype(np.uint32), counts, a, b, expected, batch_docs=4)
+    got = signatures(texts, kind="char", ngram=5, num_perm=32, seed=5, engine="fast")
+    assert got.tobytes() == expected.tobytes()
+
+
+def test_bucket_candidates_hold_every_bucket_pair() -> None:
+    from curation.minhash import bucket_candidates
+
+    rng = np.random.default_rng(1)
+    keys = rng.integers(0, 6, size=(300, 4)).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    exact = {tuple(p) for p in candidate_pairs(keys).tolist()}
+    got = bucket_candidates(keys)
+    assert exact <= {tuple(p) for p in got.tolist()}
+    assert (got[:, 0] < got[:, 1]).all() and len(np.unique(got, axis=0)) == len(got)
+    assert bucket_candidates(keys[:1]).shape == (0, 2)
+
+
+def test_word_bag_hashes_agree_with_word_bag_ids() -> None:
+    from curation.minhash import word_bag_hashes, word_bag_ids
+
+    # str.split()'s whitespace includes U+001C-U+001F and U+3000, which regex \s does not all hold
+    texts = ["a b", "b  a", "", "  ", "a\x1cb", "b\u3000a", "ab", "a b b", "b a b", "a\u200bb", "x y z"]
+    (ids,) = word_bag_ids(texts)
+    hashes = word_bag_hashes(texts)
+    for i in range(len(texts)):
+        for j in range(len(texts)):
+            assert (ids[i] == ids[j]) == (hashes[i] == hashes[j]), (texts[i], texts[j])
+
+
+@pytest.mark.parametrize(("num_perm", "seed"), [(128, 1), (64, 3), (2, 0)])
+def test_permutations_are_datasketchs(num_perm: int, seed: int) -> None:
+    from datasketch import MinHash
+
+    from curation.minhash import permutations
+
+    a, b = permutations(num_perm, seed)
+    ref_a, ref_b = MinHash(num_perm=num_perm, seed=seed).permutations
+    assert a.dtype == b.dtype == np.uint32
+    assert a.tolist() == ref_a.tolist() and b.tolist() == ref_b.tolist()
+
+
+def test_cluster_labels_number_components_as_scipy_does() -> None:
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    from curation.dedup import cluster_labels
+
+    rng = np.random.default_rng(2)
+    for n, k in ((1, 0), (10, 0), (50, 30), (400, 380), (300, 1000)):
+        pairs = np.sort(rng.integers(0, n, size=(k, 2)), axis=1)
+        graph = coo_matrix((np.ones(k, dtype=np.int8), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+        assert cluster_labels(n, pairs).tolist() == connected_components(graph, directed=False)[1].tolist()
+
+
+def test_cross_sources_hold_every_cross_pair() -> None:
+    from curation.minhash import cross_bucket_candidates, cross_pairs, one_edit_cross_pairs
+
+    left, right = TEXTS[:8], TEXTS[8:] + ["my card was declined", "mycard was declined", "how do i top u"]
+    expected = {
+        (i, j) for i in range(len(left)) for j in range(len(right)) if OSA.distance(left[i], right[j]) <= 1
+    }
+    got = {tuple(p) for p in one_edit_cross_pairs(left, right).tolist()}
+    assert {(0, 7), (0, 8), (5, 9)} <= expected <= got
+    assert all(i < len(left) and j < len(right) for i, j in got)
+    rng = np.random.default_rng(3)
+    lk = rng.integers(0, 5, size=(40, 3)).astype(np.uint64)
+    rk = rng.integers(0, 5, size=(30, 3)).astype(np.uint64)
+    exact = {tuple(p) for p in cross_pairs(lk, rk).tolist()}
+    assert exact and exact <= {tuple(p) for p in cross_bucket_candidates(lk, rk).tolist()}
+    assert cross_bucket_candidates(lk, rk[:0]).shape == (0, 2)
+
+
+def test_decontam_finds_every_leak_the_near_rule_accepts() -> None:
+    import polars as pl
+
+    from curation.decontam import remove_test_leaks
+    from curation.minhash import PairVerifier
+    from schemas.params import DecontamParams
+
+    # short texts: one typo moves their Jaccard far below what LSH at 0.4 reliably finds
+    test = ["lost card", "top up failed", "pin blocked", "card declined at shop", "how do i top up"]
+    train = ["lost crad", "top up faild", "pin blocke", "declined card at shop", "how do i top up?"]
+    train += ["new pin", "lots card", "top-up failed", "card declined at the shop", "exchange rate"]
+    cfg, minhash = DecontamParams(one_word=False), DedupParams()
+    keys_tr = [t.replace("?", "").replace("-", " ") for t in train]
+    sig_tr = signatures(keys_tr, kind="char", ngram=5, num_perm=128, seed=1, engine="fast")
+    sig_te = signatures(test, kind="char", ngram=5, num_perm=128, seed=1, engine="fast")
+    verify = PairVerifier(keys_tr, test, sig_tr, sig_te, threshold=0.9, max_char_edits=1, word_order=True)
+    every = np.array([(i, j) for i in range(len(train)) for j in range(len(test))])
+    ok, _ = verify(every)
+    expected = {f"r{i}" for i in every[ok][:, 0]}
+    frame = pl.DataFrame({"id": [f"r{i}" for i in range(len(train))], "line": range(1, len(train) + 1)})
+    frame = frame.with_columns(text=pl.Series(train), label=pl.lit("x"), split=pl.lit("train"))
+    tests = pl.DataFrame({"id": [f"t{j}" for j in range(len(test))], "text": test, "label": "x"})
+    out = remove_test_leaks(frame, tests, cfg=cfg, minhash=minhash)
+    assert {"r0", "r1", "r2", "r3", "r4", "r6", "r7"} <= expected
+    assert set(out.removed["id"]) == expected
+
+
+def test_dedup_loads_neither_scipy_sparse_nor_datasketch() -> None:
+    """`curagate dedup`'s clusters come from a union-find, not scipy.sparse (numba itself loads
+    scipy.linalg), and datasketch's permutations are drawn here: neither is loaded."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys, curation.dedup, flows.signing;"
+        "from curation.minhash import signatures, one_edit_pairs;"
+        "from curation.dedup import cluster_labels;"
+        "signatures(['a card', 'a cart'], kind='char', ngram=5, num_perm=16, seed=1, engine='fast');"
+        "cluster_labels(2, one_edit_pairs(['a card', 'a cart']));"
+        "print([m for m in ('scipy.sparse', 'datasketch') if m in sys.modules])"
+    )
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr

@@ -189,3 +189,13 @@ def test_normalisation_is_deterministic_across_table_builds() -> None:
         signatures(first, kind="char", ngram=5, num_perm=32, seed=1),
         signatures(_norm(texts), kind="char", ngram=5, num_perm=32, seed=1),
     )
+
+
+def test_dedup_keys_of_a_series_equal_the_expression() -> None:
+    from curation.dedup import dedup_keys
+
+    texts = [ORIGINAL, *(f(ORIGINAL) for f in DISGUISES.values()), *UNRELATED]
+    texts += ["???", "!!!", "?\u200b??", "", "  ", "ß", "ＦＵＬＬ width", "\u00ad", "a\x1cb", "Ǆ ǅ", None]
+    series = pl.Series("text", texts, dtype=pl.String)
+    expected = series.to_frame().select(dedup_key(pl.col("text"))).to_series()
+    assert dedup_keys(series).to_list() == expected.to_list()
