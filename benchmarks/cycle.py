@@ -73,6 +73,7 @@ def parse_args() -> argparse.Namespace:
         "--baseline-rows", type=int, default=150, help="known-intent test rows v1 labels for monitor"
     )
     p.add_argument("--eval-rows", type=int, default=300, help="seeded test rows every evaluate scores")
+    p.add_argument("--epochs", type=float, default=1.0, help="train.epochs of every adapter")
     p.add_argument("--port", type=int, default=8093, help="Label Studio port")
     p.add_argument("--out", type=Path, default=RESULTS / "cycle.json")
     return p.parse_args()
@@ -152,7 +153,7 @@ def project_params(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     )
     params["report"]["planted"] = None
     params["gate"].update(min_examples=200, min_per_class=5)
-    params["train"].update(max_train_examples=None)
+    params["train"].update(max_train_examples=None, epochs=args.epochs)
     params["evaluate"].update(sample_size=args.eval_rows, free_generation_rows=0)
     params["monitor"].update(window_rows=args.traffic1, reference_rows=2000)
     params["prediction_review"].update(sample_size=args.review1)
@@ -170,7 +171,8 @@ def shrunk(args: argparse.Namespace, scenario: dict[str, Any]) -> dict[str, str]
         "intents": f"{args.intents} of Banking77's 77 intents, {args.held_out} held out of v1 (the issue's "
         "example: 10 of 77)",
         "train": f"train.max_train_examples null: v1 trains on all {scenario['v1_train_rows']} rows "
-        f"({args.train_per_intent} per known intent), 1 epoch; v2 on those plus the reviewed rows",
+        f"({args.train_per_intent} per known intent), {args.epochs:g} epoch(s); v2 on those plus the "
+        "reviewed rows",
         "evaluate": f"evaluate.sample_size {args.eval_rows} seeded rows of the {scenario['test_rows']} "
         "test rows of those intents; free_generation_rows 0",
         "gate": "gate.min_examples 200, gate.min_per_class 5 (small data); v1 and v3 under a recorded "
@@ -236,6 +238,13 @@ class Steps:
         self.done[name] = record
         self.save()
         return record
+
+    def snapshot(self, name: str, path: Path) -> dict[str, Any]:
+        """A JSON file as it is now, kept in steps.json (a later step rewrites the file)."""
+        if name not in self.done:
+            self.done[name] = {"file": str(path), "content": read(path)}
+            self.save()
+        return self.done[name]["content"]
 
     def python(self, name: str, fn, *a: Any, **kw: Any) -> dict[str, Any]:
         """An in-process step (the annotator), once."""
@@ -311,6 +320,14 @@ def train_eval_promote(
     return read(steps.work / reports / "promotion.json")["champion"]
 
 
+def true_accuracy(work: Path, window: str) -> dict[str, Any]:
+    """The champion's accuracy on every row of a traffic window (the annotator's truth): what the
+    weighted review estimate should find."""
+    truth = pl.read_parquet(work / "data/traffic/truth.parquet").rename({"label": "truth"})
+    rows = pl.read_parquet(work / f"data/traffic/{window}_predictions.parquet").join(truth, on="id")
+    return {"rows": rows.height, "accuracy": round(float((rows["label"] == rows["truth"]).mean()), 6)}
+
+
 def predict(steps: Steps, name: str, model: str, infile: str, out: str, params: str) -> None:
     steps.cli(name, "predict", "--model-dir", model, "--in", infile, "--out", out, "--params", params,
               "--no-progress")  # fmt: skip
@@ -328,7 +345,7 @@ def decision(work: Path, tag: str, block: dict[str, Any]) -> dict[str, Any]:
     return {
         "adapter": tag,
         **{k: block[k] for k in keys if k in block},
-        "reasons": block["reasons"].split("; "),
+        "reasons": block["reasons"],  # as recorded on the model version: "; " between reasons
         "eval_accuracy": ev.get("adapter_accuracy"),
         "eval_accuracy_ci": [ev.get("adapter_accuracy_low"), ev.get("adapter_accuracy_high")],
         "base_accuracy": ev.get("base_accuracy"),
@@ -401,7 +418,7 @@ def main() -> None:
               "data/traffic/window1_predictions.parquet", "--params", p1.name)  # fmt: skip
     steps.python("annotate_window1", annotate, work, p1)
     steps.cli("pull_window1", "review", "pull-predictions", "--params", p1.name)
-    production1 = read(work / params["prediction_review"]["metrics_file"])
+    production1 = steps.snapshot("production_window1", work / params["prediction_review"]["metrics_file"])
     reviewed_rows = sum(
         1 for _ in open(work / params["prediction_review"]["reviewed_file"], encoding="utf-8")
     )
@@ -424,7 +441,7 @@ def main() -> None:
               "data/traffic/window2_predictions.parquet", "--params", p1.name)  # fmt: skip
     steps.python("annotate_window2", annotate, work, p1)
     steps.cli("pull_window2", "review", "pull-predictions", "--params", p1.name)
-    production2 = read(work / params["prediction_review"]["metrics_file"])
+    production2 = steps.snapshot("production_window2", work / params["prediction_review"]["metrics_file"])
 
     # 6. the challenger v2 vs the champion v1 (test split + reviewed production sample)
     v2 = train_eval_promote(steps, "v2", "data/curated_v2", p2.name)
@@ -459,11 +476,14 @@ def main() -> None:
         "shrunk": shrunk(args, scenario),
         "scenario": scenario,
         "decisions": [decision(work, "v1", v1), decision(work, "v2", v2), decision(work, "v3", v3)],
+        "production_margin": params["registry"]["production_margin"],
+        "promote_margin": params["registry"]["promote_margin"],
         "expected": {"v1": "promote (first champion)", "v2": "promote", "v3": "reject"},
         "as_expected": [v1["verdict"], v2["verdict"], v3["verdict"]] == ["promote", "promote", "reject"],
         "drift_window1": window1,
         "production_accuracy_window1": production1,
         "production_accuracy_window2": production2,
+        "true_accuracy": {w: true_accuracy(work, w) for w in ("window1", "window2")},
         "reviewed_train_rows": reviewed_rows,
         "curate_v2": {
             k: quality2.get(k)
@@ -516,15 +536,19 @@ def plot(results: dict[str, Any], path: Path) -> None:
     for d in results["decisions"][1:]:
         for part in ("test", "production"):
             if f"{part}_difference" in d:
-                rows.append((f"{d['adapter']} {part}", d[f"{part}_difference"], d[f"{part}_difference_low"],
-                             d[f"{part}_difference_high"]))  # fmt: skip
+                lo = d[f"{part}_difference_low"]
+                # the rule: test lower bound > 0; production lower bound > -production_margin
+                passed = lo > 0 if part == "test" else lo > -results["production_margin"]
+                label = f"{d['adapter']} vs v{d['previous_champion_version']}: {part}"
+                rows.append((label, d[f"{part}_difference"], lo, d[f"{part}_difference_high"], passed))
     ys = np.arange(len(rows))
-    for y, (_, value, lo, hi) in zip(ys, rows, strict=True):
-        right.errorbar(value, y, xerr=[[value - lo], [hi - value]], fmt="o", capsize=4)
+    for y, (_, value, lo, hi, passed) in zip(ys, rows, strict=True):
+        color = "tab:green" if passed else "tab:red"
+        right.errorbar(value, y, xerr=[[value - lo], [hi - value]], fmt="o", capsize=4, color=color)
     right.axvline(0, color="grey", lw=1)
     right.set_yticks(ys, [r[0] for r in rows])
     right.set_xlabel("challenger - champion accuracy (paired 95% CI)")
-    right.set_title("promotion checks")
+    right.set_title("promotion checks (green: passed)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

@@ -93,7 +93,7 @@ def reviewed_sample(params: Params, *, challenger_dir: Path) -> tuple[pl.DataFra
     reasons = [
         f"info: reviewed production sample from {decisions_path}: {counts['judged']} judged rows, "
         f"{counts['trained_on']} left out (the challenger was trained on them), "
-        f"{counts['without_text']} without their text; {counts['rows']} compared"
+        f"{counts['without_text']} without their text: {counts['rows']} compared"
     ]
     if trained is None:
         reasons.append(f"info: the challenger's train rows could not be read ({source}): none left out")
