@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +57,14 @@ def trained_texts(model_dir: Path, base_dir: Path) -> tuple[pl.Series | None, st
     return None, f"{train_file}: not found"
 
 
-def reviewed_sample(params: Params, *, challenger_dir: Path) -> tuple[pl.DataFrame | None, list[str]]:
+def reviewed_sample(
+    params: Params, *, model_dirs: Mapping[str, Path]
+) -> tuple[pl.DataFrame | None, list[str]]:
     """The reviewed production rows from prediction review's files, or None when there are none.
+
+    Rows whose text any of ``model_dirs`` (``{"challenger": dir, "champion": dir}``) was
+    trained on are left out: a model's answer on its own train row says nothing about
+    production, whichever side it helps.
 
     Returns:
         (rows: id, text, label, weight, model_label, model_version; reasons (info lines)).
@@ -85,18 +91,28 @@ def reviewed_sample(params: Params, *, challenger_dir: Path) -> tuple[pl.DataFra
     # the decisions file keeps no text (the sample file holds the original texts locally)
     texts = sample.unique(["id", "text_hash"], keep="first")
     joined = decisions.drop("text", strict=False).join(texts, on=["id", "text_hash"], how="left")
-    trained, source = trained_texts(challenger_dir, params.base_dir)
+    reasons: list[str] = []
+    trained: list[pl.Series] = []
+    for name, model_dir in model_dirs.items():
+        seen, source = trained_texts(model_dir, params.base_dir)
+        if seen is None:
+            reasons.append(
+                f"info: the {name}'s train rows could not be read ({source}): none of them left out"
+            )
+        else:
+            trained.append(seen)
     try:
-        rows, counts = production_comparison_rows(joined, trained_texts=trained)
+        rows, counts = production_comparison_rows(
+            joined, trained_texts=pl.concat(trained) if trained else None
+        )
     except ValueError as exc:
         raise ProductionSampleError(f"{decisions_path}: {exc}") from exc
-    reasons = [
+    reasons.insert(
+        0,
         f"info: reviewed production sample from {decisions_path}: {counts['judged']} judged rows, "
-        f"{counts['trained_on']} left out (the challenger was trained on them), "
-        f"{counts['without_text']} without their text: {counts['rows']} compared"
-    ]
-    if trained is None:
-        reasons.append(f"info: the challenger's train rows could not be read ({source}): none left out")
+        f"{counts['trained_on']} left out (the {' or the '.join(model_dirs)} was trained on them), "
+        f"{counts['without_text']} without their text: {counts['rows']} compared",
+    )
     return rows, reasons
 
 

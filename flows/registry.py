@@ -473,30 +473,40 @@ def _production_sample(
         if not {"champion_label", "challenger_label"} <= set(frame.columns):
             return None, [f"info: no champion: {sample} not compared"], str(sample)
         return production_answers(frame, str(sample), champion_version=None), [], str(sample)
-    reasons: list[str] = []
-    if sample is not None:
-        frame, where = _read_sample_frame(sample), str(sample)
-        if "text" not in frame.columns:
-            raise RegistryError(f"{sample}: production sample lacks column(s) ['text']")
-    elif params.registry.production_from_reviews:
-        try:
-            frame, reasons = reviewed_sample(params, challenger_dir=challenger_dir)
-        except ProductionSampleError as exc:
-            raise RegistryError(str(exc)) from exc
-        where = params.prediction_review.decisions_file
-        if frame is None or frame.height == 0:
-            return None, reasons, None
-    else:
+    if sample is None and not params.registry.production_from_reviews:
         return None, [], None
-    if not {"champion_label", "challenger_label"} <= set(frame.columns):
-        from training.predict import PredictorError, adapter_version  # torch: only when a model answers
+    if sample is not None:
+        given = _read_sample_frame(sample)
+        if {"champion_label", "challenger_label"} <= set(given.columns):  # complete: nothing to predict
+            return (
+                production_answers(given, str(sample), champion_version=str(current.version)),
+                [],
+                str(sample),
+            )
+    from training.predict import PredictorError, adapter_version  # torch: only when a model answers
 
-        with tempfile.TemporaryDirectory() as tmp:
-            champion_dir, ids = None, {str(current.version)}
+    reasons: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        # the champion's adapter and training record: its train rows (left out of the reviewed
+        # rows) and, where it did not serve a row, its answer
+        champion_dir = champion_model_dir(client, current.run_id, Path(tmp) / "champion")
+        if sample is not None:
+            frame, where = _read_sample_frame(sample), str(sample)
+            if "text" not in frame.columns:
+                raise RegistryError(f"{sample}: production sample lacks column(s) ['text']")
+        else:
             try:
-                if "champion_label" not in frame.columns:
-                    champion_dir = champion_model_dir(client, current.run_id, Path(tmp) / "champion")
-                    ids.add(adapter_version(champion_dir / ADAPTER_DIR))
+                frame, reasons = reviewed_sample(
+                    params, model_dirs={"challenger": challenger_dir, "champion": champion_dir}
+                )
+            except ProductionSampleError as exc:
+                raise RegistryError(str(exc)) from exc
+            where = params.prediction_review.decisions_file
+            if frame is None or frame.height == 0:
+                return None, reasons, None
+        if not {"champion_label", "challenger_label"} <= set(frame.columns):
+            try:
+                ids = {str(current.version), adapter_version(champion_dir / ADAPTER_DIR)}
                 frame, more = answer_production_sample(
                     frame, params=params, challenger_dir=challenger_dir, champion_dir=champion_dir,
                     champion_ids=ids, champion_version=str(current.version), on_progress=on_progress,
