@@ -344,11 +344,87 @@ def reviewed_train_rows(decisions: pl.DataFrame, *, columns: ColumnMap) -> pl.Da
     return rows.sort(columns.id)
 
 
+# ── reviewed answers -> the promotion's production sample ──────────────────────────
+
+
+def _comparable_text(column: str) -> pl.Expr:
+    """Case and spacing folded: a reviewed row re-read by curate (stripped, re-spaced) still
+    matches its train copy."""
+    return pl.col(column).str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars()
+
+
+def production_comparison_rows(
+    decisions: pl.DataFrame, *, trained_texts: pl.Series | None = None
+) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Reviewed answers with a known right label -> the rows two models are compared on.
+
+    ``correct`` keeps the model's label as the truth, ``wrong`` the reviewer's; ``unsure``
+    rows and rows without their text give nothing. Rows whose text the challenger was trained
+    on (``trained_texts``: its train rows' texts) are left out: a model's score on its own
+    train rows says nothing about production (the reviewed rows of one window are the next
+    curate's extra train input, so they must not also judge the model trained on them).
+
+    Args:
+        decisions: resolved verdicts with their texts: id, text_hash, text, verdict,
+            right_label, model_label, model_version; optional weight (the review sample's
+            inverse inclusion probability).
+        trained_texts: texts the challenger was trained on; None = leave none out.
+
+    Returns:
+        (rows: id (unique: ``<id>-2``... when a prediction id repeats across windows), text,
+        label, weight, model_label, model_version, sorted by id; counts: judged,
+        without_text, trained_on, rows).
+
+    Raises:
+        ValueError: a required column is missing.
+    """
+    needed = ["id", "text_hash", "text", "verdict", "right_label", "model_label", "model_version"]
+    missing = [c for c in needed if c not in decisions.columns]
+    if missing:
+        raise ValueError(f"decisions frame lacks column(s) {missing}")
+    judged = decisions.filter(
+        pl.col("verdict").is_in(["correct", "wrong"]) & pl.col("right_label").is_not_null()
+    )
+    occurrence = pl.int_range(1, pl.len() + 1).over("id")
+    # the unique id is set before rows are left out, so a row keeps it whatever else is dropped
+    usable = (
+        judged.filter(pl.col("text").is_not_null())
+        .sort("id", "text_hash")
+        .with_columns(
+            pl.when(occurrence > 1)
+            .then(pl.col("id") + "-" + occurrence.cast(pl.String))
+            .otherwise(pl.col("id"))
+            .alias("id")
+        )
+    )
+    kept = usable
+    if trained_texts is not None:
+        seen = pl.DataFrame({"key": trained_texts.cast(pl.String)}).select(_comparable_text("key")).unique()
+        kept = usable.with_columns(key=_comparable_text("text")).join(seen, on="key", how="anti").drop("key")
+    weight = pl.col("weight").cast(pl.Float64) if "weight" in kept.columns else pl.lit(1.0)
+    rows = kept.select(
+        pl.col("id"),
+        pl.col("text"),
+        pl.col("right_label").alias("label"),
+        weight.alias("weight"),
+        pl.col("model_label").cast(pl.String),
+        pl.col("model_version").cast(pl.String),
+    )
+    counts = {
+        "judged": judged.height,
+        "without_text": judged.height - usable.height,
+        "trained_on": usable.height - kept.height,
+        "rows": rows.height,
+    }
+    return rows.sort("id"), counts
+
+
 __all__ = [
     "SAMPLE_SCHEMA",
     "AccuracyEstimate",
     "allocate_sample",
     "estimate_accuracy",
+    "production_comparison_rows",
     "reviewed_train_rows",
     "sample_predictions",
 ]

@@ -401,12 +401,21 @@ def read_production_sample(path: Path, *, champion_version: str | None) -> Any:
     Raises:
         RegistryError: unreadable file, missing columns, nulls, or another champion's answers.
     """
-    from training.promotion import ProductionAnswers
+    return production_answers(_read_sample_frame(path), str(path), champion_version=champion_version)
 
+
+def _read_sample_frame(path: Path) -> pl.DataFrame:
     try:
-        frame = pl.read_parquet(path)
+        return pl.read_parquet(path)
     except (OSError, pl.exceptions.PolarsError) as exc:
         raise RegistryError(f"{path}: cannot read the production sample ({exc})") from exc
+
+
+def production_answers(frame: pl.DataFrame, where: str, *, champion_version: str | None) -> Any:
+    """:func:`read_production_sample`'s checks on a frame (``where`` names it in errors)."""
+    from training.promotion import ProductionAnswers
+
+    path = where
     missing = [c for c in PRODUCTION_COLUMNS if c not in frame.columns]
     if missing:
         raise RegistryError(
@@ -435,6 +444,77 @@ def read_production_sample(path: Path, *, champion_version: str | None) -> Any:
         frame["challenger_label"].cast(pl.String).to_list(),
         weights,
     )
+
+
+def _production_sample(
+    client: Any,
+    current: Any | None,
+    *,
+    params: Params,
+    challenger_dir: Path,
+    sample: Path | None,
+    on_progress: Any = None,
+) -> tuple[Any | None, list[str], str | None]:
+    """The rule's production input: the given sample file, else (``registry.
+    production_from_reviews``) the rows people reviewed; the answers it lacks (the challenger's,
+    the champion's where it did not serve them) predicted now. Returns (answers or None,
+    reasons, where the rows came from)."""
+    from flows.production_sample import (
+        ProductionSampleError,
+        answer_production_sample,
+        champion_model_dir,
+        reviewed_sample,
+    )
+
+    if current is None:  # the first champion: evaluate's verdict alone decides, nothing to predict
+        if sample is None:
+            return None, [], None
+        frame = _read_sample_frame(sample)
+        if not {"champion_label", "challenger_label"} <= set(frame.columns):
+            return None, [f"info: no champion: {sample} not compared"], str(sample)
+        return production_answers(frame, str(sample), champion_version=None), [], str(sample)
+    if sample is None and not params.registry.production_from_reviews:
+        return None, [], None
+    if sample is not None:
+        given = _read_sample_frame(sample)
+        if {"champion_label", "challenger_label"} <= set(given.columns):  # complete: nothing to predict
+            return (
+                production_answers(given, str(sample), champion_version=str(current.version)),
+                [],
+                str(sample),
+            )
+    from training.predict import PredictorError, adapter_version  # torch: only when a model answers
+
+    reasons: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        # the champion's adapter and training record: its train rows (left out of the reviewed
+        # rows) and, where it did not serve a row, its answer
+        champion_dir = champion_model_dir(client, current.run_id, Path(tmp) / "champion")
+        if sample is not None:
+            frame, where = _read_sample_frame(sample), str(sample)
+            if "text" not in frame.columns:
+                raise RegistryError(f"{sample}: production sample lacks column(s) ['text']")
+        else:
+            try:
+                frame, reasons = reviewed_sample(
+                    params, model_dirs={"challenger": challenger_dir, "champion": champion_dir}
+                )
+            except ProductionSampleError as exc:
+                raise RegistryError(str(exc)) from exc
+            where = params.prediction_review.decisions_file
+            if frame is None or frame.height == 0:
+                return None, reasons, None
+        if not {"champion_label", "challenger_label"} <= set(frame.columns):
+            try:
+                ids = {str(current.version), adapter_version(champion_dir / ADAPTER_DIR)}
+                frame, more = answer_production_sample(
+                    frame, params=params, challenger_dir=challenger_dir, champion_dir=champion_dir,
+                    champion_ids=ids, champion_version=str(current.version), on_progress=on_progress,
+                )  # fmt: skip
+            except (PredictorError, ProductionSampleError, OSError, ValueError) as exc:
+                raise RegistryError(f"{where}: cannot answer the reviewed rows ({exc})") from exc
+            reasons += more
+    return production_answers(frame, where, champion_version=str(current.version)), reasons, where
 
 
 def _now() -> str:
@@ -475,9 +555,16 @@ def promote(
     detail_json: Path,
     html: Path | None = None,
     production: Path | None = None,
+    on_progress: Any = None,
 ) -> dict[str, Any]:
     """Log and register the adapter in ``model_dir`` (the challenger), decide whether it replaces
     the champion (training/promotion.py), record the decision and move the alias.
+
+    The reviewed production sample is ``production`` (or ``registry.production_sample``), else,
+    with ``registry.production_from_reviews``, the rows people reviewed (flows/
+    production_sample.py: rows the challenger trained on left out). Answers it lacks are
+    predicted here: the challenger's on every row, the champion's where it did not serve them.
+    ``on_progress(what, done, total)`` follows those predictions.
 
     Returns:
         The champion block (flat: verdict, versions, both scores, the paired differences and
@@ -513,11 +600,10 @@ def promote(
         sample = production or (Path(registry.production_sample) if registry.production_sample else None)
         if sample is not None and not sample.is_absolute() and production is None:
             sample = params.base_dir / sample
-        answers = None
-        if sample is not None:
-            answers = read_production_sample(
-                sample, champion_version=str(current.version) if current is not None else None
-            )
+        answers, production_reasons, sample_source = _production_sample(
+            client, current, params=params, challenger_dir=model_dir, sample=sample, on_progress=on_progress
+        )
+        extra += production_reasons
         interval = params.evaluate
         verdict = champion_verdict(
             challenger,
@@ -551,14 +637,14 @@ def promote(
             _set_history(client, registry, [*history, logged.version])
         champion = logged.version if verdict["promote"] else previous
         block = champion_block(verdict, version=logged.version, previous=previous, champion=champion)
-        _record_decision(client, registry, logged, block, verdict, sample)
+        _record_decision(client, registry, logged, block, verdict, sample_source)
     except _mlflow_errors() as exc:
         raise RegistryError(f"registry {backend.tracking_uri}: {exc}") from exc
     return {**block, "detail": verdict}
 
 
 def _record_decision(
-    client: Any, registry: RegistryParams, logged: Logged, block: dict, verdict: dict, sample: Path | None
+    client: Any, registry: RegistryParams, logged: Logged, block: dict, verdict: dict, sample: str | None
 ) -> None:
     when = _now()
     tags = {

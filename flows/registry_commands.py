@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from flows.console import console, fail, load_cli_params
 from schemas.params import DEFAULT_MODEL_DIR, DEFAULT_REPORTS_DIR
@@ -107,10 +108,24 @@ def promote_command(
     from flows.registry import RegistryError, promote
 
     cfg = load_cli_params(params)
+    # the reviewed production rows may need both models' answers: a bar per model that answers
+    progress = Progress(
+        TextColumn("[bold]promote: {task.description} answers"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), console=console, transient=True,
+    )  # fmt: skip
+    bars: dict[str, TaskID] = {}
+
+    def on_progress(what: str, done: int, total: int) -> None:
+        if what not in bars:
+            bars[what] = progress.add_task(what, total=total)
+        progress.update(bars[what], completed=done)
+
     try:
-        result = promote(
-            model_dir, params=cfg, eval_json=eval_json, detail_json=detail, html=html, production=production
-        )
+        with progress:
+            result = promote(
+                model_dir, params=cfg, eval_json=eval_json, detail_json=detail, html=html,
+                production=production, on_progress=on_progress,
+            )  # fmt: skip
     except RegistryError as exc:
         fail(exc)
     block = {k: v for k, v in result.items() if k != "detail"}

@@ -27,6 +27,7 @@ class RegistryParams:
     promote_margin: float = 0.01
     production_margin: float = 0.05
     production_sample: str | None = None
+    production_from_reviews: bool = True
 
     def __post_init__(self) -> None:
         if self.promote_metric not in PROMOTION_METRICS:

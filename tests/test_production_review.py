@@ -319,3 +319,38 @@ def test_push_predictions_names_a_missing_or_malformed_file_and_exits_2(tmp_path
     )
     assert bad.exit_code == 2 and "bad.parquet: column 'label' missing" in " ".join(bad.output.split())
     assert "Traceback" not in missing.output + bad.output
+
+
+def test_comparison_rows_take_the_right_label_and_leave_out_what_the_challenger_trained_on() -> None:
+    from curation.production import production_comparison_rows
+
+    decisions = pl.DataFrame(
+        {
+            "id": ["p1", "p2", "p3", "p4", "p1"],
+            "text_hash": ["h1", "h2", "h3", "h4", "h5"],
+            "text": ["Where is my card?", "rate?", None, "top up failed", "card again"],
+            "verdict": ["correct", "wrong", "wrong", "unsure", "wrong"],
+            "right_label": ["card_arrival", "exchange_rate", "top_up_failed", None, "card_arrival"],
+            "model_label": [
+                "card_arrival",
+                "card_arrival",
+                "exchange_rate",
+                "exchange_rate",
+                "exchange_rate",
+            ],
+            "model_version": ["v1"] * 5,
+            "weight": [2.0, 1.0, 1.0, 1.0, 3.0],
+        }
+    )
+    rows, counts = production_comparison_rows(decisions)
+    # unsure gives nothing, a row without its text neither; a repeated id stays unique
+    assert rows["id"].to_list() == ["p1", "p1-2", "p2"]
+    assert rows["label"].to_list() == ["card_arrival", "card_arrival", "exchange_rate"]
+    assert rows["weight"].to_list() == [2.0, 3.0, 1.0]
+    assert counts == {"judged": 4, "without_text": 1, "trained_on": 0, "rows": 3}
+    # the challenger's train rows (curate may have re-spaced or re-cased them) are left out
+    trained = pl.Series(["  where is   my card? ", "something else"])
+    rows, counts = production_comparison_rows(decisions, trained_texts=trained)
+    assert rows["id"].to_list() == ["p1-2", "p2"] and counts["trained_on"] == 1
+    with pytest.raises(ValueError, match="right_label"):
+        production_comparison_rows(decisions.drop("right_label"))

@@ -9,6 +9,7 @@ small stand-in directories: the registry never loads a model.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -209,3 +210,97 @@ def test_first_champion_promote_reject_and_rollback_on_a_real_backend(tmp_path: 
     assert (
         unknown.exit_code == 2 and "no version '99'" in unknown.output and "Traceback" not in unknown.output
     )
+
+
+# ── the reviewed production sample answered by the promote step itself (real models) ──
+
+REVIEW_LABELS = ["card_arrival", "exchange_rate", "lost_or_stolen_card", "top_up_failed"]
+REVIEWED = [  # (text, reviewer's label)
+    ("my card has not arrived yet", "card_arrival"),
+    ("what is the euro to dollar rate", "exchange_rate"),
+    ("I lost my card", "lost_or_stolen_card"),
+    ("my top up did not work", "top_up_failed"),
+    ("where is the card I ordered", "card_arrival"),
+    ("someone stole my wallet and card", "lost_or_stolen_card"),
+]
+
+
+def _real_adapter(root: Path, name: str, right: np.ndarray, *, seed: int, train_texts: list[str]) -> dict:
+    """_adapter's files with a real (untrained, random-B) LoRA on SmolLM2 and the training
+    record predict needs; its train.parquet holds ``train_texts``."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from training.model import load_base_model
+
+    files = _adapter(root, name, right)
+    shutil.rmtree(files["model_dir"] / "adapter")
+    torch.manual_seed(seed)
+    loaded = load_base_model("smollm2", device="cpu", for_training=False)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(loaded.model, lora).save_pretrained(files["model_dir"] / "adapter")
+    train_file = root / f"{name}-train.parquet"
+    pl.DataFrame({"id": [f"t{i}" for i in range(len(train_texts))], "text": train_texts}).write_parquet(
+        train_file
+    )
+    record = json.loads((files["model_dir"] / "training.json").read_text())
+    record.update(label_set=REVIEW_LABELS, prompt_form="short", train_file=str(train_file))
+    (files["model_dir"] / "training.json").write_text(json.dumps(record))
+    return files
+
+
+@pytest.mark.slow
+def test_promote_answers_the_reviewed_rows_with_both_models(tmp_path: Path) -> None:
+    from flows.registry import promote
+    from training.predict import adapter_version, load_predictor, predict_texts
+
+    feedback = tmp_path / "feedback"
+    feedback.mkdir()
+    raw = {
+        "registry": {"dir": "mlruns"},
+        "evaluate": {"bootstrap_samples": 300},
+        "predict": {"batch_size": 4},
+        "prediction_review": {
+            "sample_file": "feedback/sample.parquet",  # relative: to the params' directory
+            "decisions_file": "feedback/decisions.parquet",
+        },
+    }
+    params = params_from_dict(raw, base_dir=tmp_path)
+    # v1 was trained on row 3's text, v2 on row 4's: both are left out of the comparison
+    v1 = _real_adapter(tmp_path, "v1", _right(210), seed=0, train_texts=[REVIEWED[3][0]])
+    first = promote(**v1, params=params)  # the first champion: nothing to compare, nothing predicted
+    assert first["verdict"] == "promote" and "production_rows" not in first
+
+    texts = [t for t, _ in REVIEWED]
+    gold = [g for _, g in REVIEWED]
+    served = adapter_version(v1["model_dir"] / "adapter")
+    # rows 0-4 were served by the champion (their answers are taken as they are: set to the
+    # truth here, so a re-prediction would show); row 5 by another version (predicted now);
+    versions = [served] * 5 + ["md5-someone-else"]
+    pl.DataFrame({
+        "id": [f"p{i}" for i in range(6)], "text_hash": [f"h{i}" for i in range(6)],
+        "verdict": ["correct"] * 6, "right_label": gold, "model_label": gold,
+        "model_version": versions, "weight": [1.0, 2.0, 1.0, 1.0, 1.0, 3.0],
+    }).write_parquet(feedback / "decisions.parquet")  # fmt: skip
+    keys = {"id": [f"p{i}" for i in range(6)], "text_hash": [f"h{i}" for i in range(6)]}
+    pl.DataFrame({**keys, "text": texts}).write_parquet(feedback / "sample.parquet")
+    v2 = _real_adapter(tmp_path, "v2", _right(270), seed=1, train_texts=[texts[4].upper()])
+    seen: dict[str, int] = {}
+    result = promote(**v2, params=params, on_progress=lambda what, done, total: seen.update({what: total}))
+
+    compared = [0, 1, 2, 5]
+    weights = np.array([1.0, 2.0, 1.0, 3.0])
+    challenger, _ = predict_texts(load_predictor(v2["model_dir"]), [texts[i] for i in compared], batch_size=4)
+    champion_5, _ = predict_texts(load_predictor(v1["model_dir"]), [texts[5]], batch_size=4)
+    champion = [gold[i] for i in compared[:-1]] + champion_5
+    truth = [gold[i] for i in compared]
+
+    def weighted(answers: list[str]) -> float:
+        return float((np.array(answers) == np.array(truth)) @ weights / weights.sum())
+
+    assert result["production_rows"] == 4 and seen == {"challenger": 4, "champion": 1}
+    assert result["production_challenger"] == pytest.approx(weighted(challenger), abs=1e-6)
+    assert result["production_champion"] == pytest.approx(weighted(champion), abs=1e-6)
+    reasons = result["reasons"]
+    assert "6 judged rows, 2 left out (the challenger or the champion was trained on them)" in reasons
+    assert "3 from the reviewed predictions it served, 1 predicted now" in reasons
