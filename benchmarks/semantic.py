@@ -9,6 +9,7 @@ Then measures, per rule and threshold, leak recall and the share of clean train 
 extrapolated from a measured slice). Writes benchmarks/results/semantic.json.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/semantic.py quality
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/semantic.py quality --model static  # -> quality_static
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/semantic.py speed --rows 100000
 """
 
@@ -26,7 +27,7 @@ import polars as pl
 from curation.decontam import one_word_pairs, remove_test_leaks
 from curation.dedup import drop_duplicates
 from curation.semantic import clusters_of, nearest_neighbours, outlier_scores, semantic_pairs
-from flows.embed_cache import cached_embedder
+from flows.embed_cache import cached_embedder, raw_embedder
 from schemas.params import DecontamParams, DedupParams
 from schemas.semantic_params import SemanticParams
 
@@ -108,22 +109,36 @@ def corrupted(train: pl.DataFrame, test: pl.DataFrame, *, seed: int, leaks: int,
 
 
 def quality(
-    seed: int, leaks: int, copies: int, only: str | None = None, previous: dict | None = None
+    seed: int,
+    leaks: int,
+    copies: int,
+    only: str | None = None,
+    previous: dict | None = None,
+    model: str = "minilm",
 ) -> dict:
     train, test = load()
     full, truth_leak, truth_copy = corrupted(train, test, seed=seed, leaks=leaks, copies=copies)
-    sem = SemanticParams(enabled=True)
+    sem = SemanticParams(enabled=True, model=model)
     embed = cached_embedder(sem, base_dir=ROOT, show_progress=True)
     t0 = time.perf_counter()
     e_train, e_test = embed(full["text"].to_list()), embed(test["text"].to_list())
     embed_s = time.perf_counter() - t0
+    # throughput without the cache: the same 13k texts once more, CPU seconds of this process
+    raw = raw_embedder(sem, base_dir=ROOT)
+    raw(["warm up"])
+    c0 = time.process_time()
+    raw(full["text"].to_list() + test["text"].to_list())
+    embed_cpu = time.process_time() - c0
     clean_ids = set(train["id"].to_list())
     leak_ids = set(truth_leak)
     result: dict = {
         "seed": seed,
         "leaks": leaks,
         "copies": copies,
+        "model": model,
         "embed_seconds_13k_texts": round(embed_s, 1),
+        "embed_cpu_seconds_13k_texts_uncached": round(embed_cpu, 2),
+        "embed_texts_per_cpu_s": round((full.height + test.height) / embed_cpu, 1),
     }
     # --- decontam: each rule set and threshold
     rows = []
@@ -253,14 +268,16 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=560)
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--only", choices=["dedup"], help="quality: rerun dedup/outliers, keep decontam rows")
+    parser.add_argument("--model", choices=["minilm", "static"], default="minilm")
     args = parser.parse_args()
     previous = json.loads(OUT.read_text()) if OUT.is_file() else {}
+    key = args.what if args.model == "minilm" or args.what != "quality" else f"quality_{args.model}"
     if args.what == "quality":
-        part = quality(args.seed, args.leaks, args.copies, args.only, previous.get("quality"))
+        part = quality(args.seed, args.leaks, args.copies, args.only, previous.get(key), model=args.model)
     else:
         part = speed(args.rows, args.seed)
     results = json.loads(OUT.read_text()) if OUT.is_file() else {}  # re-read: another part may have run
-    results[args.what] = part
+    results[key] = part
     OUT.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {OUT}")
 
