@@ -158,7 +158,7 @@ def test_embedding_cache_gives_the_same_bytes_and_embeds_each_text_once(
 
     monkeypatch.setattr(flows.embed, "embed_texts", fake)
     monkeypatch.setattr(embed_cache, "_MEMORY", {})
-    cfg = SemanticParams(enabled=True, cache_dir="cache")
+    cfg = SemanticParams(enabled=True, model="minilm", cache_dir="cache")
     first = embed_cache.cached_embedder(cfg, base_dir=tmp_path)(["b", "a", "b"])
     monkeypatch.setattr(embed_cache, "_MEMORY", {})  # a new process: only the file remains
     again = embed_cache.cached_embedder(cfg, base_dir=tmp_path)(["a", "b", "c"])
@@ -228,6 +228,8 @@ def test_pipeline_with_real_embeddings_finds_planted_paraphrases_and_is_byte_ide
         "decontam": {"semantic_threshold": 0.9},
         "semantic": {
             "enabled": True,
+            "model": "minilm",  # the thresholds below are MiniLM's
+            "outlier_min_score": 0.6,
             "duplicate_threshold": 0.9,
             "outlier_quantile": None,
             "cache_dir": "cache",
