@@ -192,3 +192,24 @@ def test_static_embedder_goes_through_the_text_hash_cache(
     assert first.tobytes() == again[[1, 0]].tobytes()
     assert calls == [["a", "bb"], ["ccc"]]
     assert pl.read_parquet(tmp_path / "cache" / "static-d8.parquet").height == 3
+
+
+def test_embed_hook_shards_only_on_dask_and_only_when_semantic_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    import flows.distributed
+    from flows.signing import embed_hook
+    from schemas.scale_params import ScaleParams
+
+    seen: list[tuple[list[str], ScaleParams]] = []
+
+    def fake(texts: list[str], *, semantic: SemanticParams, scale: ScaleParams, base_dir: Path) -> np.ndarray:
+        seen.append((list(texts), scale))
+        return np.zeros((len(texts), semantic.static_dims), dtype=np.float32)
+
+    monkeypatch.setattr(flows.distributed, "distributed_embeddings", fake)
+    on = SemanticParams(enabled=True)
+    dask = ScaleParams(runner="dask", shards=2, dask_address="tcp://127.0.0.1:1")
+    assert embed_hook(ScaleParams(), on, Path(".")) is None
+    assert embed_hook(dask, SemanticParams(enabled=False), Path(".")) is None
+    compute = embed_hook(dask, on, Path("."))
+    assert compute is not None and compute(["a", "b"]).shape == (2, 256)
+    assert seen == [(["a", "b"], dask)]
