@@ -16,6 +16,7 @@ depend on the order in which ties were found.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -127,6 +128,7 @@ def index_neighbours(
     faiss.omp_set_num_threads(threads)  # fixed: the k-means cells must not depend on the machine
     try:
         dims = base.shape[1]
+        index: Any
         if kind == "ivf":
             # faiss's k-means wants >= MIN_POINTS_PER_CELL training rows per cell
             cells = max(1, min(lists or int(4 * np.sqrt(m)), m // MIN_POINTS_PER_CELL))
