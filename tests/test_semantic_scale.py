@@ -213,3 +213,53 @@ def test_embed_hook_shards_only_on_dask_and_only_when_semantic_runs(monkeypatch:
     compute = embed_hook(dask, on, Path("."))
     assert compute is not None and compute(["a", "b"]).shape == (2, 256)
     assert seen == [(["a", "b"], dask)]
+
+
+@pytest.mark.slow  # two curate processes, a temporary Dask cluster and Prefect's ephemeral server
+def test_curate_with_semantic_on_dask_gives_the_same_files(
+    tmp_path: Path, banking_train: pl.DataFrame, banking_test: pl.DataFrame
+) -> None:
+    """`scale.runner: dask` with `semantic.enabled`: the embeddings are computed by the
+    sharded-embeddings flow on the cluster, and every curated file is byte-identical to one process."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    labels = sorted(banking_train["label"].unique().to_list())[:10]
+    banking_train.filter(pl.col("label").is_in(labels)).head(400).write_csv(tmp_path / "train.csv")
+    banking_test.filter(pl.col("label").is_in(labels)).head(100).write_csv(tmp_path / "test.csv")
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["data"]["labels"] = labels
+    params["data"]["columns"]["label"] = "label"
+    params["noise"]["enabled"] = False
+    params["report"]["planted"] = None
+    params["semantic"] |= {"enabled": True, "model": "static", "static_dims": 64, "cache_dir": None}
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect_home")
+    env.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    env["HF_HUB_OFFLINE"] = "1"
+    outs = {}
+    for name, scale in (("local", {"runner": "local"}), ("dask", {"runner": "dask", "shards": 2})):
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump({**params, "scale": scale}))
+        proc = subprocess.run(
+            [sys.executable, "-m", "flows.cli", "curate", "--train", str(tmp_path / "train.csv")]
+            + ["--test", str(tmp_path / "test.csv"), "--params", str(tmp_path / f"{name}.yaml")]
+            + ["--out", str(tmp_path / name)],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        outs[name] = proc.stdout + proc.stderr
+    assert "sharded-embeddings" in outs["dask"] and "sharded-embeddings" not in outs["local"]
+    assert pl.read_parquet(tmp_path / "local" / "train.parquet").height > 300
+    quality = json.loads((tmp_path / "local" / "quality.json").read_text())
+    curated_labels = set(pl.read_parquet(tmp_path / "local" / "train.parquet")["label"])
+    assert set(quality["coverage_per_class"]) == curated_labels  # the semantic checks ran
+    for name in ("train.parquet", "removed.parquet", "flags.parquet", "quality.json"):
+        assert (tmp_path / "dask" / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name
