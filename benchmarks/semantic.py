@@ -9,6 +9,8 @@ Then measures, per rule and threshold, leak recall and the share of clean train 
 extrapolated from a measured slice). Writes benchmarks/results/semantic.json.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/semantic.py quality
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/semantic.py quality --model static  # -> quality_static
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/semantic.py combined --model static  # one word AND cosine
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/semantic.py speed --rows 100000
 """
 
@@ -23,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from curation.decontam import one_word_pairs, remove_test_leaks
+from curation.decontam import one_word_leaks, one_word_pairs, remove_test_leaks
 from curation.dedup import drop_duplicates
 from curation.semantic import clusters_of, nearest_neighbours, outlier_scores, semantic_pairs
-from flows.embed_cache import cached_embedder
+from flows.embed_cache import cached_embedder, raw_embedder
 from schemas.params import DecontamParams, DedupParams
 from schemas.semantic_params import SemanticParams
 
@@ -108,22 +110,36 @@ def corrupted(train: pl.DataFrame, test: pl.DataFrame, *, seed: int, leaks: int,
 
 
 def quality(
-    seed: int, leaks: int, copies: int, only: str | None = None, previous: dict | None = None
+    seed: int,
+    leaks: int,
+    copies: int,
+    only: str | None = None,
+    previous: dict | None = None,
+    model: str = "minilm",
 ) -> dict:
     train, test = load()
     full, truth_leak, truth_copy = corrupted(train, test, seed=seed, leaks=leaks, copies=copies)
-    sem = SemanticParams(enabled=True)
+    sem = SemanticParams(enabled=True, model=model)
     embed = cached_embedder(sem, base_dir=ROOT, show_progress=True)
     t0 = time.perf_counter()
     e_train, e_test = embed(full["text"].to_list()), embed(test["text"].to_list())
     embed_s = time.perf_counter() - t0
+    # throughput without the cache: the same 13k texts once more, CPU seconds of this process
+    raw = raw_embedder(sem, base_dir=ROOT)
+    raw(["warm up"])
+    c0 = time.process_time()
+    raw(full["text"].to_list() + test["text"].to_list())
+    embed_cpu = time.process_time() - c0
     clean_ids = set(train["id"].to_list())
     leak_ids = set(truth_leak)
     result: dict = {
         "seed": seed,
         "leaks": leaks,
         "copies": copies,
+        "model": model,
         "embed_seconds_13k_texts": round(embed_s, 1),
+        "embed_cpu_seconds_13k_texts_uncached": round(embed_cpu, 2),
+        "embed_texts_per_cpu_s": round((full.height + test.height) / embed_cpu, 1),
     }
     # --- decontam: each rule set and threshold
     rows = []
@@ -135,7 +151,7 @@ def quality(
     for mw in (4, 6, 8, 10, 12) if settings else ():
         settings.append((f"+ one_word min_words={mw}", dict(one_word_min_words=mw, semantic_threshold=None)))
     for mw in (8, 10, 12) if settings else ():
-        for thr in (0.9, 0.92, 0.94, 0.96):
+        for thr in (0.9, 0.92, 0.94, 0.96, 0.97, 0.98):
             settings.append(
                 (f"+ one_word {mw} + semantic {thr}", dict(one_word_min_words=mw, semantic_threshold=thr))
             )
@@ -168,7 +184,7 @@ def quality(
     caught_minhash = {i for i in truth_copy if i not in set(kept["id"].to_list())}
     emb_kept = embed(kept["text"].to_list())
     drows = []
-    grid = [(thr, None) for thr in (0.9, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98)]
+    grid = [(thr, None) for thr in (0.9, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98, 0.99)]
     grid += [(1.01, mw) for mw in (4, 6, 8, 10)] + [(0.98, mw) for mw in (8, 10)]
     for thr, mw in grid:
         pairs, _ = semantic_pairs(emb_kept, threshold=thr, k=10)
@@ -212,9 +228,72 @@ def quality(
     return result
 
 
+def combined(seed: int, leaks: int, copies: int, model: str) -> dict:
+    """One word apart *and* semantically close: the one-word rule for short texts (down to 3
+    words), gated by the cosine of the two rows, on top of the default one-word rule (10 words).
+
+    The question: do embeddings tell a planted one-word copy from Banking77's natural one-word
+    paraphrases ("cancel a purchase" / "cancel my purchase")? Rows: per min_words and cosine,
+    leak recall / clean rows removed (decontam) and copy recall / other rows touched (dedup).
+    """
+    from curation.dedup import dedup_key
+
+    train, test = load()
+    full, truth_leak, truth_copy = corrupted(train, test, seed=seed, leaks=leaks, copies=copies)
+    embed = cached_embedder(SemanticParams(enabled=True, model=model), base_dir=ROOT, show_progress=True)
+    e_tr, e_te = embed(full["text"].to_list()), embed(test["text"].to_list())
+    clean_ids, leak_ids = set(train["id"].to_list()), set(truth_leak)
+    base = remove_test_leaks(full, test, cfg=DecontamParams(one_word_min_words=10), minhash=DedupParams())
+    gone0 = set(base.removed["id"].to_list())
+    tr = full.with_columns(_key=dedup_key(pl.col("text"))).with_row_index("_i")
+    te = test.with_columns(_key=dedup_key(pl.col("text"))).sort("id").with_row_index("_j")
+    test_row = {t: k for k, t in enumerate(test["id"].to_list())}
+    out: dict = {"model": model, "decontam": [], "dedup": []}
+    for mw in (3, 4, 6):
+        ow = one_word_leaks(tr, te, min_words=mw, same_label=True)
+        i = ow["_i"].to_numpy().astype(np.int64)
+        j = np.array([test_row[t] for t in ow["_test_id"].to_list()], dtype=np.int64)
+        cos = np.einsum("ij,ij->i", e_tr[i], e_te[j]) if len(i) else np.zeros(0)
+        for thr in (0.7, 0.8, 0.85, 0.9, 0.95):
+            gone = gone0 | set(full["id"].gather(i[cos >= thr]).to_list())
+            out["decontam"].append(
+                {
+                    "one_word_min_words": mw,
+                    "cosine": thr,
+                    "leak_recall": round(1 - len(leak_ids - gone) / len(leak_ids), 4),
+                    "clean_removed_rate": round(len(gone & clean_ids) / len(clean_ids), 4),
+                }
+            )
+    kept = drop_duplicates(full.filter(~pl.col("id").is_in(list(leak_ids))), cfg=DedupParams()).kept
+    caught_minhash = {i for i in truth_copy if i not in set(kept["id"].to_list())}
+    ek = embed(kept["text"].to_list())
+    involved = set(truth_copy) | {v for v, _ in truth_copy.values()}
+    other = clean_ids - involved
+    long_pairs = one_word_pairs(kept, min_words=10, same_label=True)
+    for mw in (3, 4, 6):
+        p = one_word_pairs(kept, min_words=mw, same_label=True)
+        cos = np.einsum("ij,ij->i", ek[p[:, 0]], ek[p[:, 1]])
+        for thr in (0.8, 0.85, 0.9, 0.95):
+            cluster = clusters_of(kept.height, np.concatenate([long_pairs, p[cos >= thr]]))
+            f = kept.with_columns(_c=pl.Series(cluster)).sort("line")
+            rep = f.group_by("_c", maintain_order=True).agg(pl.col("id").first().alias("_rep"))
+            hit = set(f.join(rep, on="_c").filter(pl.col("id") != pl.col("_rep"))["id"].to_list())
+            out["dedup"].append(
+                {
+                    "one_word_min_words": mw,
+                    "cosine": thr,
+                    "copy_recall": round(len(caught_minhash | (hit & set(truth_copy))) / len(truth_copy), 4),
+                    "other_rate": round(len(hit & other) / len(other), 4),
+                }
+            )
+    for row in out["decontam"] + out["dedup"]:
+        print(row)
+    return out
+
+
 def speed(rows: int, seed: int) -> dict:
     train, _ = load()
-    sem = SemanticParams(enabled=True, cache_dir=None)
+    sem = SemanticParams(enabled=True, model="minilm", cache_dir=None)
     embed = cached_embedder(sem)
     sample = train["text"].to_list()[:1000]
     t0 = time.perf_counter()
@@ -247,20 +326,24 @@ def speed(rows: int, seed: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("what", choices=["quality", "speed"])
+    parser.add_argument("what", choices=["quality", "combined", "speed"])
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--leaks", type=int, default=400)
     parser.add_argument("--copies", type=int, default=560)
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--only", choices=["dedup"], help="quality: rerun dedup/outliers, keep decontam rows")
+    parser.add_argument("--model", choices=["minilm", "static"], default="minilm")
     args = parser.parse_args()
     previous = json.loads(OUT.read_text()) if OUT.is_file() else {}
+    key = args.what if args.model == "minilm" or args.what == "speed" else f"{args.what}_{args.model}"
     if args.what == "quality":
-        part = quality(args.seed, args.leaks, args.copies, args.only, previous.get("quality"))
+        part = quality(args.seed, args.leaks, args.copies, args.only, previous.get(key), model=args.model)
+    elif args.what == "combined":
+        part = combined(args.seed, args.leaks, args.copies, args.model)
     else:
         part = speed(args.rows, args.seed)
     results = json.loads(OUT.read_text()) if OUT.is_file() else {}  # re-read: another part may have run
-    results[args.what] = part
+    results[key] = part
     OUT.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {OUT}")
 

@@ -77,6 +77,7 @@ def coverage_summary(
             threshold=semantic.duplicate_threshold,
             k=semantic.neighbours,
             block_rows=semantic.block_rows,
+            cfg=semantic,
         ).to_dicts()
     slices = slice_columns_of(validated, columns=slice_columns, max_values=max_slice_values)
     where = pl.concat(

@@ -16,6 +16,7 @@ depend on the order in which ties were found.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 STAGE = "semantic"
 SCORE_DECIMALS = 6  # scores written to files: rounded, so float noise never reaches the bytes
+MIN_POINTS_PER_CELL = 39  # faiss k-means warns (and trains badly) below this many rows per cell
 
 
 def _check(frame: pl.DataFrame, embeddings: np.ndarray) -> np.ndarray:
@@ -85,6 +87,105 @@ def nearest_neighbours(
     return idx_out, sim_out
 
 
+def index_neighbours(
+    queries: np.ndarray,
+    base: np.ndarray,
+    *,
+    k: int,
+    kind: str = "flat",
+    exclude_self: bool = False,
+    lists: int | None = None,
+    probe: int = 16,
+    seed: int = 0,
+    threads: int = 1,
+    block_rows: int = 65_536,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`nearest_neighbours` through a faiss index built here from ``base`` (no I/O).
+
+    ``kind="flat"`` is exact (IndexFlatIP); ``"ivf"`` (IndexIVFFlat: ``lists`` k-means cells,
+    default 4 x sqrt(rows), ``probe`` of them searched per query) is approximate and far faster
+    on large data. Either way the similarities are recomputed row by row from the vectors and
+    the neighbours sorted by similarity then index, so the output does not depend on faiss's
+    summation order; with fixed ``threads`` and ``seed`` the IVF cells are the same every run.
+
+    Returns:
+        (indices, similarities), each (n, k'), best first, ties by the smaller index; an IVF
+        query whose probed cells hold fewer than k' rows gets index -1, similarity -inf there.
+    """
+    import faiss
+
+    if k < 1 or probe < 1 or threads < 1 or block_rows < 1:
+        raise ValueError("k, probe, threads and block_rows must be >= 1")
+    if kind not in ("flat", "ivf"):
+        raise ValueError(f"kind={kind!r} must be 'flat' or 'ivf'")
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    base = np.ascontiguousarray(base, dtype=np.float32)
+    n, m = len(queries), len(base)
+    kk = min(k, m - (1 if exclude_self else 0))
+    if n == 0 or kk <= 0:
+        return np.zeros((n, 0), dtype=np.int64), np.zeros((n, 0), dtype=np.float32)
+    previous = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(threads)  # fixed: the k-means cells must not depend on the machine
+    try:
+        dims = base.shape[1]
+        index: Any
+        if kind == "ivf":
+            # faiss's k-means wants >= MIN_POINTS_PER_CELL training rows per cell
+            cells = max(1, min(lists or int(4 * np.sqrt(m)), m // MIN_POINTS_PER_CELL))
+            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dims), dims, cells, faiss.METRIC_INNER_PRODUCT)
+            index.cp.seed = seed
+            index.train(base)
+            index.nprobe = min(probe, cells)
+        else:
+            index = faiss.IndexFlatIP(dims)
+        index.add(base)
+        want = kk + (1 if exclude_self else 0)
+        idx_out = np.empty((n, kk), dtype=np.int64)
+        sim_out = np.empty((n, kk), dtype=np.float32)
+        for lo in range(0, n, block_rows):
+            q = queries[lo : lo + block_rows]
+            _, found = index.search(q, want)
+            rows = np.arange(lo, lo + len(q))
+            if exclude_self:
+                # drop the row itself where found (ties among copies may rank it anywhere), else the last
+                is_self = found == rows[:, None]
+                drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), want - 1)
+                keep = np.ones_like(found, dtype=bool)
+                keep[np.arange(len(q)), drop] = False
+                found = found[keep].reshape(len(q), kk)
+            valid = found >= 0
+            sims = np.einsum("ij,ikj->ik", q, base[np.where(valid, found, 0)])
+            sims = np.where(valid, sims, -np.inf).astype(np.float32)
+            order = np.lexsort((np.where(valid, found, np.iinfo(np.int64).max), -sims), axis=1)
+            idx_out[lo : lo + len(q)] = np.take_along_axis(found, order, axis=1)
+            sim_out[lo : lo + len(q)] = np.take_along_axis(sims, order, axis=1)
+    finally:
+        faiss.omp_set_num_threads(previous)
+    return idx_out, sim_out
+
+
+def search_neighbours(
+    queries: np.ndarray, base: np.ndarray, *, k: int, cfg: SemanticParams, exclude_self: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest base rows of each query row, by the search ``cfg`` picks for the size:
+    numpy blocks below ``index_min_rows`` base rows, else a faiss index (``cfg.index``; IVF
+    from ``ivf_min_rows`` rows even when ``flat`` is asked for, as exact search is quadratic)."""
+    if len(base) < cfg.index_min_rows:
+        return nearest_neighbours(queries, base, k=k, block_rows=cfg.block_rows, exclude_self=exclude_self)
+    kind = "ivf" if cfg.index == "ivf" or len(base) >= cfg.ivf_min_rows else "flat"
+    return index_neighbours(
+        queries,
+        base,
+        k=k,
+        kind=kind,
+        exclude_self=exclude_self,
+        lists=cfg.ivf_lists,
+        probe=cfg.ivf_probe,
+        seed=cfg.ivf_seed,
+        threads=cfg.search_threads,
+    )
+
+
 def semantic_pairs(
     embeddings: np.ndarray,
     *,
@@ -106,7 +207,7 @@ def semantic_pairs(
     idx, sims = knn[0][:, :k], knn[1][:, :k]
     rows = np.repeat(np.arange(len(idx)), idx.shape[1])
     cols, vals = idx.ravel(), sims.ravel()
-    keep = vals >= threshold
+    keep = (vals >= threshold) & (cols >= 0)  # -1: an IVF query with fewer rows in its cells
     lo, hi = np.minimum(rows, cols)[keep], np.maximum(rows, cols)[keep]
     codes, first = np.unique(lo * max(len(idx), 1) + hi, return_index=True)
     n = max(len(idx), 1)
@@ -127,10 +228,11 @@ def outlier_scores(
     """
     if knn is None:
         knn = nearest_neighbours(embeddings, embeddings, k=k, block_rows=block_rows, exclude_self=True)
-    sims = knn[1][:, :k]
+    sims = knn[1][:, :k].astype(np.float64)
     if sims.shape[1] == 0:
         return np.zeros(len(embeddings), dtype=np.float64)
-    return (1.0 - sims.astype(np.float64)).mean(axis=1)
+    # a missing IVF neighbour (-inf) counts as the farthest possible, distance 2
+    return (1.0 - np.where(np.isfinite(sims), sims, -1.0)).mean(axis=1)
 
 
 def clusters_of(n: int, pairs: np.ndarray) -> np.ndarray:
@@ -159,9 +261,7 @@ def find_semantic_issues(
     emb = _check(train, embeddings)
     frame = train.with_row_index("_i").with_columns(pl.col("_i").cast(pl.Int64))
     # one neighbour search serves both the pairs and the outlier scores
-    knn = nearest_neighbours(
-        emb, emb, k=max(cfg.neighbours, cfg.outlier_k), block_rows=cfg.block_rows, exclude_self=True
-    )
+    knn = search_neighbours(emb, emb, k=max(cfg.neighbours, cfg.outlier_k), cfg=cfg, exclude_self=True)
     if cfg.duplicate_policy != "off" and frame.height > 1:
         pairs, _ = semantic_pairs(emb, threshold=cfg.duplicate_threshold, k=cfg.neighbours, knn=knn)
         if extra_pairs is not None and len(extra_pairs):
@@ -305,10 +405,19 @@ def _removed_cols(reason: str) -> list[pl.Expr]:
 
 
 def class_coverage(
-    frame: pl.DataFrame, *, embeddings: np.ndarray, threshold: float, k: int, block_rows: int = 2048
+    frame: pl.DataFrame,
+    *,
+    embeddings: np.ndarray,
+    threshold: float,
+    k: int,
+    block_rows: int = 2048,
+    cfg: SemanticParams | None = None,
 ) -> pl.DataFrame:
     """Per class: rows, distinct near-duplicate clusters (cosine >= ``threshold`` within the
     class) and spread (mean pairwise cosine distance within the class; null below 2 rows).
+
+    ``cfg``: the ``semantic`` section, to search neighbours as it says (a faiss index on large
+    data, :func:`search_neighbours`); None = numpy blocks.
 
     Returns:
         label, rows, clusters, spread (sorted by label).
@@ -320,7 +429,13 @@ def class_coverage(
         )
     labels = frame["label"].cast(pl.String).fill_null("").to_numpy()
     pairs, _ = (
-        semantic_pairs(emb, threshold=threshold, k=k, block_rows=block_rows)
+        semantic_pairs(
+            emb,
+            threshold=threshold,
+            k=k,
+            block_rows=block_rows,
+            knn=None if cfg is None else search_neighbours(emb, emb, k=k, cfg=cfg, exclude_self=True),
+        )
         if frame.height > 1
         else (np.zeros((0, 2), np.int64), None)
     )
@@ -345,8 +460,10 @@ __all__ = [
     "class_coverage",
     "clusters_of",
     "find_semantic_issues",
+    "index_neighbours",
     "nearest_neighbours",
     "outlier_cut",
     "outlier_scores",
+    "search_neighbours",
     "semantic_pairs",
 ]

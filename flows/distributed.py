@@ -18,6 +18,7 @@ import pickle
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from curation.minhash import signatures
 from schemas.params import DedupParams
 from schemas.scale_params import ScaleParams
+from schemas.semantic_params import SemanticParams
 
 # curation.minhash.signatures reproduce datasketch's (>= 2.0) "affine32" permutation scheme
 MINHASH_SCHEME = "affine32"
@@ -100,6 +102,59 @@ def distributed_signatures(texts: Sequence[str], *, cfg: DedupParams, scale: Sca
     parts = [list(texts[lo:hi]) for lo, hi in shard_bounds(len(texts), scale.shards)]
     runnable = sharded_signatures_flow.with_options(task_runner=task_runner(scale))
     return runnable(Shards(parts), cfg.shingle, cfg.ngram, cfg.num_perm, cfg.seed, cfg.engine)
+
+
+# --- embeddings, sharded --------------------------------------------------------------------
+
+
+@task(cache_policy=NO_CACHE, persist_result=False)
+def embedding_shard(texts: list[str], semantic: SemanticParams, base_dir: str) -> np.ndarray:
+    """Embeddings of one shard (runs on a worker; the model loads once per worker process)."""
+    from flows.embed_cache import raw_embedder
+
+    return raw_embedder(semantic, base_dir=Path(base_dir))(texts)
+
+
+@flow(name="sharded-embeddings", validate_parameters=False, persist_result=False)
+def sharded_embeddings_flow(shards: Any, semantic: SemanticParams, base_dir: str) -> np.ndarray:
+    """Submit one embedding task per shard; concatenate the results in shard order."""
+    from flows.embed_cache import dims_of
+
+    futures = [embedding_shard.submit(part, semantic, base_dir) for part in shards.parts]
+    parts = [f.result() for f in futures]
+    return np.concatenate(parts) if parts else np.zeros((0, dims_of(semantic)), dtype=np.float32)
+
+
+def distributed_embeddings(
+    texts: Sequence[str],
+    *,
+    semantic: SemanticParams,
+    scale: ScaleParams,
+    base_dir: Path = Path("."),
+    shard_rows: int | None = None,
+) -> np.ndarray:
+    """The embeddings of ``texts`` (``semantic.model``), computed shard by shard on ``scale.runner``.
+
+    A text's vector depends on that text only (flows/embed.py, flows/embed_static.py), so the
+    result is byte-identical to one process. The static model is distilled here first, once,
+    so workers only read it.
+
+    Args:
+        shard_rows: at most this many texts per task (more, smaller tasks than ``scale.shards``
+            for a progress that moves and a bounded worker memory); None = ``scale.shards`` tasks.
+    """
+    from flows.embed_cache import dims_of
+
+    if not texts:
+        return np.zeros((0, dims_of(semantic)), dtype=np.float32)
+    if semantic.model == "static":
+        from flows.embed_static import static_model_dir
+
+        static_model_dir(Path(base_dir) / semantic.model_cache_dir, dims=semantic.static_dims)
+    count = scale.shards if shard_rows is None else max(scale.shards, -(-len(texts) // shard_rows))
+    parts = [list(texts[lo:hi]) for lo, hi in shard_bounds(len(texts), count)]
+    runnable = sharded_embeddings_flow.with_options(task_runner=task_runner(scale))
+    return runnable(Shards(parts), semantic, str(Path(base_dir).resolve()))
 
 
 @contextmanager

@@ -24,7 +24,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from curation.dedup import StepResult
 from curation.ingest import InputFileError
 from flows.files import output_frames, write_outputs
-from flows.signing import RememberedSignatures, scale_hooks
+from flows.signing import RememberedSignatures, embed_hook, scale_hooks
 from flows.steps import Step, pipeline_steps
 from schemas.params import SECTIONS, Params
 from schemas.records import FLAGS_SCHEMA, HOLD_REASON, QUARANTINE_SCHEMA, REMOVED_SCHEMA
@@ -105,6 +105,7 @@ def run_curation(
         decisions=None,
         noise_check=None,
         embed=embed,
+        embed_compute=None,  # semantic embeddings here, unless scale_hooks opens a Dask cluster
         removed=pl.DataFrame(schema=REMOVED_SCHEMA),
         flags=pl.DataFrame(schema=FLAGS_SCHEMA),
         quarantine=pl.DataFrame(schema=QUARANTINE_SCHEMA),
@@ -115,7 +116,13 @@ def run_curation(
     run = CurationRun(values=values)
     with (
         _progress(show_progress) as bar,
-        scale_hooks(params.scale, params.dedup) as (values["signer"], values["candidates"]),
+        scale_hooks(
+            params.scale,
+            params.dedup,
+            on_scale=lambda scale: values.update(
+                embed_compute=embed_hook(scale, params.semantic, params.base_dir)
+            ),
+        ) as (values["signer"], values["candidates"]),
     ):
         task = bar.add_task("curate", total=len(todo), note="") if bar else None
 
@@ -139,7 +146,13 @@ def run_curation(
                 note(f"{step.name}: {line}")
             if bar is not None and task is not None:
                 bar.update(task, advance=1, note=summary)
-    for transient in ("signer", "candidates", "progress", "embed"):  # may hold a closed Dask cluster
+    for transient in (
+        "signer",
+        "candidates",
+        "progress",
+        "embed",
+        "embed_compute",
+    ):  # may hold a closed Dask cluster
         values.pop(transient, None)
     return run
 

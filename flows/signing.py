@@ -7,8 +7,9 @@ to the steps that read them (dedup, decontam); they give identical results eithe
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -17,12 +18,21 @@ from curation.dedup import CandidateSource, local_signer
 from curation.minhash import Signer
 from schemas.params import DedupParams, ParamsError
 from schemas.scale_params import ScaleParams
+from schemas.semantic_params import SemanticParams
 
 log = logging.getLogger(__name__)
 
 
+EmbedCompute = Callable[[list[str]], np.ndarray]
+
+
 @contextmanager
-def scale_hooks(scale: ScaleParams, dedup: DedupParams) -> Iterator[tuple[Signer, CandidateSource | None]]:
+def scale_hooks(
+    scale: ScaleParams,
+    dedup: DedupParams,
+    *,
+    on_scale: Callable[[ScaleParams], None] | None = None,
+) -> Iterator[tuple[Signer, CandidateSource | None]]:
     """How a run computes MinHash signatures and LSH candidates (``params.yaml → scale``).
 
     Signatures: here, or sharded on Dask (``scale.runner``). Candidates: banded in memory by
@@ -38,6 +48,8 @@ def scale_hooks(scale: ScaleParams, dedup: DedupParams) -> Iterator[tuple[Signer
     from flows.distributed import distributed_signatures, on_dask, redis_candidate_pairs
 
     with on_dask(scale) if scale.runner == "dask" else nullcontext(scale) as scale:
+        if on_scale is not None:  # e.g. the embeddings, sharded on the same cluster
+            on_scale(scale)
         log.info(
             "scale: signatures %s, LSH index %s", scale.dask_address or "here", scale.redis_host or "here"
         )
@@ -53,6 +65,17 @@ def scale_hooks(scale: ScaleParams, dedup: DedupParams) -> Iterator[tuple[Signer
                 return [redis_candidate_pairs(sig, threshold=cfg.lsh_threshold, seed=cfg.seed, scale=scale)]
 
         yield signer, candidates
+
+
+def embed_hook(scale: ScaleParams, semantic: SemanticParams, params_dir: Path) -> EmbedCompute | None:
+    """How the semantic steps embed the texts missing from the cache: here (None), or sharded on
+    the Dask cluster of ``scale`` (``scale.runner: dask``; inside :func:`scale_hooks`, which
+    passes the scale of the cluster it opened). Byte-identical either way."""
+    if scale.runner != "dask" or not semantic.enabled:
+        return None
+    from flows.distributed import distributed_embeddings
+
+    return lambda texts: distributed_embeddings(texts, semantic=semantic, scale=scale, base_dir=params_dir)
 
 
 def check_redis_banding(cfg: DedupParams) -> None:

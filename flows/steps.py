@@ -116,6 +116,7 @@ def decontam_step(
     signer: Signer,
     semantic: SemanticParams,
     params_dir: Path,
+    embed_compute: Callable[[list[str]], Any] | None = None,
 ) -> StepResult:
     """Train rows copying test rows out (the test split is never changed)."""
     from curation.decontam import remove_test_leaks
@@ -124,7 +125,7 @@ def decontam_step(
     if semantic.enabled and decontam.semantic_threshold is not None and train.height and test.height:
         from flows.embed_cache import cached_embedder
 
-        embed = cached_embedder(semantic, base_dir=params_dir)
+        embed = cached_embedder(semantic, base_dir=params_dir, compute=embed_compute)
         emb_train, emb_test = embed(train["text"].to_list()), embed(test["text"].to_list())
     return remove_test_leaks(
         train,
@@ -137,7 +138,13 @@ def decontam_step(
     )
 
 
-def semantic_step(*, train: pl.DataFrame, semantic: SemanticParams, params_dir: Path) -> StepResult:
+def semantic_step(
+    *,
+    train: pl.DataFrame,
+    semantic: SemanticParams,
+    params_dir: Path,
+    embed_compute: Callable[[list[str]], Any] | None = None,
+) -> StepResult:
     """Semantic near-duplicates flagged or removed, outliers flagged (semantic.enabled)."""
     import polars as pl
 
@@ -149,7 +156,9 @@ def semantic_step(*, train: pl.DataFrame, semantic: SemanticParams, params_dir: 
     from curation.semantic import find_semantic_issues
     from flows.embed_cache import cached_embedder
 
-    embeddings = cached_embedder(semantic, base_dir=params_dir)(train["text"].to_list())
+    embeddings = cached_embedder(semantic, base_dir=params_dir, compute=embed_compute)(
+        train["text"].to_list()
+    )
     extra = None
     if semantic.one_word_min_words is not None and semantic.duplicate_policy != "off":
         from curation.decontam import one_word_pairs
@@ -437,14 +446,14 @@ STEPS: list[Step] = [
         "decontam",
         "... then remove train rows that copy test rows (reason test_leak).",
         decontam_step,
-        reads=("train", "test", "decontam", "dedup", "signer", "semantic", "params_dir"),
+        reads=("train", "test", "decontam", "dedup", "signer", "semantic", "params_dir", "embed_compute"),
         reasons=("test_leak",),
     ),
     Step(
         "semantic",
         "... then semantic near-duplicates (flag or remove) and outliers, on embeddings.",
         semantic_step,
-        reads=("train", "semantic", "params_dir"),
+        reads=("train", "semantic", "params_dir", "embed_compute"),
         reasons=("semantic_duplicate",),
     ),
     Step(

@@ -158,7 +158,7 @@ def test_embedding_cache_gives_the_same_bytes_and_embeds_each_text_once(
 
     monkeypatch.setattr(flows.embed, "embed_texts", fake)
     monkeypatch.setattr(embed_cache, "_MEMORY", {})
-    cfg = SemanticParams(enabled=True, cache_dir="cache")
+    cfg = SemanticParams(enabled=True, model="minilm", cache_dir="cache")
     first = embed_cache.cached_embedder(cfg, base_dir=tmp_path)(["b", "a", "b"])
     monkeypatch.setattr(embed_cache, "_MEMORY", {})  # a new process: only the file remains
     again = embed_cache.cached_embedder(cfg, base_dir=tmp_path)(["a", "b", "c"])
@@ -194,8 +194,14 @@ def test_bad_semantic_params_are_refused() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(("model", "min_score"), [("minilm", 0.6), ("static", 0.45)])
 def test_pipeline_with_real_embeddings_finds_planted_paraphrases_and_is_byte_identical_with_a_cache(
-    tmp_path: Path, banking_train: pl.DataFrame, banking_test: pl.DataFrame, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    banking_train: pl.DataFrame,
+    banking_test: pl.DataFrame,
+    monkeypatch: pytest.MonkeyPatch,
+    model: str,
+    min_score: float,
 ) -> None:
     from flows import embed_cache
     from flows.pipeline import run_curation, write_run
@@ -228,6 +234,8 @@ def test_pipeline_with_real_embeddings_finds_planted_paraphrases_and_is_byte_ide
         "decontam": {"semantic_threshold": 0.9},
         "semantic": {
             "enabled": True,
+            "model": model,
+            "outlier_min_score": min_score,  # each model's default (params.yaml)
             "duplicate_threshold": 0.9,
             "outlier_quantile": None,
             "cache_dir": "cache",
