@@ -171,6 +171,16 @@ def pseudonymise_id(row_id: str, text: str, *, cfg: PiiParams) -> str:
     return _pseudonym(row_id, text) if find_pii(row_id, cfg=cfg) else row_id
 
 
+def _masked_flag_id(flag_id: str, text: str, *, cfg: LabelStudioParams, counts: dict[str, int]) -> str:
+    """The id as it may leave for Label Studio: a pseudonym when it holds PII (counted by kind)."""
+    id_spans = find_pii(flag_id, cfg=cfg.pii)
+    if not id_spans:
+        return flag_id
+    for span in id_spans:
+        counts[span.kind] += 1
+    return _pseudonym(flag_id, text)
+
+
 def _pseudonym(row_id: str, text: str) -> str:
     digest = hashlib.sha256(f"{text}\x00{row_id}".encode()).hexdigest()
     return PSEUDONYM_PREFIX + digest[:PSEUDONYM_HEX]
@@ -229,12 +239,7 @@ def build_tasks(
         suggested = row["suggested_label"]
         given = row["given_label"]
         score = None if row["score"] is None else float(row["score"])
-        flag_id = str(row["id"])
-        id_spans = find_pii(flag_id, cfg=cfg.pii)
-        if id_spans:
-            flag_id = _pseudonym(flag_id, row["text"] or "")
-            for span in id_spans:
-                counts[span.kind] += 1
+        flag_id = _masked_flag_id(str(row["id"]), row["text"] or "", cfg=cfg, counts=counts)
         data = {
             "flag_id": flag_id,
             "text_hash": str(row["text_hash"]),
@@ -373,12 +378,7 @@ def build_instruction_tasks(
         counts[kind] += n
     tasks: list[dict[str, Any]] = []
     for i, row in enumerate(queue.iter_rows(named=True)):
-        flag_id = str(row["id"])
-        id_spans = find_pii(flag_id, cfg=cfg.pii)
-        if id_spans:
-            flag_id = _pseudonym(flag_id, row["text"] or "")
-            for span in id_spans:
-                counts[span.kind] += 1
+        flag_id = _masked_flag_id(str(row["id"]), row["text"] or "", cfg=cfg, counts=counts)
         data = {
             "flag_id": flag_id,
             "text_hash": str(row["text_hash"]),

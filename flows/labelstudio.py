@@ -366,24 +366,28 @@ def find_project(ls: Any, title: str) -> int | None:
     return min(ids) if ids else None
 
 
-def ensure_project(ls: Any, cfg: LabelStudioParams, labels: list[str]) -> int:
-    """Reuse the project titled ``cfg.project_title`` or create it with the review interface."""
-    config = build_label_config(labels, cfg)
-    project_id = find_project(ls, cfg.project_title)
+def _ensure_titled_project(ls: Any, title: str, config: str, **create: Any) -> int:
+    """Reuse the project titled ``title`` or create it with ``config`` (and ``create``'s fields)."""
+    project_id = find_project(ls, title)
     if project_id is None:
-        project = ls.projects.create(
-            title=cfg.project_title,
-            description=cfg.description,
-            label_config=config,
-            model_version=cfg.model_version,
-            show_collab_predictions=True,
-        )
-        log.info("created Label Studio project %d %r", project.id, cfg.project_title)
+        project = ls.projects.create(title=title, label_config=config, **create)
+        log.info("created Label Studio project %d %r", project.id, title)
         return int(project.id)
-    current = ls.projects.get(id=project_id).label_config
-    if current != config:
+    if ls.projects.get(id=project_id).label_config != config:
         log.warning("project %d keeps its existing labelling config (it differs)", project_id)
     return project_id
+
+
+def ensure_project(ls: Any, cfg: LabelStudioParams, labels: list[str]) -> int:
+    """Reuse the project titled ``cfg.project_title`` or create it with the review interface."""
+    return _ensure_titled_project(
+        ls,
+        cfg.project_title,
+        build_label_config(labels, cfg),
+        description=cfg.description,
+        model_version=cfg.model_version,
+        show_collab_predictions=True,
+    )
 
 
 def list_tasks(ls: Any, project_id: int, *, page_size: int, fields: str = "all") -> list[dict[str, Any]]:
@@ -457,19 +461,12 @@ def ensure_instruction_project(ls: Any, cfg: LabelStudioParams) -> int:
     """Reuse the project titled ``cfg.instruction_project_title`` or create it (keep/drop/unsure)."""
     from curation.review import build_instruction_label_config
 
-    config = build_instruction_label_config(cfg)
-    project_id = find_project(ls, cfg.instruction_project_title)
-    if project_id is None:
-        project = ls.projects.create(
-            title=cfg.instruction_project_title,
-            description=cfg.instruction_description,
-            label_config=config,
-        )
-        log.info("created Label Studio project %d %r", project.id, cfg.instruction_project_title)
-        return int(project.id)
-    if ls.projects.get(id=project_id).label_config != config:
-        log.warning("project %d keeps its existing labelling config (it differs)", project_id)
-    return project_id
+    return _ensure_titled_project(
+        ls,
+        cfg.instruction_project_title,
+        build_instruction_label_config(cfg),
+        description=cfg.instruction_description,
+    )
 
 
 def push_flags(ls: Any, out_dir: Path, cfg: LabelStudioParams) -> PushReport:
@@ -654,21 +651,14 @@ def ensure_prediction_project(ls: Any, params: Params, labels: list[str]) -> int
     from curation.review import build_prediction_label_config
 
     review, cfg = params.prediction_review, params.labelstudio
-    config = build_prediction_label_config(labels, cfg)
-    project_id = find_project(ls, review.project_title)
-    if project_id is None:
-        project = ls.projects.create(
-            title=review.project_title,
-            description=review.description,
-            label_config=config,
-            model_version=review.model_version,
-            show_collab_predictions=True,
-        )
-        log.info("created Label Studio project %d %r", project.id, review.project_title)
-        return int(project.id)
-    if ls.projects.get(id=project_id).label_config != config:
-        log.warning("project %d keeps its existing labelling config (it differs)", project_id)
-    return project_id
+    return _ensure_titled_project(
+        ls,
+        review.project_title,
+        build_prediction_label_config(labels, cfg),
+        description=review.description,
+        model_version=review.model_version,
+        show_collab_predictions=True,
+    )
 
 
 def push_prediction_sample(
