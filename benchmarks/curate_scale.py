@@ -8,12 +8,23 @@ interval. Writes benchmarks/results/curate_scale.json and curate_scale.png.
 
     .venv/bin/python benchmarks/curate_scale.py --sizes 10000 100000 1000000 \\
         --set noise.features='[hashed]'
+
+``--cli`` measures the real command instead: the data are written by one child, then
+``curagate curate`` (``python -m flows.cli curate``) runs as another, sampled every 0.2 s
+for its RSS (with its children); CPU is the child's user + system time. Results go to
+``--out`` (``benchmarks/results/curate_cli.json`` by default with ``--cli``):
+
+    .venv/bin/python benchmarks/curate_scale.py --cli --sizes 1000000 10000000 \\
+        --set noise.features='[hashed]'
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -59,12 +70,12 @@ def write_data(n_rows: int, seed: int, tmp: Path) -> tuple[Path, Path, set[str]]
     return train_path, test_path, {f"r{i}" for i in flipped}
 
 
-def noise_quality(run, flipped: set[str]) -> dict:
+def noise_quality(removed: pl.DataFrame, flags: pl.DataFrame, flipped: set[str]) -> dict:
     """Precision/recall of the label-issue flags on the planted flips that reached noise
     detection (flipped rows removed earlier as copies or leaks are not counted)."""
-    removed_before = run.frame("removed").filter(pl.col("stage").is_in(["dedup", "decontam"]))["id"]
+    removed_before = removed.filter(pl.col("stage").is_in(["dedup", "decontam"]))["id"]
     eligible = flipped - set(removed_before.to_list())
-    flagged = set(run.frame("flags").filter(pl.col("issue") == "label_issue")["id"].to_list())
+    flagged = set(flags.filter(pl.col("issue") == "label_issue")["id"].to_list())
     tp = len(flagged & eligible)
     precision = tp / len(flagged) if flagged else 0.0
     recall = tp / len(eligible) if eligible else 0.0
@@ -135,9 +146,112 @@ def one_size(n_rows: int, seed: int, overrides: list[str]) -> dict:
         "curate_cpu_seconds": round(c3 - c1, 2),
         "stages": stages,
         "peak_rss_mib": round(max((r for _, r in samples), default=0) / 2**20, 1),
-        "noise_quality": noise_quality(run, flipped) if "noise" in run.stages_run else None,
+        "noise_quality": noise_quality(run.frame("removed"), run.frame("flags"), flipped)
+        if "noise" in run.stages_run
+        else None,
         "overrides": overrides,
     }
+
+
+STAGE_LINE = re.compile(
+    r"(?P<stage>[a-z_]+): .* \((?P<seconds>[0-9.]+) s, peak RSS so far (?P<peak>[0-9.]+) GiB\)$"
+)
+
+
+def cli_params(tmp: Path, train: Path, test: Path, overrides: list[str]) -> Path:
+    """The repository's params.yaml with the generated files and ``overrides`` applied."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["data"]["columns"]["label"] = "label"
+    raw["data"]["labels"] = str(ROOT / "data" / "raw" / "categories.json")
+    raw["data"]["train"], raw["data"]["test"] = str(train), str(test)
+    raw["data"]["extra_train"] = []
+    for item in overrides:
+        dotted, value = item.split("=", 1)
+        *path, last = dotted.split(".")
+        node = raw
+        for key in path:
+            node = node.setdefault(key, {})
+        node[last] = yaml.safe_load(value)
+    path = tmp / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _sampled_child(cmd: list[str], log_path: Path) -> dict:
+    """Run ``cmd`` with its log in ``log_path``; wall and CPU seconds, peak RSS of its tree."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    with log_path.open("w") as log:
+        # a wide console: rich would wrap the per-stage log lines that are parsed afterwards
+        env = {**os.environ, "COLUMNS": "400"}
+        child = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc, peak = psutil.Process(child.pid), 0
+        while child.poll() is None:
+            try:
+                rss = proc.memory_info().rss + sum(c.memory_info().rss for c in proc.children(recursive=True))
+            except psutil.Error:  # the child ended between poll and sample
+                rss = 0
+            peak = max(peak, rss)
+            time.sleep(0.2)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "returncode": child.returncode,
+        "wall_seconds": round(time.perf_counter() - t0, 2),
+        "cpu_seconds": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 2),
+        "peak_rss_mib": round(peak / 2**20, 1),
+    }
+
+
+def cli_size(n_rows: int, seed: int, overrides: list[str]) -> dict:
+    """Write the data (one child), then time and sample ``curagate curate`` (another)."""
+    with tempfile.TemporaryDirectory(dir=os.environ.get("CURATE_SCALE_TMP")) as tmp_name:
+        tmp = Path(tmp_name)
+        t0 = time.perf_counter()
+        cmd = [sys.executable, __file__, "--write", str(n_rows), "--seed", str(seed), "--dir", str(tmp)]
+        subprocess.run(cmd, check=True)
+        t_gen = time.perf_counter() - t0
+        train, test = tmp / "train.jsonl", tmp / "test.jsonl"
+        flipped = set((tmp / "flipped.txt").read_text().split())
+        params = cli_params(tmp, train, test, overrides)
+        cmd = [
+            sys.executable,
+            "-m",
+            "flows.cli",
+            "curate",
+            "--params",
+            str(params),
+            "--out",
+            str(tmp / "out"),
+        ]
+        measured = _sampled_child(cmd + ["--quiet"], tmp / "curate.log")
+        log_text = (tmp / "curate.log").read_text(errors="replace")
+        if measured["returncode"] != 0:
+            print(log_text[-3000:], file=sys.stderr)
+            raise SystemExit(f"curagate curate failed at {n_rows} rows")
+        stages = {}
+        for line in log_text.splitlines():
+            if (found := STAGE_LINE.search(line.strip())) and found["stage"] not in stages:
+                stages[found["stage"]] = {
+                    "seconds": float(found["seconds"]),
+                    "peak_rss_so_far_gib": float(found["peak"]),
+                }
+        out = tmp / "out"
+        metrics = json.loads((out / "quality.json").read_text())
+        flags = pl.read_parquet(out / "flags.parquet") if (out / "flags.parquet").exists() else None
+        removed = pl.read_parquet(out / "removed.parquet")
+        quality = noise_quality(removed, flags, flipped) if flags is not None else None
+        return {
+            "rows": n_rows,
+            "input_bytes": train.stat().st_size,
+            "generate_seconds": round(t_gen, 2),
+            **{k: v for k, v in measured.items() if k != "returncode"},
+            "stages": stages,
+            "input_train_rows": metrics.get("input_train_rows"),
+            "curated_train_rows": metrics.get("curated_train_rows"),
+            "removed_rows": removed.height,
+            "noise_quality": quality,
+            "overrides": overrides,
+        }
 
 
 def plot(results: list[dict], path: Path) -> None:
@@ -179,9 +293,29 @@ def main() -> None:
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], help="params override a.b=value"
     )
+    parser.add_argument("--cli", action="store_true", help="time the real `curagate curate` process")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--out", type=Path, default=RESULTS / "curate_scale.json")
+    parser.add_argument("--write", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    if args.write:
+        _, _, flipped = write_data(args.write, args.seed, args.dir)
+        (args.dir / "flipped.txt").write_text("\n".join(sorted(flipped)) + "\n")
+        return
+    if args.cli:
+        out = args.out or RESULTS / "curate_cli.json"
+        done = json.loads(out.read_text()) if out.exists() else {"sizes": []}
+        for n in args.sizes:
+            result = cli_size(n, args.seed, args.overrides)
+            print(json.dumps(result), flush=True)
+            done["sizes"] = [r for r in done["sizes"] if r["rows"] != n] + [result]
+            done["sizes"].sort(key=lambda r: r["rows"])
+            done["note"] = "2 shared cores; the whole `curagate curate` process, sampled every 0.2 s"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(done, indent=2) + "\n")
+        return
+    args.out = args.out or RESULTS / "curate_scale.json"
     if args.one:
         print(json.dumps(one_size(args.one, args.seed, args.overrides)))
         return

@@ -309,3 +309,35 @@ def word_edit_hashes(cps, lens, poly, poly_inv, wild, salt, sub, dele, full):  #
         w += n
         pos += n_chars
     return w
+
+
+@numba.njit(cache=True, nogil=True)
+def prefix_set(values, shift, table, used):  # pragma: no cover - compiled
+    """Put ``value >> shift`` of every value into the open-addressing set (``table``, ``used``:
+    a power-of-two size, at least twice the values, so probes stay short)."""
+    mask = np.uint64(table.shape[0] - 1)
+    for k in range(values.shape[0]):
+        key = values[k] >> shift
+        slot = _mix64(key) & mask
+        while used[slot] and table[slot] != key:
+            slot = (slot + np.uint64(1)) & mask
+        table[slot] = key
+        used[slot] = True
+
+
+@numba.njit(cache=True, nogil=True)
+def keep_prefixes_in(values, shift, table, used, out):  # pragma: no cover - compiled
+    """Write to ``out``, in order, the values whose ``value >> shift`` is in the set built
+    by :func:`prefix_set`; returns how many."""
+    mask = np.uint64(table.shape[0] - 1)
+    w = 0
+    for k in range(values.shape[0]):
+        key = values[k] >> shift
+        slot = _mix64(key) & mask
+        while used[slot]:
+            if table[slot] == key:
+                out[w] = values[k]
+                w += 1
+                break
+            slot = (slot + np.uint64(1)) & mask
+    return w

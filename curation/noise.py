@@ -15,7 +15,6 @@ from typing import Any, NamedTuple
 import numpy as np
 import polars as pl
 from cleanlab.filter import find_label_issues
-from cleanlab.rank import get_label_quality_scores
 from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer, TfidfVectorizer
 from sklearn.linear_model import LogisticRegression, SGDClassifier
 from sklearn.model_selection import StratifiedKFold
@@ -91,6 +90,9 @@ def noise_check(train: pl.DataFrame, *, label_set: Sequence[str], cfg: NoisePara
         raise ValueError("noise detection needs columns ['label']")
     reason = _skip_reason(_label_ids(train, label_set), len(label_set), cfg)
     return NoiseCheck(checked_rows=0 if reason else train.height, skipped_reason=reason)
+
+
+_SCORE_ROWS_PER_BLOCK = 1 << 17  # held-out rows scored per predict_proba call (bounds its copies)
 
 
 def _view_matrix(view: str, texts: Sequence[str], embeddings: np.ndarray | None) -> Any:
@@ -207,7 +209,6 @@ def out_of_fold_probabilities(
     probs = np.zeros((n, n_classes))
     for view in cfg.features:
         features = _view_matrix(view, texts, embeddings)
-        view_probs = np.zeros((n, n_classes))
         for k, (all_fit_idx, val_idx) in enumerate(splits):
             fit_idx = fit_subsample(
                 all_fit_idx,
@@ -218,12 +219,17 @@ def out_of_fold_probabilities(
             )
             model = _classifier(cfg)
             model.fit(features[fit_idx], labels[fit_idx])
-            p = np.zeros((len(val_idx), n_classes))
-            p[:, model.classes_] = model.predict_proba(features[val_idx])
-            view_probs[val_idx] = p
+            # the held-out rows are scored a block at a time, added straight into `probs`
+            # (rows are independent, so the values are those of one call and one sum over
+            # views): no n x classes copies per view or per fold, which at 10M rows are GBs
+            for lo in range(0, len(val_idx), _SCORE_ROWS_PER_BLOCK):
+                rows = val_idx[lo : lo + _SCORE_ROWS_PER_BLOCK]
+                block = np.zeros((len(rows), n_classes))
+                block[:, model.classes_] = model.predict_proba(features[rows])
+                probs[rows] += block / len(cfg.features)
             if progress:
                 progress(f"{view} fold {k + 1}/{folds}")
-        probs += view_probs / len(cfg.features)
+        del features
     return probs
 
 
@@ -276,13 +282,6 @@ def flag_label_issues(
     )
     counts = np.bincount(y, minlength=len(label_set))
     present = np.flatnonzero(counts)  # at least two classes: _skip_reason checked
-    # cleanlab wants every column to be a class seen in the labels: restrict to present ones
-    sub = probs[:, present]
-    sub = sub / np.clip(sub.sum(axis=1, keepdims=True), 1e-12, None)
-    y_sub = np.searchsorted(present, y)
-    quality = get_label_quality_scores(y_sub, sub)
-    self_conf = sub[np.arange(len(y_sub)), y_sub]
-    suggested = present[sub.argmax(axis=1)]
     # A class with a handful of rows cannot be learnt, and its per-class threshold in
     # cleanlab's confident joint (the mean probability of its own rows) becomes tiny, so
     # every row looks like it might belong there and the estimated number of issues balloons.
@@ -292,11 +291,30 @@ def flag_label_issues(
     if len(learnable) < 2:  # tiny data: no estimate without them, so keep every class in it
         learnable = present
     rare_row = counts[y] < counts[learnable].min()
+    rows = np.flatnonzero(~rare_row)
+    # cleanlab wants every column to be a class seen in the labels: restrict to present ones.
+    # At 10M rows each n x classes copy is GBs, so the given-label probability and the best
+    # label come a block of rows at a time (each block laid out as the whole restricted copy
+    # was, so its row sums, and every bit, are the same); the label quality is cleanlab's
+    # default score (get_label_quality_scores, self_confidence): that same probability.
+    y_sub = np.searchsorted(present, y)
+    self_conf = np.empty(len(y))
+    suggested = np.empty(len(y), dtype=np.int64)
+    for lo in range(0, len(y), _SCORE_ROWS_PER_BLOCK):
+        block = probs[lo : lo + _SCORE_ROWS_PER_BLOCK][:, present]
+        block = block / np.clip(block.sum(axis=1, keepdims=True), 1e-12, None)
+        self_conf[lo : lo + len(block)] = block[np.arange(len(block)), y_sub[lo : lo + len(block)]]
+        suggested[lo : lo + len(block)] = present[block.argmax(axis=1)]
+    quality = self_conf
     issues = rare_row & (suggested != y)
     if len(learnable) >= 2:
-        rows = np.flatnonzero(~rare_row)
-        main = probs[np.ix_(rows, learnable)]
-        main = main / np.clip(main.sum(axis=1, keepdims=True), 1e-12, None)
+        if len(learnable) == probs.shape[1] and len(rows) == len(y):
+            # every row and class: normalise `probs` itself, not a copy (the same values)
+            main = probs
+            main /= np.clip(main.sum(axis=1, keepdims=True), 1e-12, None)
+        else:
+            main = probs[np.ix_(rows, learnable)]
+            main = main / np.clip(main.sum(axis=1, keepdims=True), 1e-12, None)
         # low_self_confidence: cleanlab estimates *how many* labels are wrong from the
         # confident joint, then flags that many rows with the lowest given-label probability;
         # on planted flips this beats the per-class "both" filter by ~0.14 F1

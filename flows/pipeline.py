@@ -11,6 +11,8 @@ is added to). Timing, progress and the step log come from here, so every path ha
 from __future__ import annotations
 
 import logging
+import resource
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,6 +38,12 @@ NEEDS_TEST = ("decontam",)  # steps that cannot run without a test split
 StepCaller = Callable[[Step, dict[str, Any]], Any]
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far, in MiB (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
+
+
 def stage_names() -> tuple[str, ...]:
     return tuple(step.name for step in pipeline_steps())
 
@@ -47,6 +55,8 @@ class CurationRun:
     values: dict[str, Any]
     stages_run: list[str] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    # the process's peak RSS so far at the end of each step (MiB): where memory goes at scale
+    stage_peak_rss_mib: dict[str, float] = field(default_factory=dict)
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -135,12 +145,15 @@ def run_curation(
             if bar is not None and task is not None:
                 bar.update(task, description=f"curate: {step.name}", note="")
             started = time.perf_counter()
+            _last_signing(values, index, last_reader)
             output = call(step, {key: values[key] for key in step.reads})
             summary = _merge(values, step, output)
             run.stage_seconds[step.name] = round(time.perf_counter() - started, 3)
+            run.stage_peak_rss_mib[step.name] = peak_rss_mib()
             run.stages_run.append(step.name)
             _release_after(values, index, last_reader)
-            line = f"{summary} ({run.stage_seconds[step.name]:.1f} s)"
+            seconds, peak_gib = run.stage_seconds[step.name], run.stage_peak_rss_mib[step.name] / 1024
+            line = f"{summary} ({seconds:.1f} s, peak RSS so far {peak_gib:.2f} GiB)"
             log.info("%s: %s", step.name, line)
             if note is not None:
                 note(f"{step.name}: {line}")
@@ -199,6 +212,15 @@ def _describe(fields: dict[str, Any], *, flags_before: int) -> str:
     if "metrics" in fields:
         parts.append("quality.json, report.html")
     return ", ".join(parts) or "done"
+
+
+def _last_signing(values: dict[str, Any], index: int, last_reader: dict[str, int]) -> None:
+    """Before the last step that signs: the remembered signatures may go as soon as that step
+    has taken what it reuses (decontam's kept train rows), not only once it ends; at 10M rows
+    they are ~5 GB beside that step's own copy of them."""
+    signer = values.get("signer")
+    if last_reader.get("signer", -1) == index and isinstance(signer, RememberedSignatures):
+        signer.keep = False
 
 
 def _release_after(values: dict[str, Any], index: int, last_reader: dict[str, int]) -> None:

@@ -111,29 +111,50 @@ class RememberedSignatures:
     def __init__(self, compute: Signer) -> None:
         self.compute = compute
         self.known = pl.DataFrame(schema={"text": pl.String, "_row": pl.Int64})
-        self.signatures: np.ndarray | None = None
+        # blocks in the order computed, not one array: appending decontam's few test texts to
+        # dedup's millions would copy them all (at 10M texts, 5 GB more for a moment)
+        self.blocks: list[np.ndarray] = []
+        self.size = 0
+        # False: forget everything once a query was answered wholly from memory (the last
+        # reuse; a later query is computed afresh, with the same signatures)
+        self.keep = True
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         query = pl.DataFrame({"text": list(texts)}, schema={"text": pl.String})
-        if self.signatures is None:  # nothing known yet: no join (dedup's million texts)
+        if not self.blocks:  # nothing known yet: no join (dedup's million texts)
             missing = query["text"].unique(maintain_order=True)
         else:
             rows = query.join(self.known, on="text", how="left", maintain_order="left")["_row"]
             missing = query.filter(rows.is_null())["text"].unique(maintain_order=True)
         if len(missing):
             fresh = self.compute(missing.to_list())
-            start = 0 if self.signatures is None else len(self.signatures)
-            self.signatures = fresh if self.signatures is None else np.concatenate([self.signatures, fresh])
-            added = pl.DataFrame({"text": missing, "_row": np.arange(start, start + len(missing))})
+            added = pl.DataFrame({"text": missing, "_row": np.arange(self.size, self.size + len(missing))})
+            self.blocks.append(fresh)
+            self.size += len(missing)
             self.known = pl.concat([self.known, added])
             if len(missing) == len(query):  # all new and distinct: already in query order
                 return fresh
             rows = query.join(self.known, on="text", how="left", maintain_order="left")["_row"]
-        if self.signatures is None:  # no texts at all
+        if not self.blocks:  # no texts at all
             return self.compute([])
-        return self.signatures[rows.to_numpy()]
+        found = self._gather(rows.to_numpy())
+        if not self.keep and not len(missing):
+            self.forget()
+        return found
+
+    def _gather(self, rows: np.ndarray) -> np.ndarray:
+        """The signatures of remembered rows ``rows``, from whichever blocks hold them."""
+        if len(self.blocks) == 1:
+            return self.blocks[0][rows]
+        out = np.empty((len(rows), self.blocks[0].shape[1]), dtype=self.blocks[0].dtype)
+        start = 0
+        for block in self.blocks:
+            inside = (rows >= start) & (rows < start + len(block))
+            out[inside] = block[rows[inside] - start]
+            start += len(block)
+        return out
 
     def forget(self) -> None:
         """Drop what was remembered (the signatures of a million texts are ~0.5 GB)."""
         self.known = self.known.clear()
-        self.signatures = None
+        self.blocks, self.size = [], 0

@@ -230,3 +230,24 @@ def test_remembered_signatures_compute_each_text_once() -> None:
     signer.forget()
     signer(["top up"])
     assert calls[-1] == ["top up"]  # forgotten: signed again
+
+
+def test_remembered_signatures_gather_across_blocks_and_go_after_the_last_reuse() -> None:
+    from curation.minhash import signatures
+    from flows.signing import RememberedSignatures
+
+    def sign(texts):
+        return signatures(list(texts), kind="char", ngram=3, num_perm=16, seed=1)
+
+    calls: list[list[str]] = []
+    signer = RememberedSignatures(lambda texts: calls.append(list(texts)) or sign(texts))
+    signer(["a card", "b top up"])
+    signer(["c new", "d other"])  # all new: a second block, nothing copied
+    assert len(signer.blocks) == 2
+    mixed = ["d other", "a card", "c new", "b top up", "a card"]
+    assert np.array_equal(signer(mixed), sign(mixed))  # rows from both blocks, in query order
+    signer.keep = False  # the pipeline's last signing step
+    assert np.array_equal(signer(["b top up"]), sign(["b top up"]))
+    assert signer.blocks == [] and signer.size == 0  # answered from memory, then forgotten
+    assert np.array_equal(signer(["a card"]), sign(["a card"]))
+    assert calls[-1] == ["a card"]  # signed afresh
