@@ -187,7 +187,7 @@ def near_duplicate_clusters(
     if verifier.left_bag is not None:  # word-order copies, which LSH may miss
         exact_sources.append(lambda: same_key_pairs(verifier.left_bag))
     if exact_edit_rule(cfg) and cfg.max_char_edits == 1:  # every one-edit copy
-        exact_sources.append(lambda: one_edit_pairs(norm_texts))
+        exact_sources.append(lambda: one_edit_pairs(norm_texts, keys_per_pass=cfg.one_edit_keys_per_pass))
     for source in exact_sources:
         block = source()
         n_candidates += len(block)

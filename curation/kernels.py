@@ -144,10 +144,14 @@ def run_pair_codes(packed, bits, n, cross_at, out):  # pragma: no cover - compil
 
 
 @numba.njit(cache=True, nogil=True)
-def packed_deletion_keys(units, lens, poly, poly_inv, salt, bits, first_doc, out):  # pragma: no cover
+def packed_deletion_keys(
+    units, lens, poly, poly_inv, salt, bits, first_doc, part_mask, part, out
+):  # pragma: no cover
     """Key of every text and of every text with one character deleted (a polynomial hash
     plus a salt per length), written as ``(key >> bits << bits) | doc``: the key's top bits
-    and its text in one sortable value."""
+    and its text in one sortable value; only the keys of one pass, those whose
+    ``(key >> bits) & part_mask`` is ``part`` (``part_mask`` 0: all). Returns how many, or
+    -1 when ``out`` is too small."""
     shift = np.uint64(bits)
     max_len = 0
     for d in range(lens.shape[0]):
@@ -162,12 +166,19 @@ def packed_deletion_keys(units, lens, poly, poly_inv, salt, bits, first_doc, out
         for t in range(n):
             prefix[t + 1] = prefix[t] + units[pos + t] * power
             power = power * poly
-        out[w] = (((prefix[n] + salt[n]) >> shift) << shift) | doc
-        w += 1
-        for i in range(n):
-            key = prefix[i] + (prefix[n] - prefix[i + 1]) * poly_inv + salt[n - 1]
-            out[w] = ((key >> shift) << shift) | doc
+        top = (prefix[n] + salt[n]) >> shift
+        if top & part_mask == part:
+            if w == out.shape[0]:
+                return -1  # no room left (numba does not check bounds): the caller retries
+            out[w] = (top << shift) | doc
             w += 1
+        for i in range(n):
+            top = (prefix[i] + (prefix[n] - prefix[i + 1]) * poly_inv + salt[n - 1]) >> shift
+            if top & part_mask == part:
+                if w == out.shape[0]:
+                    return -1
+                out[w] = (top << shift) | doc
+                w += 1
         pos += n
     return w
 

@@ -695,7 +695,7 @@ def _bucket_pairs(flat: np.ndarray, docs: np.ndarray, n: int) -> np.ndarray:
     return _unique_pairs(np.concatenate(codes), n)
 
 
-def one_edit_pairs(texts: Sequence[str]) -> np.ndarray:
+def one_edit_pairs(texts: Sequence[str], *, keys_per_pass: int | None = None) -> np.ndarray:
     """Every (i, j), i < j, of texts at most one edit apart (substitution, insertion,
     deletion or swap of adjacent characters: optimal string alignment distance <= 1).
 
@@ -704,8 +704,12 @@ def one_edit_pairs(texts: Sequence[str]) -> np.ndarray:
     longer), so grouping texts on their variants (the deletion neighbourhood of SymSpell)
     finds every pair; a hash collision only adds a candidate that verification rejects.
     Returns candidates: check them with :class:`PairVerifier`.
+
+    ``keys_per_pass`` bounds memory: with more keys (one per character, 8 bytes each) they are
+    split by their top bits into a power of two of passes, each sorted alone; equal keys
+    always fall in the same pass, so the pairs are the same.
     """
-    return _one_edit_runs(texts, cross_at=0)
+    return _one_edit_runs(texts, cross_at=0, keys_per_pass=keys_per_pass)
 
 
 def one_edit_cross_pairs(left: Sequence[str], right: Sequence[str]) -> np.ndarray:
@@ -716,7 +720,7 @@ def one_edit_cross_pairs(left: Sequence[str], right: Sequence[str]) -> np.ndarra
     return _one_edit_runs([*left, *right], cross_at=len(left))
 
 
-def _one_edit_runs(texts: Sequence[str], *, cross_at: int) -> np.ndarray:
+def _one_edit_runs(texts: Sequence[str], *, cross_at: int, keys_per_pass: int | None = None) -> np.ndarray:
     from curation import kernels  # numba: loaded only when pairs are searched
 
     n = len(texts)
@@ -725,20 +729,50 @@ def _one_edit_runs(texts: Sequence[str], *, cross_at: int) -> np.ndarray:
     bits = _doc_bits(n)
     salt = _mix64(np.arange(max(map(len, texts)) + 2, dtype=np.uint64) + _SALT)
 
-    def packed_keys(first: int, last: int) -> np.ndarray:
-        # every key of texts[first:last] (its own and one per deleted character), each packed
-        # with its text as in bucket_candidates: then one in-place sort, runs of equal keys
-        out = np.empty(last - first + sum(map(len, texts[first:last])), dtype=np.uint64)
+    def packed_keys(first: int, last: int, part_mask: int = 0, part: int = 0, size: int | None = None):
+        # every key of texts[first:last] (its own and one per deleted character) in the pass
+        # `part`, each packed with its text as in bucket_candidates: then one in-place sort,
+        # runs of equal keys. None when they do not fit in `size`
+        out = np.empty(size or last - first + sum(map(len, texts[first:last])), dtype=np.uint64)
         written = 0
         for lo in range(first, last, _TEXTS_PER_CHUNK):
             units, lens = _code_units(texts[lo : min(last, lo + _TEXTS_PER_CHUNK)])
-            written += kernels.packed_deletion_keys(
-                units, lens, _POLY, _POLY_INV, salt, bits, lo, out[written:]
+            count = kernels.packed_deletion_keys(
+                units,
+                lens,
+                _POLY,
+                _POLY_INV,
+                salt,
+                bits,
+                lo,
+                np.uint64(part_mask),
+                np.uint64(part),
+                out[written:],
             )
-        return out
+            if count < 0:
+                return None
+            written += count
+        return out[:written]
 
+    total_keys = n + sum(map(len, texts))
+    passes = 1 if not keys_per_pass else 1 << max(0, -(-total_keys // keys_per_pass) - 1).bit_length()
+    if cross_at == 0 and passes > 1:
+        # a key's pass is its low prefix bits (above the text number), a hash: the passes are
+        # about equal, and equal keys meet in one pass. Room for a pass: its share and 1/8
+        # more; a pass that does not fit (very skewed keys) is made again with room for all
+        room = min(total_keys, total_keys // passes + total_keys // (8 * passes) + 1)
+        codes = []
+        for part in range(passes):
+            packed = packed_keys(0, n, passes - 1, part, size=room)
+            if packed is None:
+                packed = packed_keys(0, n, passes - 1, part, size=total_keys)
+            packed.sort()
+            pairs = _run_pairs(packed, n)
+            codes.append(pairs[:, 0] * n + pairs[:, 1])
+            del packed
+        return _unique_pairs(np.concatenate(codes), n)
     if cross_at == 0:
-        packed = packed_keys(0, n)
+        packed = packed_keys(0, n, size=total_keys)
     else:
         # only cross pairs count, so a left key matters only if some right text has it: the
         # left keys are filtered against the right ones as they are made, never all held

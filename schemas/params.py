@@ -74,11 +74,14 @@ class DedupParams:
     word_order: bool = True
     seed: int = 1
     bands_per_pass: int = 8
+    one_edit_keys_per_pass: int | None = 100_000_000
     engine: Literal["datasketch", "fast"] = "fast"
 
     def __post_init__(self) -> None:
         if self.bands_per_pass < 1:
             raise ValueError("bands_per_pass must be >= 1")
+        if self.one_edit_keys_per_pass is not None and self.one_edit_keys_per_pass < 1:
+            raise ValueError("one_edit_keys_per_pass must be >= 1 or null")
         if self.engine not in ("datasketch", "fast"):
             raise ValueError(f"engine={self.engine!r} must be 'datasketch' or 'fast'")
         if self.shingle not in ("char", "word"):

@@ -52,6 +52,33 @@ def test_one_edit_pairs_holds_every_pair_within_one_edit() -> None:
     assert (0, 5) not in got and (5, 6) not in got
 
 
+def test_one_edit_pairs_in_passes_are_the_pairs_of_one_pass() -> None:
+    rng = np.random.default_rng(0)
+    words = ["card", "top", "up", "fee", "cash", "atm", "pin", "my", "the", "é"]
+    texts = [" ".join(rng.choice(words, size=rng.integers(1, 6))) for _ in range(3000)]
+    texts += [t[:-1] for t in texts[:300]] + TEXTS
+    whole = one_edit_pairs(texts)
+    assert len(whole) > 1000
+    total_keys = len(texts) + sum(map(len, texts))
+    for keys_per_pass in (total_keys // 3, total_keys // 16):  # 4 and 16 passes
+        assert np.array_equal(one_edit_pairs(texts, keys_per_pass=keys_per_pass), whole)
+
+
+def test_the_deletion_key_kernel_says_when_its_output_is_full() -> None:
+    from curation import kernels
+
+    units = np.array([ord(c) + 1 for c in "abcabc"], dtype=np.uint64)
+    lens = np.array([3, 3], dtype=np.int64)
+    args = (units, lens, np.uint64(3), np.uint64(0xAAAAAAAAAAAAAAAB), np.arange(8, dtype=np.uint64), 1, 0)
+    everything = np.empty(8, dtype=np.uint64)
+    assert kernels.packed_deletion_keys(*args, np.uint64(0), np.uint64(0), everything) == 8
+    assert kernels.packed_deletion_keys(*args, np.uint64(0), np.uint64(0), np.empty(7, dtype=np.uint64)) == -1
+    halves = [np.empty(8, dtype=np.uint64) for _ in range(2)]
+    counts = [kernels.packed_deletion_keys(*args, np.uint64(1), np.uint64(p), halves[p]) for p in (0, 1)]
+    both = np.sort(np.concatenate([h[:c] for h, c in zip(halves, counts, strict=True)]))
+    assert np.array_equal(both, np.sort(everything))  # the passes split the keys, lose none
+
+
 def test_exact_bands_find_every_pair_reaching_the_threshold() -> None:
     num_perm, threshold = 128, 0.9
     bands, rows = exact_bands(threshold, num_perm)
