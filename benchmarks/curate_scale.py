@@ -314,6 +314,7 @@ def main() -> None:
             done["note"] = "2 shared cores; the whole `curagate curate` process, sampled every 0.2 s"
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(done, indent=2) + "\n")
+        plot(done["sizes"], out.with_suffix(".png"))
         return
     args.out = args.out or RESULTS / "curate_scale.json"
     if args.one:
