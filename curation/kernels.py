@@ -9,8 +9,34 @@ so that numba never promotes a mixed signed/unsigned expression to float.
 
 from __future__ import annotations
 
+import sys
+
 import numba
 import numpy as np
+
+
+def _load_numba_without_scipy() -> None:
+    """Load numba's CPU target now, with scipy.linalg hidden from it.
+
+    The first compiled call loads numba's array registries, whose BLAS probe imports
+    scipy.linalg (~0.16 CPU-s, a third of loading numba) only so that np.dot and np.linalg
+    compile; no kernel here uses them. With scipy.linalg hidden the probe records "no BLAS"
+    and everything else loads as usual; scipy.linalg is importable again right after (sklearn
+    and scipy.stats import it as always). Nothing is hidden when it is loaded already.
+    """
+    if "scipy.linalg" in sys.modules:
+        return
+    from numba.core.registry import cpu_target
+
+    sys.modules["scipy.linalg"] = None  # type: ignore[assignment]  # import fails: "no BLAS"
+    try:
+        cpu_target.target_context.refresh()
+    finally:
+        if sys.modules.get("scipy.linalg", 0) is None:
+            del sys.modules["scipy.linalg"]
+
+
+_load_numba_without_scipy()
 
 _U32 = np.uint64(0xFFFFFFFF)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
