@@ -51,7 +51,6 @@ import csv
 import dataclasses
 import datetime as dt
 import gzip
-import hashlib
 import io
 import itertools
 import json
@@ -63,6 +62,7 @@ from decimal import Decimal
 from typing import Any
 
 import polars as pl
+import polars_hash  # noqa: F401  # registers the .nchash namespace: sha1 in Rust (text_hash)
 
 from schemas.params import ColumnMap, DataParams
 from schemas.records import CHAT_REASONS, INGESTED_SCHEMA, QUARANTINE_SCHEMA
@@ -646,7 +646,14 @@ def _fast_records(lines: list[bytes], *, split: str, source: str, data: DataPara
     frame = pl.DataFrame({"line": pl.int_range(1, len(lines) + 1, eager=True), "raw": text}).filter(fast)
     if frame.height == 0:
         return None
-    decoded = frame["raw"].str.json_decode(pl.Struct({n: pl.String for n in names})).struct.unnest()
+    schema = {n: pl.String for n in names}
+    # the fast lines as one NDJSON document (they hold no newline) for polars' reader: the
+    # same parser and values as str.json_decode, at ~60% of its CPU and a fifth of its memory
+    # (json_decode parses each row into buffers of its own)
+    joined = b"\n".join(itertools.compress(lines, fast.to_list()))
+    decoded = pl.read_ndjson(io.BytesIO(joined), schema=schema)
+    if decoded.height != frame.height:  # never seen; json_decode is the reference
+        decoded = frame["raw"].str.json_decode(pl.Struct(schema)).struct.unnest()
     frame = pl.concat([frame, decoded], how="horizontal")
     return (
         _fast_canonical(frame, data)
@@ -1081,16 +1088,11 @@ def parse_frame(frame: pl.DataFrame, *, split: str, source: str, data: DataParam
 
 
 def text_hash(texts: pl.Expr) -> pl.Expr:
-    """Stable content hash of a text column (sha1 hex, 16 chars), identical across processes."""
-    return texts.map_batches(_sha1_16, return_dtype=pl.String)
-
-
-def _sha1_16(texts: pl.Series) -> pl.Series:
-    # one Python loop over the whole column: ~30% faster than map_elements' call per row
-    return pl.Series(
-        [None if t is None else hashlib.sha1(t.encode("utf-8")).hexdigest()[:16] for t in texts.to_list()],
-        dtype=pl.String,
-    )
+    """Stable content hash of a text column (sha1 hex of the UTF-8, 16 chars; null stays
+    null), identical across processes."""
+    # polars-hash: the same digest as hashlib's, without a Python loop (a third of its CPU)
+    # (the cast: a frame with no rows may type the column Null, which the plugin refuses)
+    return texts.cast(pl.String).nchash.sha1().str.slice(0, 16)  # type: ignore[attr-defined]
 
 
 def assign_ids(frame: pl.DataFrame) -> pl.DataFrame:

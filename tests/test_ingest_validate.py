@@ -206,3 +206,14 @@ def test_validation_without_pandas_quarantines_with_the_same_reasons() -> None:
     assert valid_ids == ["a"]
     assert [list(r) for r in quarantine.select("line", "reason", "detail").rows()] == bad_rows
     assert not pandas_loaded
+
+
+def test_text_hash_is_the_sha1_of_the_utf8_text() -> None:
+    """ids and text_hash are kept in files and reviews: polars-hash must give hashlib's digest."""
+    import hashlib
+
+    from curation.ingest import text_hash
+
+    texts = ["my card", "", "caf\u00e9 \U0001f600", "a\u200bb", "x" * 10_000, "\x00\n\t", None]
+    got = pl.DataFrame({"t": texts}).select(text_hash(pl.col("t")))["t"].to_list()
+    assert got == [None if t is None else hashlib.sha1(t.encode("utf-8")).hexdigest()[:16] for t in texts]
