@@ -105,11 +105,16 @@ def normalize_text(text: pl.Expr) -> pl.Expr:
     return strip_punctuation(canonical_text(text))
 
 
+# A run of punctuation, symbols and whitespace becomes one space (the same string as replacing
+# punctuation runs by a space and then collapsing whitespace runs): ``[P S \s]+`` -> " ". The
+# pattern matches only the runs that change, i.e. not a lone space, which is most runs in
+# text: the same strings (a test compares the plain pattern), a third of the CPU.
+_STRIP_RUN = r"[\p{P}\p{S}\s]*[[\p{P}\p{S}\s]--[ ]][\p{P}\p{S}\s]*| {2,}"
+
+
 def strip_punctuation(canonical: pl.Expr) -> pl.Expr:
     """:func:`normalize_text` of a text already in :func:`canonical_text` form."""
-    # one pass: a run of punctuation, symbols and spaces becomes one space (the same string
-    # as replacing punctuation runs by a space and then collapsing whitespace runs)
-    return canonical.str.replace_all(r"[\p{P}\p{S}\s]+", " ").str.strip_chars()
+    return canonical.str.replace_all(_STRIP_RUN, " ").str.strip_chars()
 
 
 def shingles(text: str, *, kind: str, ngram: int) -> list[bytes]:
