@@ -219,3 +219,20 @@ def test_strip_punctuation_equals_the_plain_run_pattern() -> None:
     plain = frame.select(pl.col("t").str.replace_all(r"[\p{P}\p{S}\s]+", " ").str.strip_chars())["t"]
     assert got.equals(plain)
     assert got.str.contains("  ").sum() == 0 and (got != frame["t"]).sum() > 10_000
+
+
+def test_the_skeleton_table_of_some_texts_is_the_whole_table_restricted() -> None:
+    """dedup_keys builds the table of the characters its texts hold: the same entries as the
+    whole table for those characters (confusables, case folds, marks, scripts, ASCII)."""
+    import random
+
+    from curation.minhash import confusable_skeletons_of
+
+    full = confusable_skeletons()
+    rnd = random.Random(0)
+    sample = rnd.sample(sorted(full), 2000) + [chr(c) for c in range(0x20, 0x3000, 7)]
+    texts = ["".join(sample[i : i + 50]) for i in range(0, len(sample), 50)] + [ORIGINAL, *UNRELATED]
+    chars = set("".join(texts))
+    restricted = confusable_skeletons_of(texts)
+    assert restricted == {c: v for c, v in full.items() if c in chars}
+    assert len(restricted) > 1000 and confusable_skeletons_of([]) == {}
