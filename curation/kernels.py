@@ -170,11 +170,13 @@ def run_pair_codes(packed, bits, n, cross_at, out):  # pragma: no cover - compil
 
 
 @numba.njit(cache=True, nogil=True)
-def packed_deletion_keys(units, lens, poly, poly_inv, salt, bits, first_doc, out):  # pragma: no cover
+def packed_deletion_keys(cps, lens, poly, poly_inv, salt, bits, first_doc, out):  # pragma: no cover
     """Key of every text and of every text with one character deleted (a polynomial hash
-    plus a salt per length), written as ``(key >> bits << bits) | doc``: the key's top bits
-    and its text in one sortable value."""
+    over the units, unit = code point + 1, plus a salt per length), written as
+    ``(key >> bits << bits) | doc``: the key's top bits and its text in one sortable value.
+    ``cps`` are the code points (uint32): the units are made here, not as a uint64 copy."""
     shift = np.uint64(bits)
+    one = np.uint64(1)
     max_len = 0
     for d in range(lens.shape[0]):
         max_len = max(max_len, lens[d])
@@ -186,7 +188,7 @@ def packed_deletion_keys(units, lens, poly, poly_inv, salt, bits, first_doc, out
         doc = np.uint64(first_doc + d)
         power = np.uint64(1)
         for t in range(n):
-            prefix[t + 1] = prefix[t] + units[pos + t] * power
+            prefix[t + 1] = prefix[t] + (np.uint64(cps[pos + t]) + one) * power
             power = power * poly
         out[w] = (((prefix[n] + salt[n]) >> shift) << shift) | doc
         w += 1

@@ -770,10 +770,10 @@ def _one_edit_runs(texts: Sequence[str], *, cross_at: int) -> np.ndarray:
     packed = np.empty(total, dtype=np.uint64)
     written = 0
     for lo in range(0, n, _TEXTS_PER_CHUNK):
-        units, lens = _code_units(texts[lo : lo + _TEXTS_PER_CHUNK])
+        cps, lens = _code_points(texts[lo : lo + _TEXTS_PER_CHUNK])
         salt = _mix64(np.arange(int(lens.max(initial=0)) + 2, dtype=np.uint64) + _SALT)
         written += kernels.packed_deletion_keys(
-            units, lens, _POLY, _POLY_INV, salt, _doc_bits(n), lo, packed[written:]
+            cps, lens, _POLY, _POLY_INV, salt, _doc_bits(n), lo, packed[written:]
         )
     packed.sort()
     return _run_pairs(packed, n, cross_at)
