@@ -9,8 +9,34 @@ so that numba never promotes a mixed signed/unsigned expression to float.
 
 from __future__ import annotations
 
+import sys
+
 import numba
 import numpy as np
+
+
+def _load_numba_without_scipy() -> None:
+    """Load numba's CPU target now, with scipy.linalg hidden from it.
+
+    The first compiled call loads numba's array registries, whose BLAS probe imports
+    scipy.linalg (~0.16 CPU-s, a third of loading numba) only so that np.dot and np.linalg
+    compile; no kernel here uses them. With scipy.linalg hidden the probe records "no BLAS"
+    and everything else loads as usual; scipy.linalg is importable again right after (sklearn
+    and scipy.stats import it as always). Nothing is hidden when it is loaded already.
+    """
+    if "scipy.linalg" in sys.modules:
+        return
+    from numba.core.registry import cpu_target
+
+    sys.modules["scipy.linalg"] = None  # type: ignore[assignment]  # import fails: "no BLAS"
+    try:
+        cpu_target.target_context.refresh()
+    finally:
+        if sys.modules.get("scipy.linalg", 0) is None:
+            del sys.modules["scipy.linalg"]
+
+
+_load_numba_without_scipy()
 
 _U32 = np.uint64(0xFFFFFFFF)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -145,14 +171,16 @@ def run_pair_codes(packed, bits, n, cross_at, out):  # pragma: no cover - compil
 
 @numba.njit(cache=True, nogil=True)
 def packed_deletion_keys(
-    units, lens, poly, poly_inv, salt, bits, first_doc, part_mask, part, out
+    cps, lens, poly, poly_inv, salt, bits, first_doc, part_mask, part, out
 ):  # pragma: no cover
     """Key of every text and of every text with one character deleted (a polynomial hash
-    plus a salt per length), written as ``(key >> bits << bits) | doc``: the key's top bits
-    and its text in one sortable value; only the keys of one pass, those whose
-    ``(key >> bits) & part_mask`` is ``part`` (``part_mask`` 0: all). Returns how many, or
-    -1 when ``out`` is too small."""
+    over the units, unit = code point + 1, plus a salt per length), written as
+    ``(key >> bits << bits) | doc``: the key's top bits and its text in one sortable value.
+    ``cps`` are the code points (uint32): the units are made here, not as a uint64 copy.
+    Only the keys of one pass are written, those whose ``(key >> bits) & part_mask`` is
+    ``part`` (``part_mask`` 0: all). Returns how many, or -1 when ``out`` is too small."""
     shift = np.uint64(bits)
+    one = np.uint64(1)
     max_len = 0
     for d in range(lens.shape[0]):
         max_len = max(max_len, lens[d])
@@ -164,7 +192,7 @@ def packed_deletion_keys(
         doc = np.uint64(first_doc + d)
         power = np.uint64(1)
         for t in range(n):
-            prefix[t + 1] = prefix[t] + units[pos + t] * power
+            prefix[t + 1] = prefix[t] + (np.uint64(cps[pos + t]) + one) * power
             power = power * poly
         top = (prefix[n] + salt[n]) >> shift
         if top & part_mask == part:

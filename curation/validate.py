@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-import pandera.errors as pa_errors
 import polars as pl
 
+from schemas.pandera_polars import errors as pa_errors  # pandera without loading pandas
 from schemas.params import DataParams
 from schemas.records import QUARANTINE_SCHEMA, raw_record_schema
 

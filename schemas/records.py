@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated
 
-import pandera.polars as pa
 import polars as pl
 
 from schemas.instruction_params import INSTRUCTION_CHECKS
+from schemas.pandera_polars import pa  # pandera.polars, without loading pandas
 from schemas.review_params import DECISIONS
 
 # Canonical frame after ingest (before validation). *_type hold the JSON type seen in the input.

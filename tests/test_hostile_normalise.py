@@ -199,3 +199,40 @@ def test_dedup_keys_of_a_series_equal_the_expression() -> None:
     series = pl.Series("text", texts, dtype=pl.String)
     expected = series.to_frame().select(dedup_key(pl.col("text"))).to_series()
     assert dedup_keys(series).to_list() == expected.to_list()
+
+
+def test_strip_punctuation_equals_the_plain_run_pattern() -> None:
+    """strip_punctuation matches only the runs that change (not a lone space): on random
+    strings of spaces, other whitespace, punctuation, symbols and letters it gives the
+    strings of the plain ``[P S \\s]+ -> " "`` replacement."""
+    import random
+
+    from curation.minhash import strip_punctuation
+
+    rnd = random.Random(0)
+    alphabet = list(
+        " \t\n\r\x0b\x0c\x1c\x85\xa0\u2028\u3000 ab.,!?-'\"$+^`|~_()[]{}\u00e9\u2014\u201c\U0001f600"
+    )
+    texts = ["".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 12))) for _ in range(20_000)]
+    frame = pl.DataFrame({"t": texts})
+    got = frame.select(strip_punctuation(pl.col("t")))["t"]
+    plain = frame.select(pl.col("t").str.replace_all(r"[\p{P}\p{S}\s]+", " ").str.strip_chars())["t"]
+    assert got.equals(plain)
+    assert got.str.contains("  ").sum() == 0 and (got != frame["t"]).sum() > 10_000
+
+
+def test_the_skeleton_table_of_some_texts_is_the_whole_table_restricted() -> None:
+    """dedup_keys builds the table of the characters its texts hold: the same entries as the
+    whole table for those characters (confusables, case folds, marks, scripts, ASCII)."""
+    import random
+
+    from curation.minhash import confusable_skeletons_of
+
+    full = confusable_skeletons()
+    rnd = random.Random(0)
+    sample = rnd.sample(sorted(full), 2000) + [chr(c) for c in range(0x20, 0x3000, 7)]
+    texts = ["".join(sample[i : i + 50]) for i in range(0, len(sample), 50)] + [ORIGINAL, *UNRELATED]
+    chars = set("".join(texts))
+    restricted = confusable_skeletons_of(texts)
+    assert restricted == {c: v for c, v in full.items() if c in chars}
+    assert len(restricted) > 1000 and confusable_skeletons_of([]) == {}

@@ -84,3 +84,11 @@ def test_the_bundled_banking77_csv_parses_the_same_on_both_paths() -> None:
     data = DataParams(task="classification", columns=ColumnMap(label="category"))
     ingested, _ = _same(parse_csv, (RAW / "test.csv").read_bytes(), data)
     assert ingested.height == 3080
+
+
+@pytest.mark.parametrize("end", [b"", b"\n"])
+def test_a_file_of_fast_lines_only_parses_the_same_on_both_paths(end: bytes) -> None:
+    """Every line fast and only \\n newlines: the file's bytes go to polars' reader as they are."""
+    lines = [json.dumps(r).encode() for r in EDGE_JSONL[:5]] + [b'  {"text" :"spaced" , "label":"x"}  ']
+    ingested, quarantine = _same(parse_jsonl, b"\n".join(lines) + end, CLASSIFICATION)
+    assert ingested.height == len(lines) and quarantine.height == 0

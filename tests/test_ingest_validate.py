@@ -175,3 +175,45 @@ def test_records_are_framed_in_chunks_with_the_same_result(monkeypatch: pytest.M
     assert whole[0].height == 23 and whole[1]["line"].to_list() == [6, 18]
     assert whole[1]["reason"].to_list() == ["invalid_json", "blank_line"]
     assert whole[0]["id"].n_unique() == 23  # repeated texts get -2, -3... across chunk edges
+
+
+def test_validation_without_pandas_quarantines_with_the_same_reasons() -> None:
+    """A fresh process imports pandera with pandas hidden (schemas/pandera_polars.py): pandas
+    stays unloaded, and validation gives the reasons and details of the in-process path."""
+    import subprocess
+    import sys
+
+    lines = [
+        b'{"id": "a", "text": "my card", "label": "card_arrival"}',
+        b'{"id": "b", "text": "", "label": "card_arrival"}',
+        b'{"id": "a", "text": "lost it", "label": "nope"}',
+    ]
+    content = b"\n".join(lines)
+    code = (
+        "import json, sys;"
+        "from curation.ingest import parse_jsonl;"
+        "from curation.validate import validate_records;"
+        "from schemas.params import DataParams;"
+        f"ingested, _ = parse_jsonl({content!r}, split='train', source='t.jsonl', data=DataParams());"
+        f"valid, bad = validate_records(ingested, data=DataParams(), labels={LABELS!r});"
+        "print(json.dumps([valid['id'].to_list(), bad.select('line', 'reason', 'detail').rows(),"
+        " 'pandas' in sys.modules]))"
+    )
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    valid_ids, bad_rows, pandas_loaded = json.loads(proc.stdout)
+    _, quarantine = _run(lines)
+    assert valid_ids == ["a"]
+    assert [list(r) for r in quarantine.select("line", "reason", "detail").rows()] == bad_rows
+    assert not pandas_loaded
+
+
+def test_text_hash_is_the_sha1_of_the_utf8_text() -> None:
+    """ids and text_hash are kept in files and reviews: polars-hash must give hashlib's digest."""
+    import hashlib
+
+    from curation.ingest import text_hash
+
+    texts = ["my card", "", "caf\u00e9 \U0001f600", "a\u200bb", "x" * 10_000, "\x00\n\t", None]
+    got = pl.DataFrame({"t": texts}).select(text_hash(pl.col("t")))["t"].to_list()
+    assert got == [None if t is None else hashlib.sha1(t.encode("utf-8")).hexdigest()[:16] for t in texts]
