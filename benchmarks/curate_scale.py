@@ -40,6 +40,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.synth import generated_params  # noqa: E402  (after the path: run as a script)
+
 RESULTS = ROOT / "benchmarks" / "results"
 
 
@@ -94,16 +96,7 @@ def one_size(n_rows: int, seed: int, overrides: list[str]) -> dict:
     from flows.pipeline import run_curation, write_run
     from schemas.params import params_from_dict
 
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["data"]["columns"]["label"] = "label"
-    raw["data"]["labels"] = str(ROOT / "data" / "raw" / "categories.json")
-    for item in overrides:
-        dotted, value = item.split("=", 1)
-        *path, last = dotted.split(".")
-        node = raw
-        for key in path:
-            node = node.setdefault(key, {})
-        node[last] = yaml.safe_load(value)
+    raw = generated_params(overrides)
     params = params_from_dict({k: v for k, v in raw.items() if k != "scale"}, base_dir=ROOT)
     proc = psutil.Process()
     samples: list[tuple[float, int]] = []
@@ -160,18 +153,9 @@ STAGE_LINE = re.compile(
 
 def cli_params(tmp: Path, train: Path, test: Path, overrides: list[str]) -> Path:
     """The repository's params.yaml with the generated files and ``overrides`` applied."""
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["data"]["columns"]["label"] = "label"
-    raw["data"]["labels"] = str(ROOT / "data" / "raw" / "categories.json")
+    raw = generated_params(overrides)
     raw["data"]["train"], raw["data"]["test"] = str(train), str(test)
     raw["data"]["extra_train"] = []
-    for item in overrides:
-        dotted, value = item.split("=", 1)
-        *path, last = dotted.split(".")
-        node = raw
-        for key in path:
-            node = node.setdefault(key, {})
-        node[last] = yaml.safe_load(value)
     path = tmp / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path

@@ -131,17 +131,10 @@ def write_corpus(n_rows: int, seed: int, tmp: Path):
 
 
 def curagate_params(tmp: Path, overrides: list[str]) -> Path:
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["data"]["columns"]["label"] = "label"
-    raw["data"]["labels"] = str(ROOT / "data" / "raw" / "categories.json")
+    from benchmarks.synth import generated_params
+
+    raw = generated_params(overrides)
     raw["data"]["test"] = None  # dedup needs no test split
-    for item in overrides:
-        dotted, value = item.split("=", 1)
-        *keys, last = dotted.split(".")
-        node = raw
-        for key in keys:
-            node = node.setdefault(key, {})
-        node[last] = yaml.safe_load(value)
     path = tmp / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path

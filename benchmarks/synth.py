@@ -9,6 +9,7 @@ made with curation/corrupt.py's edit functions, so they are the faults the tests
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,24 @@ class Synth:
     labels: list[str]
     family: np.ndarray  # rows with the same family are copies of one base text
     edit: list[str]  # "" for a base row, else the corrupt.py edit that made the copy
+
+
+def generated_params(overrides: Sequence[str] = ()) -> dict:
+    """The repository's params.yaml as a dict, for generated rows (label column ``label``,
+    the bundled label set), with ``a.b=value`` overrides (values parsed as YAML) applied."""
+    import yaml
+
+    raw = yaml.safe_load((RAW.parents[1] / "params.yaml").read_text())
+    raw["data"]["columns"]["label"] = "label"
+    raw["data"]["labels"] = str(RAW / "categories.json")
+    for item in overrides:
+        dotted, value = item.split("=", 1)
+        *path, last = dotted.split(".")
+        node = raw
+        for key in path:
+            node = node.setdefault(key, {})
+        node[last] = yaml.safe_load(value)
+    return raw
 
 
 def load_banking(split: str = "train") -> pl.DataFrame:
